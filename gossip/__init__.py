@@ -1,0 +1,1 @@
+"""SWIM-style membership with Lifeguard, plus load and bandwidth dissemination."""

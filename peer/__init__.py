@@ -1,0 +1,1 @@
+"""The amcoedge peer runtime: RPC, HTTP API, planner, executors, CLI."""
