@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "policy.paper.cli",
     "policy.fleet.cli",
     "gossip.cli",
+    "peer.diffusion.cli",
+    "peer.rpc.cli",
     "peer.commands",
 )
 
