@@ -1,0 +1,389 @@
+"""The planner: (view of the cluster, request, policy) -> plan. Pure: no clocks, sockets, asyncio.
+
+Pipeline for one request, given ``now`` by the caller:
+
+1. **Candidate features.** Each peer in the view becomes a ``Cand``: its wait (the gossiped
+   backlog aged forward to ``now`` plus this origin's own dispatches since that backlog was
+   published, from ``policy.fleet.DispatchLedger``), the per-share fixed cost (round trip plus
+   ``steps * a_j``), the cost per unit (``steps * c_j`` per image; one forward per tile) and the
+   transfer time per unit. Compute cost is affine per denoising step, ``a_j + c_j * images``.
+2. **Policy.** The recruiter (``peer.recruit``) picks the set of collaborating peers. ``onnx``
+   (the learned recruiter) falls back to ``greedy`` when its model is missing or fails, and the
+   plan says so.
+3. **Water-filling.** Shares over the chosen set come from exact water-filling
+   (``policy.allocation.water_fill``) with the fixed cost counted as part of the wait; ``equal``
+   and ``random`` keep the split their baseline defines.
+4. **Whole units.** Largest-remainder rounding to images (``batch``), tiles (``tile``); a peer
+   whose rounded share is 0 is dropped, and a collaborator is pruned while that lowers the
+   predicted make-span. ``steps`` builds a two-hop chain (a peer that can start now runs the
+   first steps, a faster or later-free peer runs the rest). ``local`` runs everything here;
+   ``auto`` predicts every mode that applies and keeps the shortest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from peer.errors import PlanError
+from peer.recruit import Recruiters, RecruitResult
+from policy.allocation import round_units, water_fill
+
+Mode = Literal["batch", "tile", "steps", "local"]
+Kind = Literal["generate", "repair"]
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """What the origin believes about one peer at planning time."""
+
+    name: str
+    is_self: bool
+    addr: Addr  # RPC address
+    wait_s: float  # gossiped backlog aged forward to now (exact for this peer itself)
+    view_age_s: float  # age of the gossiped backlog behind wait_s
+    a_s: float  # compute seconds per denoising step, fixed part
+    c_s: float  # compute seconds per denoising step per image
+    rtt_s: float = 0.0  # RPC round trip (0 for self)
+    bytes_per_s: float = 1e8  # bandwidth origin -> peer
+    own_pending_s: float = 0.0  # what this origin dispatched there since the backlog was published
+
+
+@dataclass(frozen=True)
+class Work:
+    """The request as the planner sees it."""
+
+    kind: Kind
+    units: int  # images (generate) or tiles (repair, tiled)
+    steps: int
+    bytes_per_unit: int = 512  # bytes moved per unit (both ways)
+    share_bytes: int = 0  # bytes moved once per remote share (repair canvas + mask)
+    area_units: float = 1.0  # untiled repair: canvas area in native-size images
+    chain_bytes: int = 8192  # steps mode: latent + generator + scheduler state
+
+
+@dataclass(frozen=True)
+class Share:
+    peer: str
+    addr: Addr
+    is_self: bool
+    units: tuple[int, ...]  # image or tile indices (empty in steps mode)
+    step_range: tuple[int, int] | None  # [start, stop) in steps mode
+    predicted_s: float  # predicted finish time from now
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Mode
+    shares: tuple[Share, ...]
+    policy: str  # the policy that made the decision (after any fallback)
+    requested_policy: str
+    provider: str  # execution provider of the policy (e.g. CPUExecutionProvider, heuristic)
+    fallback: str | None  # why the requested policy was not used, if it was not
+    predicted_makespan_s: float
+    candidates: int
+    alternatives: dict[str, float] = field(default_factory=dict)  # auto: mode -> prediction
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "policy": self.policy,
+            "requested_policy": self.requested_policy,
+            "provider": self.provider,
+            "fallback": self.fallback,
+            "predicted_makespan_s": round(self.predicted_makespan_s, 6),
+            "peers": [s.peer for s in self.shares],
+            "shares": [
+                {
+                    "peer": s.peer,
+                    "units": list(s.units),
+                    "steps": list(s.step_range) if s.step_range else None,
+                    "predicted_s": round(s.predicted_s, 6),
+                }
+                for s in self.shares
+            ],
+            "candidates": self.candidates,
+            "alternatives": {k: round(v, 6) for k, v in self.alternatives.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Cand:
+    """Per-peer cost terms for one work kind and mode (seconds)."""
+
+    peer: PeerState
+    wait_s: float
+    fixed_s: float
+    unit_s: float
+    xfer_s_per_unit: float
+
+    def finish(self, n: int) -> float:
+        if n <= 0:
+            return 0.0
+        return self.wait_s + self.fixed_s + n * (self.unit_s + self.xfer_s_per_unit)
+
+
+def applicable_modes(work: Work, native: int, height: int = 0, width: int = 0) -> list[Mode]:
+    """Modes that apply to a request, in the order auto breaks ties."""
+    if work.kind == "generate":
+        modes: list[Mode] = ["local", "batch"]
+        if work.units == 1:
+            modes.append("steps")
+        return modes
+    modes = ["local"]
+    if max(height, width) > native:
+        modes.append("tile")
+    return modes
+
+
+def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]:
+    out: list[Cand] = []
+    s = work.steps
+    for p in peers:
+        remote = not p.is_self
+        bw = max(p.bytes_per_s, 1.0)
+        if mode == "tile":
+            fixed = (p.rtt_s + work.share_bytes / bw) if remote else 0.0
+            unit = s * (p.a_s + p.c_s)
+        elif mode == "local" and work.kind == "repair":
+            fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
+            unit = s * p.c_s * work.area_units
+        else:
+            fixed = s * p.a_s + (p.rtt_s if remote else 0.0)
+            unit = s * p.c_s
+        xfer = (work.bytes_per_unit / bw) if remote else 0.0
+        out.append(Cand(p, max(p.wait_s, 0.0) + max(p.own_pending_s, 0.0), fixed, unit, xfer))
+    return out
+
+
+class Planner:
+    """Turns a view and a request into a plan; holds only the recruiters (policy objects)."""
+
+    def __init__(self, recruiters: Recruiters, *, native: int = 16) -> None:
+        self.recruiters = recruiters
+        self.native = native
+
+    def plan(
+        self,
+        peers: Sequence[PeerState],
+        work: Work,
+        *,
+        mode: str,
+        policy: str,
+        height: int = 0,
+        width: int = 0,
+    ) -> Plan:
+        if work.units < 1 or work.steps < 1:
+            raise PlanError("a request needs at least one unit and one step")
+        selfs = [p for p in peers if p.is_self]
+        if len(selfs) != 1:
+            raise PlanError("the view must contain this peer exactly once")
+        applicable = applicable_modes(work, self.native, height, width)
+        if mode == "auto":
+            best: Plan | None = None
+            preds: dict[str, float] = {}
+            for m in applicable:
+                p = self._plan_mode(peers, work, m, policy, height, width)
+                preds[m] = p.predicted_makespan_s
+                if best is None or p.predicted_makespan_s < best.predicted_makespan_s - 1e-9:
+                    best = p
+            assert best is not None  # applicable always holds "local"
+            return _with_alternatives(best, preds)
+        if mode not in applicable:
+            raise PlanError(f"mode {mode!r} does not apply to this request (applies: {applicable})")
+        return self._plan_mode(peers, work, mode, policy, height, width)  # type: ignore[arg-type]
+
+    # -- one mode -----------------------------------------------------------------------------
+
+    def _plan_mode(
+        self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str, h: int, w: int
+    ) -> Plan:
+        if mode == "local" or policy == "local":
+            return self._local(peers, work, mode, policy)
+        cands = candidates(peers, work, mode)
+        units = work.steps if mode == "steps" else work.units
+        rec = self.recruiters.decide(policy, units, cands)
+        if mode == "steps":
+            return self._chain(cands, work, rec, policy)
+        return self._split(cands, work, mode, rec, policy)
+
+    def _local(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
+        me = next(p for p in peers if p.is_self)
+        cand = candidates([me], work, "local")[0]
+        if work.kind == "repair":
+            finish = cand.finish(1)
+        else:
+            finish = cand.finish(work.units)
+        share = Share(me.name, me.addr, True, tuple(range(work.units)), None, finish)
+        return Plan(
+            mode="local",
+            shares=(share,),
+            policy="local",
+            requested_policy=policy,
+            provider="heuristic",
+            fallback=None,
+            predicted_makespan_s=finish,
+            candidates=len(peers),
+        )
+
+    def _split(
+        self, cands: list[Cand], work: Work, mode: Mode, rec: RecruitResult, policy: str
+    ) -> Plan:
+        chosen = [i for i in rec.selected if 0 <= i < len(cands)]
+        if not chosen:
+            chosen = [next(i for i, c in enumerate(cands) if c.peer.is_self)]
+        if rec.keep_shares and rec.shares is not None:
+            shares = np.asarray([max(rec.shares[k], 0.0) for k in range(len(chosen))])
+            if not shares.sum() > 0:
+                shares = np.ones(len(chosen))
+            counts = dict(zip(chosen, round_units(shares, work.units), strict=True))
+        else:
+            counts = _fill_units([cands[i] for i in chosen], chosen, work.units)
+            counts = _prune(cands, counts, work.units)
+        return self._assemble(cands, counts, mode, rec, policy)
+
+    def _assemble(
+        self, cands: list[Cand], counts: dict[int, int], mode: Mode, rec: RecruitResult, policy: str
+    ) -> Plan:
+        shares: list[Share] = []
+        nxt = 0
+        # self first, then by predicted finish: deterministic unit order
+        order = sorted(
+            (i for i, n in counts.items() if n > 0),
+            key=lambda i: (not cands[i].peer.is_self, cands[i].peer.name),
+        )
+        for i in order:
+            n = counts[i]
+            c = cands[i]
+            shares.append(
+                Share(
+                    c.peer.name,
+                    c.peer.addr,
+                    c.peer.is_self,
+                    tuple(range(nxt, nxt + n)),
+                    None,
+                    c.finish(n),
+                )
+            )
+            nxt += n
+        return Plan(
+            mode=mode,
+            shares=tuple(shares),
+            policy=rec.policy,
+            requested_policy=policy,
+            provider=rec.provider,
+            fallback=rec.fallback,
+            predicted_makespan_s=max(s.predicted_s for s in shares),
+            candidates=len(cands),
+        )
+
+    def _chain(self, cands: list[Cand], work: Work, rec: RecruitResult, policy: str) -> Plan:
+        pool = sorted({*rec.selected, next(i for i, c in enumerate(cands) if c.peer.is_self)})
+        pool = [i for i in pool if 0 <= i < len(cands)]
+        steps = work.steps
+        # per-step single-image cost, ready time (wait + round trip), hand-off cost per peer
+        per = {i: cands[i].peer.a_s + cands[i].peer.c_s for i in pool}
+        ready = {
+            i: cands[i].wait_s + (0.0 if cands[i].peer.is_self else cands[i].peer.rtt_s)
+            for i in pool
+        }
+        hand = {
+            i: (cands[i].peer.rtt_s + work.chain_bytes / max(cands[i].peer.bytes_per_s, 1.0))
+            if not cands[i].peer.is_self
+            else 0.0
+            for i in pool
+        }
+        best: tuple[float, list[tuple[int, int, int, float]]] | None = None
+        if rec.keep_shares and len(pool) > 1:
+            # equal / random: the steps are split evenly along the chosen peers, earliest first
+            order = sorted(pool, key=lambda i: (ready[i], cands[i].peer.name))
+            counts = round_units(np.ones(len(order)), steps)
+            t = 0.0
+            hops: list[tuple[int, int, int, float]] = []
+            start = 0
+            for i, n in zip(order, counts, strict=True):
+                if n == 0:
+                    continue
+                t = max(t + (hand[i] if hops else 0.0), ready[i]) + n * per[i]
+                hops.append((i, start, start + n, t))
+                start += n
+            best = (t, hops)
+        else:
+            for i in pool:
+                t = ready[i] + steps * per[i]
+                if best is None or t < best[0] - 1e-12:
+                    best = (t, [(i, 0, steps, t)])
+            for i in pool:
+                for j in pool:
+                    if i == j or per[j] >= per[i]:
+                        continue
+                    k0 = (ready[j] - ready[i] - hand[j]) / per[i]
+                    for k in {math.floor(k0), math.ceil(k0)}:
+                        k = min(max(k, 1), steps - 1)
+                        t1 = ready[i] + k * per[i]
+                        t2 = max(t1 + hand[j], ready[j]) + (steps - k) * per[j]
+                        if best is None or t2 < best[0] - 1e-12:
+                            best = (t2, [(i, 0, k, t1), (j, k, steps, t2)])
+        assert best is not None
+        shares = tuple(
+            Share(cands[i].peer.name, cands[i].peer.addr, cands[i].peer.is_self, (), (a, b), t)
+            for i, a, b, t in best[1]
+        )
+        return Plan(
+            mode="steps",
+            shares=shares,
+            policy=rec.policy,
+            requested_policy=policy,
+            provider=rec.provider,
+            fallback=rec.fallback,
+            predicted_makespan_s=best[0],
+            candidates=len(cands),
+        )
+
+
+def _fill_units(chosen: list[Cand], idx: list[int], units: int) -> dict[int, int]:
+    """Exact water-filling over the chosen set (fixed cost counted as wait), then rounding."""
+    u = [max(units * (c.unit_s + c.xfer_s_per_unit), 1e-12) for c in chosen]
+    w = [c.wait_s + c.fixed_s for c in chosen]
+    x, _level = water_fill(u, w)
+    return dict(zip(idx, round_units(x, units), strict=True))
+
+
+def _prune(cands: list[Cand], counts: dict[int, int], units: int) -> dict[int, int]:
+    """Drop the smallest remote share while that lowers the rounded make-span."""
+
+    def span(cs: dict[int, int]) -> float:
+        return max(cands[i].finish(n) for i, n in cs.items() if n > 0)
+
+    current = {i: n for i, n in counts.items() if n > 0}
+    while len(current) > 1:
+        remote = [i for i in current if not cands[i].peer.is_self]
+        if not remote:
+            break
+        drop = min(remote, key=lambda i: (current[i], cands[i].peer.name))
+        rest = [i for i in current if i != drop]
+        alt = {i: n for i, n in _fill_units([cands[i] for i in rest], rest, units).items() if n > 0}
+        if span(alt) < span(current) - 1e-9:
+            current = alt
+        else:
+            break
+    return current
+
+
+def _with_alternatives(plan: Plan, preds: dict[str, float]) -> Plan:
+    return Plan(
+        mode=plan.mode,
+        shares=plan.shares,
+        policy=plan.policy,
+        requested_policy=plan.requested_policy,
+        provider=plan.provider,
+        fallback=plan.fallback,
+        predicted_makespan_s=plan.predicted_makespan_s,
+        candidates=plan.candidates,
+        alternatives=preds,
+    )

@@ -1,0 +1,137 @@
+"""The planner's narrow seam to the recruitment policies in ``policy.fleet``.
+
+Policy names on the HTTP surface map to recruiters: ``onnx`` -> ``learned`` (onnxruntime),
+``greedy``, ``random``, ``equal``; ``local`` never reaches a recruiter. When the learned
+recruiter cannot be built (model missing, onnxruntime absent) or fails on a decision, the
+greedy recruiter decides instead and the result says why (``fallback``). When ``policy.fleet``
+itself is unavailable, a built-in greedy (every peer a candidate; water-filling drops the ones
+that do not help) keeps the peer serving, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peer.planner import Cand
+
+log = logging.getLogger("amcoedge.recruit")
+
+POLICY_TO_RECRUITER = {"onnx": "learned", "greedy": "greedy", "random": "random", "equal": "equal"}
+KEEP_SHARES = frozenset({"random", "equal"})  # baselines that define their own split
+
+
+@dataclass(frozen=True)
+class RecruitResult:
+    selected: list[int]  # indices into the candidate list
+    shares: list[float] | None  # over `selected`, when the policy defines the split
+    keep_shares: bool
+    policy: str
+    provider: str
+    fallback: str | None
+
+
+class Recruiters:
+    """Lazily built recruiters, one per policy name; decisions with fallback to greedy."""
+
+    def __init__(self, *, seed: int = 0, model_path: str | None = None) -> None:
+        self.seed = seed
+        self.model_path = model_path
+        self._built: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self.fallbacks = 0
+
+    def _get(self, policy: str) -> Any:
+        if policy in self._built:
+            return self._built[policy]
+        if policy in self._errors:
+            raise RuntimeError(self._errors[policy])
+        try:
+            from policy.fleet import make_recruiter
+
+            kwargs: dict[str, Any] = {"seed": self.seed}
+            if policy == "onnx" and self.model_path is not None:
+                kwargs["model_path"] = self.model_path
+            rec = make_recruiter(POLICY_TO_RECRUITER[policy], **kwargs)
+        except Exception as exc:  # a missing model or runtime is a fallback, not a crash
+            self._errors[policy] = f"{type(exc).__name__}: {exc}"
+            raise RuntimeError(self._errors[policy]) from exc
+        self._built[policy] = rec
+        return rec
+
+    def provider(self, policy: str) -> str:
+        try:
+            rec = self._get(policy)
+        except RuntimeError:
+            return "unavailable"
+        return str(getattr(rec, "provider", "heuristic"))
+
+    def decide(self, policy: str, units: int, cands: Sequence[Cand]) -> RecruitResult:
+        if policy not in POLICY_TO_RECRUITER:
+            raise ValueError(f"unknown policy {policy!r}")
+        try:
+            return self._decide(policy, units, cands, None)
+        except Exception as exc:
+            if policy == "greedy":
+                return _builtin_greedy(cands, f"greedy recruiter failed ({exc}); built-in greedy")
+            reason = f"{policy} policy failed ({exc}); fell back to greedy"
+            self.fallbacks += 1
+            log.warning("%s", reason)
+            try:
+                return self._decide("greedy", units, cands, reason)
+            except Exception as exc2:
+                return _builtin_greedy(cands, f"{reason}; greedy failed too ({exc2})")
+
+    def _decide(
+        self, policy: str, units: int, cands: Sequence[Cand], fallback: str | None
+    ) -> RecruitResult:
+        from policy.fleet import Candidate, Request
+
+        rec = self._get(policy)
+        fleet = [
+            Candidate(
+                name=c.peer.name,
+                is_self=c.peer.is_self,
+                wait_s=max(c.peer.wait_s, 0.0),
+                view_age_s=c.peer.view_age_s,
+                fixed_s=c.fixed_s,
+                unit_s=c.unit_s,
+                xfer_s_per_unit=c.xfer_s_per_unit,
+                own_pending_s=c.peer.own_pending_s,
+            )
+            for c in cands
+        ]
+        d = rec.decide(Request(units=units, deadline_s=float("inf")), fleet)
+        names = {c.peer.name: i for i, c in enumerate(cands)}
+        selected = [names[s] if isinstance(s, str) else int(s) for s in d.selected]
+        if not selected:
+            raise RuntimeError("the policy selected no peer")
+        shares = [float(x) for x in d.shares] if d.shares is not None else None
+        if shares is not None and len(shares) == len(cands) and len(selected) != len(cands):
+            shares = [shares[i] for i in selected]
+        why = fallback
+        if getattr(d, "fallback", None):
+            why = f"{why}; {d.fallback}" if why else str(d.fallback)
+        return RecruitResult(
+            selected=selected,
+            shares=shares,
+            keep_shares=policy in KEEP_SHARES,
+            policy=str(getattr(d, "policy", policy)) if fallback is None else "greedy",
+            provider=str(getattr(d, "provider", "heuristic")),
+            fallback=why,
+        )
+
+
+def _builtin_greedy(cands: Sequence[Cand], reason: str) -> RecruitResult:
+    log.warning("%s", reason)
+    return RecruitResult(
+        selected=list(range(len(cands))),
+        shares=None,
+        keep_shares=False,
+        policy="greedy",
+        provider="heuristic",
+        fallback=reason,
+    )

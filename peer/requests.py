@@ -1,0 +1,169 @@
+"""Validation of client requests: raw JSON values -> typed requests, or ``BadRequest``.
+
+Pure functions; every rejection carries a stable code:
+``invalid_json``, ``not_an_object``, ``missing_field``, ``unknown_field``, ``invalid_type``,
+``out_of_range``, ``invalid_value``, ``bad_base64``, ``bad_png``, ``size_mismatch``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from peer.config import MODES, POLICIES, Limits
+from peer.errors import BadRequest
+
+SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm", "euler_a", "dpm")
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    count: int
+    label: int | None
+    steps: int
+    seed: int
+    mode: str
+    policy: str | None
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    image: np.ndarray  # (H, W) uint8
+    mask: np.ndarray  # (H, W) bool, True = regenerate
+    steps: int
+    seed: int
+    mode: str
+    policy: str | None
+    label: int | None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("not_an_object", "the body must be a JSON object")
+    return value
+
+
+def _int(body: Mapping[str, Any], key: str, default: int | None, lo: int, hi: int) -> int:
+    if key not in body or body[key] is None:
+        if default is None:
+            raise BadRequest("missing_field", f"{key} is required")
+        return default
+    v = body[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BadRequest("invalid_type", f"{key} must be an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise BadRequest("out_of_range", f"{key} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _choice(
+    body: Mapping[str, Any], key: str, default: str | None, choices: tuple[str, ...]
+) -> str | None:
+    if key not in body or body[key] is None:
+        return default
+    v = body[key]
+    if not isinstance(v, str):
+        raise BadRequest("invalid_type", f"{key} must be a string, got {type(v).__name__}")
+    if v not in choices:
+        raise BadRequest("invalid_value", f"{key} must be one of {list(choices)}, got {v!r}")
+    return v
+
+
+def _label(body: Mapping[str, Any]) -> int | None:
+    if body.get("label") is None:
+        return None
+    return _int(body, "label", None, 0, 9)
+
+
+def _check_keys(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(
+            "unknown_field", f"unknown field(s): {unknown}; allowed: {sorted(allowed)}"
+        )
+
+
+GENERATE_KEYS = {"count", "label", "steps", "seed", "mode", "policy", "scheduler", "wait"}
+REPAIR_KEYS = {"image", "mask", "steps", "seed", "mode", "policy", "label", "wait"}
+
+
+def parse_generate(body: Mapping[str, Any], limits: Limits) -> GenerateRequest:
+    _check_keys(body, GENERATE_KEYS)
+    return GenerateRequest(
+        count=_int(body, "count", 1, 1, limits.max_count),
+        label=_label(body),
+        steps=_int(body, "steps", 20, 1, limits.max_steps),
+        seed=_int(body, "seed", 0, 0, MAX_SEED),
+        mode=_choice(body, "mode", "auto", MODES) or "auto",
+        policy=_choice(body, "policy", None, POLICIES),
+        scheduler=_choice(body, "scheduler", "ddim", SCHEDULERS) or "ddim",
+    )
+
+
+def decode_png(value: Any, key: str, limits: Limits) -> np.ndarray:
+    """Base64 PNG -> (H, W) uint8 (converted to grayscale)."""
+    if not isinstance(value, str):
+        raise BadRequest("invalid_type", f"{key} must be a base64 PNG string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("bad_base64", f"{key} is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            if img.format != "PNG":
+                raise BadRequest("bad_png", f"{key} must be a PNG, got {img.format}")
+            w, h = img.size
+            if not (1 <= w <= limits.max_canvas and 1 <= h <= limits.max_canvas):
+                raise BadRequest(
+                    "out_of_range",
+                    f"{key} is {w}x{h}; each side must be in [1, {limits.max_canvas}]",
+                )
+            arr = np.asarray(img.convert("L"), dtype=np.uint8)
+    except BadRequest:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BadRequest("bad_png", f"{key} is not a readable PNG: {exc}") from None
+    return arr
+
+
+def parse_repair(body: Mapping[str, Any], limits: Limits, native: int = 16) -> RepairRequest:
+    _check_keys(body, REPAIR_KEYS)
+    for key in ("image", "mask"):
+        if key not in body:
+            raise BadRequest("missing_field", f"{key} is required")
+    image = decode_png(body["image"], "image", limits)
+    mask = decode_png(body["mask"], "mask", limits)
+    if image.shape != mask.shape:
+        raise BadRequest("size_mismatch", f"image is {image.shape}, mask is {mask.shape}")
+    if min(image.shape) < native:
+        raise BadRequest("out_of_range", f"the canvas must be at least {native}x{native}")
+    return RepairRequest(
+        image=image,
+        mask=mask > 127,
+        steps=_int(body, "steps", 20, 1, limits.max_steps),
+        seed=_int(body, "seed", 0, 0, MAX_SEED),
+        mode=_choice(body, "mode", "auto", ("auto", "tile", "local")) or "auto",
+        policy=_choice(body, "policy", None, POLICIES),
+        label=_label(body),
+    )
+
+
+def parse_wait(body: Mapping[str, Any]) -> bool:
+    v = body.get("wait", True)
+    if not isinstance(v, bool):
+        raise BadRequest("invalid_type", "wait must be true or false")
+    return v
