@@ -1,0 +1,51 @@
+"""msgpack-RPC between peers: a pure framer, a multiplexed asyncio transport, tensors.
+
+The wire is the public msgpack-RPC spec (``[0, msgid, method, params]``,
+``[1, msgid, error, result]``, ``[2, method, params]``) as a plain stream of msgpack arrays, so a
+third-party msgpack-RPC client can call ``ping`` and ``info`` on a server without a secret.
+Errors travel in the error slot as ``{"code": str, "message": str}``.
+"""
+
+from peer.rpc.client import CallInfo, RpcClient
+from peer.rpc.errors import (
+    CODES,
+    AuthError,
+    ConnectionLost,
+    EncodeError,
+    FrameError,
+    FrameTooLarge,
+    MessageError,
+    RemoteError,
+    RpcError,
+    RpcTimeout,
+    TensorError,
+    VersionMismatch,
+)
+from peer.rpc.framer import PROTOCOL_VERSION
+from peer.rpc.limits import Limits
+from peer.rpc.pool import RpcPool
+from peer.rpc.server import RpcServer
+from peer.rpc.tensors import pack_tensor, unpack_tensor
+
+__all__ = [
+    "CODES",
+    "PROTOCOL_VERSION",
+    "AuthError",
+    "CallInfo",
+    "ConnectionLost",
+    "EncodeError",
+    "FrameError",
+    "FrameTooLarge",
+    "Limits",
+    "MessageError",
+    "RemoteError",
+    "RpcClient",
+    "RpcError",
+    "RpcPool",
+    "RpcServer",
+    "RpcTimeout",
+    "TensorError",
+    "VersionMismatch",
+    "pack_tensor",
+    "unpack_tensor",
+]

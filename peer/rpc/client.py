@@ -1,0 +1,291 @@
+"""``RpcClient``: one persistent, multiplexed connection to one server.
+
+Many calls may be in flight at once (at most ``limits.max_in_flight``; further calls wait for
+a slot); responses are matched by msgid. ``connect`` checks the protocol version with ``hello``
+and, with a secret, runs the HMAC challenge through ``auth.challenge``/``auth.prove``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import EllipsisType
+from typing import Any
+
+from peer.rpc import auth
+from peer.rpc.connection import ERROR_NOTIFICATION, FrameProtocol
+from peer.rpc.errors import (
+    AuthError,
+    ConnectionLost,
+    FrameError,
+    RemoteError,
+    RpcError,
+    RpcTimeout,
+    VersionMismatch,
+)
+from peer.rpc.framer import (
+    MAX_MSGID,
+    PROTOCOL_VERSION,
+    Invalid,
+    Message,
+    Notification,
+    Request,
+    Response,
+)
+from peer.rpc.limits import Limits
+
+log = logging.getLogger(__name__)
+
+# (response, frame size in bytes, frame span) as delivered to a waiting call
+_Delivery = tuple[Response, int, tuple[int, float] | None]
+
+
+class CallInfo:
+    """What one call moved: request and response frame sizes and the response's read span."""
+
+    __slots__ = ("request_bytes", "response_bytes", "response_span", "seconds")
+
+    def __init__(
+        self,
+        request_bytes: int,
+        response_bytes: int,
+        response_span: tuple[int, float] | None,
+        seconds: float,
+    ) -> None:
+        self.request_bytes = request_bytes
+        self.response_bytes = response_bytes
+        self.response_span = response_span
+        self.seconds = seconds
+
+
+class _ClientProtocol(FrameProtocol):
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits)
+        self.pending: dict[int, asyncio.Future[_Delivery]] = {}
+        self.failure: RpcError | None = None
+        self.remote_error: RemoteError | None = None
+        self.late_responses = 0
+
+    def message_received(self, msg: Message) -> None:
+        if type(msg) is Response:
+            fut = self.pending.get(msg.msgid)
+            if fut is None or fut.done():
+                self.late_responses += 1
+                return
+            fut.set_result((msg, self.framer.last_frame_size, self.frame_span))
+        elif type(msg) is Request:
+            # This side serves no methods.
+            self.write(
+                self.encoder.response(
+                    msg.msgid,
+                    {"code": "unknown_method", "message": "this side serves no methods"},
+                    None,
+                )
+            )
+        elif type(msg) is Notification and msg.method == ERROR_NOTIFICATION:
+            self.remote_error = RemoteError.from_wire(msg.params[0] if msg.params else None)
+            log.warning("peer %s reported %s", self.peername, self.remote_error)
+
+    def invalid_received(self, item: Invalid) -> None:
+        self.failure = ConnectionLost(f"peer sent an invalid message: {item.error.message}")
+        self.close_with(item.error)
+
+    def frame_failed(self, error: FrameError) -> None:
+        self.failure = ConnectionLost(f"unusable data from peer: {error}")
+        self.close_with(error)
+
+    def lost(self, exc: Exception | None) -> None:
+        if self.failure is None:
+            why = f" ({self.remote_error})" if self.remote_error is not None else ""
+            if exc is not None and not why:
+                why = f" ({type(exc).__name__}: {exc})"
+            self.failure = ConnectionLost(f"connection to {self.peername} closed{why}")
+        message = self.failure.message
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost(message))
+
+
+def _expire(fut: asyncio.Future[_Delivery], method: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(RpcTimeout(f"{method} got no answer within {timeout}s"))
+
+
+class RpcClient:
+    """A connection to one ``RpcServer`` (or any msgpack-RPC server)."""
+
+    def __init__(self, protocol: _ClientProtocol, address: tuple[str, int]) -> None:
+        self._proto = protocol
+        self.address = address
+        self.limits = protocol.limits
+        self._slots = asyncio.Semaphore(protocol.limits.max_in_flight)
+        self._msgid = 0
+        self.server_hello: dict[str, Any] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        secret: bytes | str | None = None,
+        timeout: float | None = 5.0,
+        limits: Limits | None = None,
+        handshake: bool = True,
+    ) -> RpcClient:
+        """Connect, check the version and authenticate, all within ``timeout`` seconds.
+
+        ``handshake=False`` skips ``hello`` and auth (for plain msgpack-RPC servers).
+        """
+        key = auth.normalize_secret(secret)
+        limits = limits if limits is not None else Limits()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, proto = await loop.create_connection(lambda: _ClientProtocol(limits), host, port)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"connecting to {host}:{port} timed out after {timeout}s"
+            ) from None
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
+        client = cls(proto, (host, port))
+        if handshake:
+            try:
+                async with asyncio.timeout(timeout):
+                    await client._handshake(key)
+            except TimeoutError:
+                await client.close()
+                raise RpcTimeout(
+                    f"handshake with {host}:{port} timed out after {timeout}s"
+                ) from None
+            except BaseException:
+                await client.close()
+                raise
+        return client
+
+    async def _handshake(self, secret: bytes | None) -> None:
+        try:
+            hello = await self.call("hello", PROTOCOL_VERSION, timeout=None)
+        except RemoteError as exc:
+            if exc.code == "version_mismatch":
+                raise VersionMismatch(exc.message) from None
+            if exc.code == "unknown_method":
+                raise VersionMismatch("the server has no hello method (not amcoedge)") from None
+            raise
+        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_VERSION:
+            raise VersionMismatch(f"server answered hello with {hello!r}")
+        self.server_hello = hello
+        if hello.get("auth_required") is True and secret is None:
+            raise AuthError("the server requires the cluster secret and none is configured")
+        if secret is None:
+            return
+        try:
+            nonce = await self.call("auth.challenge", timeout=None)
+        except RemoteError as exc:
+            if exc.code == "auth_unavailable":
+                raise AuthError("a secret is configured but the server has none") from None
+            raise
+        if not isinstance(nonce, bytes) or len(nonce) != auth.NONCE_BYTES:
+            raise AuthError("server sent a malformed challenge")
+        mine = auth.new_nonce()
+        try:
+            theirs = await self.call(
+                "auth.prove", mine, auth.client_proof(secret, nonce, mine), timeout=None
+            )
+        except RemoteError as exc:
+            raise AuthError(f"server rejected our proof: {exc.message}") from None
+        if not auth.verify(auth.server_proof(secret, nonce, mine), theirs):
+            raise AuthError("the server's proof does not match: it lacks the cluster secret")
+
+    # -- calls ----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return not self._proto.is_open
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._proto.pending)
+
+    @property
+    def late_responses(self) -> int:
+        return self._proto.late_responses
+
+    async def call(
+        self, method: str, *params: Any, timeout: float | EllipsisType | None = ...
+    ) -> Any:
+        """Call ``method(*params)`` and return its result.
+
+        Raises ``RemoteError`` for an error answer, ``RpcTimeout`` after ``timeout`` seconds
+        (default ``limits.call_timeout``; None waits forever), ``ConnectionLost`` if the
+        connection closes first, ``EncodeError`` if the params cannot be sent.
+        """
+        result, _ = await self.call_measured(method, params, timeout)
+        return result
+
+    async def call_measured(
+        self,
+        method: str,
+        params: list[Any] | tuple[Any, ...],
+        timeout: float | EllipsisType | None = ...,
+    ) -> tuple[Any, CallInfo]:
+        """Like ``call`` with params as one sequence; also returns what the call moved."""
+        proto = self._proto
+        if not proto.is_open:
+            raise ConnectionLost(proto.failure.message if proto.failure else "connection closed")
+        limit = self.limits.call_timeout if timeout is ... else timeout
+        loop = proto.loop
+        slots = self._slots
+        await slots.acquire()
+        try:
+            msgid = self._next_msgid()
+            frame = proto.encoder.request(msgid, method, params)
+            fut: asyncio.Future[_Delivery] = loop.create_future()
+            timer = loop.call_later(limit, _expire, fut, method, limit) if limit else None
+            pending = proto.pending
+            pending[msgid] = fut
+            started = loop.time()
+            try:
+                proto.write(frame)
+                if proto.write_paused:
+                    await proto.drain()
+                response, size, span = await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                del pending[msgid]
+        finally:
+            slots.release()
+        info = CallInfo(len(frame), size, span, loop.time() - started)
+        if response.error is not None:
+            raise RemoteError.from_wire(response.error)
+        return response.result, info
+
+    async def notify(self, method: str, *params: Any) -> None:
+        """Send a notification (no answer; the server reports faults as ``rpc.error``)."""
+        proto = self._proto
+        proto.write(proto.encoder.notification(method, params))
+        await proto.drain()
+
+    def _next_msgid(self) -> int:
+        pending = self._proto.pending
+        msgid = self._msgid
+        while True:
+            msgid = msgid + 1 if msgid < MAX_MSGID else 0
+            if msgid not in pending:
+                self._msgid = msgid
+                return msgid
+
+    async def close(self) -> None:
+        proto = self._proto
+        if proto.failure is None:
+            proto.failure = ConnectionLost("client closed")
+        if proto.transport is not None:
+            proto.transport.close()
+        await proto.wait_closed()
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

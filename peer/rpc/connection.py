@@ -1,0 +1,189 @@
+"""The asyncio shell shared by both ends of a connection.
+
+An ``asyncio.Protocol`` that feeds received bytes straight into the pure ``Framer`` (no
+``StreamReader`` copy), hands complete messages to ``message_received``, writes each frame with
+one ``transport.write`` and exposes write backpressure as ``drain()``. It also watches frames
+that span several reads: their first-to-last-byte time bounds slow senders (``frame_timeout``)
+and, for large frames, measures the peer's sending rate (``frame_span``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from typing import Any
+
+from peer.rpc.errors import ConnectionLost, FrameError, RpcError
+from peer.rpc.framer import Encoder, Framer, Invalid, Message
+from peer.rpc.limits import Limits
+
+log = logging.getLogger(__name__)
+
+ERROR_NOTIFICATION = "rpc.error"
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Framing, backpressure and frame timing; subclasses handle messages."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.framer = Framer(limits)
+        self.encoder = Encoder(limits)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peername: Any = None
+        self.write_paused = False
+        self._drain_waiters: deque[asyncio.Future[None]] = deque()
+        self._partial_since: float | None = None
+        self._partial_bytes = 0
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        # For the message being handled: (bytes after the first read, seconds) when its frame
+        # spanned several reads, else None.
+        self.frame_span: tuple[int, float] | None = None
+
+    # -- subclass hooks -------------------------------------------------------------------
+    def message_received(self, msg: Message) -> None:
+        raise NotImplementedError
+
+    def invalid_received(self, item: Invalid) -> None:
+        raise NotImplementedError
+
+    def frame_failed(self, error: FrameError) -> None:
+        """The byte stream is broken (undecodable, oversized or too slow)."""
+        self.close_with(error)
+
+    def lost(self, exc: Exception | None) -> None:
+        """Called once when the connection is gone."""
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peername = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self.limits.write_high_water)
+
+    def data_received(self, data: bytes) -> None:
+        framer = self.framer
+        transport = self.transport
+        try:
+            for item in framer.feed(data):
+                if self._partial_since is not None:
+                    self.frame_span = (
+                        framer.last_frame_size - self._partial_bytes,
+                        self.loop.time() - self._partial_since,
+                    )
+                    self._partial_since = None
+                    if self._frame_timer is not None:
+                        self._frame_timer.cancel()
+                        self._frame_timer = None
+                else:
+                    self.frame_span = None
+                if type(item) is Invalid:
+                    self.invalid_received(item)
+                else:
+                    self.message_received(item)  # type: ignore[arg-type]
+                if transport is None or transport.is_closing():
+                    return
+        except FrameError as exc:
+            self.frame_failed(exc)
+            return
+        if framer.pending_bytes and self._partial_since is None:
+            self._partial_since = self.loop.time()
+            self._partial_bytes = framer.pending_bytes
+            if self.limits.frame_timeout is not None:
+                self._frame_timer = self.loop.call_later(
+                    self.limits.frame_timeout, self._frame_timed_out
+                )
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        while self._drain_waiters:
+            fut = self._drain_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+        self.write_paused = False
+        while self._drain_waiters:
+            fut = self._drain_waiters.popleft()
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection closed while writing"))
+        try:
+            self.lost(exc)
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+    # -- writing --------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def write(self, frame: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionLost("connection is closed")
+        transport.write(frame)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below the high-water mark."""
+        if not self.is_open:
+            raise ConnectionLost("connection is closed")
+        if not self.write_paused:
+            return
+        fut = self.loop.create_future()
+        self._drain_waiters.append(fut)
+        await fut
+
+    def send_error(self, error: RpcError) -> None:
+        """Tell the peer about a fault outside any call, as an ``rpc.error`` notification."""
+        if not self.is_open:
+            return
+        with contextlib.suppress(RpcError):
+            self.write(self.encoder.notification(ERROR_NOTIFICATION, [error.to_wire()]))
+
+    def close_with(self, error: RpcError) -> None:
+        """Send ``rpc.error`` and close this connection (buffered data is flushed first)."""
+        self.send_error(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait_closed(self, grace: float = 1.0) -> None:
+        """Wait for the close to finish; abort if the peer does not take our data in time."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), grace)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+            await self.closed
+
+    # -- internals ------------------------------------------------------------------------
+    def _frame_timed_out(self) -> None:
+        self._frame_timer = None
+        log.warning(
+            "closing %s: frame incomplete after %ss", self.peername, self.limits.frame_timeout
+        )
+        self.frame_failed(
+            FrameError(
+                f"frame incomplete after {self.limits.frame_timeout}s "
+                f"({self.framer.pending_bytes} bytes received)",
+                code="frame_timeout",
+            )
+        )
