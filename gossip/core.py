@@ -1,0 +1,738 @@
+"""The SWIM membership core with Lifeguard: a pure state machine that returns effects.
+
+SWIM (Das et al., 2002) separates failure detection from dissemination. Each protocol period this
+peer probes one target in randomised round-robin order: a direct ping, then, if no ack arrives
+within the probe timeout, ping-reqs through k helpers that ping the target on our behalf (and
+send a nack if it stays silent). A target that fails the whole period becomes *suspect*, never
+dead at once; suspicion spreads by gossip and the suspected peer refutes it by raising its
+incarnation. A suspicion that is not refuted in time is declared *dead*. Lifeguard (Dadgar et
+al., 2017) adds: suspicion timeouts that start long and shrink as independent peers confirm
+them, and a local-health score that stretches this peer's own probe timers when it is the one
+that is slow (missing nacks, having to refute). Membership changes and metadata digests ride
+piggyback on every datagram from a transmit-limited queue, and a periodic full-state push-pull
+over a stream repairs what gossip missed. Joining is a push-pull with seed addresses.
+
+No clocks, sockets or asyncio: every entry point takes `now` (monotonic seconds) and returns a
+list of effects (Send a datagram, call PushPull on a stream, Notify a change). Drivers call
+`tick(now)` no later than `next_deadline()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+from gossip.config import GossipConfig
+from gossip.digests import BandwidthRow
+from gossip.dissemination import BroadcastQueue
+from gossip.errors import AuthError, ConfigError, RemoteError
+from gossip.membership import Member, digest_newer, supersedes
+from gossip.probing import Probe, ProbeOrder, Relay
+from gossip.suspicion import LocalHealth, Suspicion
+from gossip.view import Addr, PeerMeta, PeerStatus, PeerView, View
+from gossip.wire import (
+    Ack,
+    Alive,
+    Broadcast,
+    Codec,
+    Dead,
+    Digest,
+    Gossip,
+    Left,
+    MemberState,
+    Nack,
+    Ping,
+    PingReq,
+    Primary,
+    PushPull,
+    Suspect,
+    encode_broadcast,
+    encode_primary,
+    encode_push_pull,
+)
+
+
+class Send(NamedTuple):
+    addr: Addr
+    data: bytes
+
+
+class PushPullCall(NamedTuple):
+    """Open a stream to `addr`, send `payload`, pass the reply to `push_pull_reply`."""
+
+    addr: Addr
+    payload: bytes
+    join: bool
+
+
+class Notify(NamedTuple):
+    """A peer's status or metadata changed."""
+
+    name: str
+    status: PeerStatus
+    incarnation: int
+    meta_version: int
+
+
+Effect = Send | PushPullCall | Notify
+
+_REAP_CHECK_S = 1.0
+_META_FIELDS = ("capacity", "queued_s", "active_shares")
+
+
+class GossipCore:
+    """One peer's membership state machine."""
+
+    def __init__(
+        self,
+        meta: PeerMeta,
+        config: GossipConfig,
+        now: float,
+        *,
+        secret: bytes | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.name = meta.name
+        self.codec = Codec(secret)
+        self._rng = random.Random(seed)
+        self._meta = meta
+        self._meta_at = now
+        self._bw = BandwidthRow(config.bandwidth_alpha)
+        self._digest = Digest(meta.name, 0, meta, ())
+        self._incarnation = 0
+        self._leaving = False
+        self._joined = False
+        self._seeds: list[Addr] = []
+        self._members: dict[str, Member] = {}
+        self._others: list[str] = []  # names of other members (for O(1) random sampling)
+        self._other_idx: dict[str, int] = {}
+        self._tombstones: dict[str, tuple[int, float]] = {}
+        self._live = 1  # alive + suspect members, self included
+        self._queue = BroadcastQueue()
+        self._order = ProbeOrder(self._rng)
+        self._probe: Probe | None = None
+        self._relays: dict[int, Relay] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        self._health = LocalHealth(config.awareness_max, config.lifeguard)
+        self._seq = self._rng.randrange(1 << 30)
+        self._next_probe = now + self._rng.uniform(0, config.probe_interval_s)
+        self._next_gossip = now + self._rng.uniform(0, config.gossip_interval_s)
+        self._next_push_pull = now + config.push_pull_interval_s * (1 + self._rng.random())
+        self._next_reap = now + _REAP_CHECK_S
+        self._join_retry_at: float | None = None
+        self._meta_due: float | None = None
+        self._last_publish = now
+        self._out: list[Effect] = []
+        self.counters: dict[str, int] = {
+            "probes": 0,
+            "probe_failures": 0,
+            "indirect_probes": 0,
+            "suspicions_raised": 0,
+            "deaths_declared": 0,
+            "refutations": 0,
+            "dropped_malformed": 0,
+            "dropped_auth": 0,
+            "misdirected": 0,
+            "push_pull_out": 0,
+            "push_pull_in": 0,
+            "push_pull_failed": 0,
+        }
+        me = Member(self.name, 0, "alive", self._digest, now)
+        self._members[self.name] = me
+        self._queue.put(("m", self.name), encode_broadcast(Alive(self.name, 0, self._digest)))
+
+    # -- read-only accessors -----------------------------------------------------------------
+
+    @property
+    def incarnation(self) -> int:
+        return self._incarnation
+
+    @property
+    def health(self) -> int:
+        return self._health.score
+
+    @property
+    def joined(self) -> bool:
+        return self._joined
+
+    @property
+    def meta(self) -> PeerMeta:
+        return self._meta
+
+    @property
+    def meta_version(self) -> int:
+        return self._digest.version
+
+    def num_live(self) -> int:
+        return self._live
+
+    def status_of(self, name: str) -> PeerStatus | None:
+        m = self._members.get(name)
+        return None if m is None else m.status
+
+    def member_names(self) -> list[str]:
+        return list(self._members)
+
+    def digest_version(self, name: str) -> int | None:
+        m = self._members.get(name)
+        return None if m is None else m.digest.version
+
+    def queued_broadcasts(self) -> int:
+        return len(self._queue)
+
+    def self_broadcast_transmits(self) -> int | None:
+        return self._queue.transmits(("m", self.name))
+
+    def bandwidth(self, src: str, dst: str) -> float | None:
+        if src == self.name:
+            return self._bw.get(dst)
+        m = self._members.get(src)
+        if m is None:
+            return None
+        for peer, rate in m.digest.bandwidth:
+            if peer == dst:
+                return rate
+        return None
+
+    def view(self, now: float) -> View:
+        peers: dict[str, PeerView] = {}
+        for m in self._members.values():
+            if m.name == self.name:
+                status: PeerStatus = "left" if self._leaving else "alive"
+                peers[m.name] = PeerView(
+                    m.name,
+                    status,
+                    self._incarnation,
+                    self._meta,
+                    max(0.0, now - self._meta_at),
+                    self._bw.as_dict(),
+                )
+            else:
+                peers[m.name] = PeerView(
+                    m.name,
+                    m.status,
+                    m.incarnation,
+                    m.digest.meta,
+                    max(0.0, now - m.digest_at),
+                    dict(m.digest.bandwidth),
+                )
+        return View.build(self.name, peers, now)
+
+    def next_deadline(self) -> float:
+        times = [self._next_gossip, self._next_reap, self._next_push_pull]
+        if not self._leaving:
+            times.append(self._next_probe)
+        p = self._probe
+        if p is not None:
+            times.append(p.end)
+            if not p.indirect_sent:
+                times.append(p.indirect_at)
+        if self._join_retry_at is not None:
+            times.append(self._join_retry_at)
+        if self._meta_due is not None:
+            times.append(self._meta_due)
+        for r in self._relays.values():
+            times.append(r.deadline)
+        for s in self._suspicions.values():
+            times.append(s.deadline())
+        return min(times)
+
+    # -- entry points ------------------------------------------------------------------------
+
+    def join(self, seeds: Iterable[Addr], now: float) -> list[Effect]:
+        self._seeds = [s for s in seeds if s != self._meta.gossip_addr]
+        if self._seeds:
+            self._send_join(now)
+        else:
+            self._joined = True
+        return self._flush()
+
+    def tick(self, now: float) -> list[Effect]:
+        cfg = self.config
+        p = self._probe
+        if p is not None:
+            if not p.indirect_sent and now >= p.indirect_at:
+                self._send_indirect(p)
+            if now >= p.end:
+                self._probe_failed(p, now)
+        if self._probe is None and not self._leaving and now >= self._next_probe:
+            self._start_probe(now)
+        for seq in [s for s, r in self._relays.items() if now >= r.deadline]:
+            relay = self._relays.pop(seq)
+            self._send(relay.requester_addr, Nack(relay.orig_seq, self.name))
+        for name in [n for n, s in self._suspicions.items() if now >= s.deadline()]:
+            s = self._suspicions.pop(name)
+            m = self._members.get(name)
+            if m is not None and m.status == "suspect" and m.incarnation == s.incarnation:
+                self.counters["deaths_declared"] += 1
+                self._on_dead(Dead(name, m.incarnation, self.name), now)
+        if now >= self._next_gossip:
+            self._next_gossip = now + cfg.gossip_interval_s
+            self._gossip(now)
+        if now >= self._next_push_pull:
+            self._next_push_pull = now + cfg.push_pull_period_s(self._live)
+            target = self._random_members(1, exclude=(), now=now, include_dead=False)
+            if target:
+                self._push_pull_to(self._members[target[0]].addr, join=False)
+        if self._join_retry_at is not None and now >= self._join_retry_at:
+            self._send_join(now)
+        if self._meta_due is not None and now >= self._meta_due:
+            self._publish_meta(now)
+        if now >= self._next_reap:
+            self._next_reap = now + _REAP_CHECK_S
+            self._reap(now)
+        return self._flush()
+
+    def handle(self, data: bytes, src_addr: Addr, now: float) -> list[Effect]:
+        """One datagram from the network. Malformed or forged ones are dropped and counted."""
+        try:
+            primary, broadcasts = self.codec.decode_datagram(data)
+        except RemoteError as exc:
+            self._count_drop(exc)
+            return []
+        for b in broadcasts:
+            self._on_broadcast(b, now)
+        self._on_primary(primary, src_addr, now)
+        return self._flush()
+
+    def handle_push_pull(self, payload: bytes, now: float) -> tuple[bytes, list[Effect]]:
+        """Serve a push-pull from another peer: merge its state, reply with ours.
+
+        Raises DecodeError or AuthError (after counting) for a bad payload.
+        """
+        try:
+            pp = self.codec.decode_push_pull(payload, self.config.push_pull_max_bytes)
+        except RemoteError as exc:
+            self._count_drop(exc)
+            raise
+        self.counters["push_pull_in"] += 1
+        self._merge_remote(pp, now)
+        reply = self._state_payload(join=False)
+        return reply, self._flush()
+
+    def push_pull_reply(self, payload: bytes, now: float) -> list[Effect]:
+        try:
+            pp = self.codec.decode_push_pull(payload, self.config.push_pull_max_bytes)
+        except RemoteError as exc:
+            self._count_drop(exc)
+            self.counters["push_pull_failed"] += 1
+            return self._flush()
+        self._merge_remote(pp, now)
+        if not self._joined:
+            self._joined = True
+            self._join_retry_at = None
+        return self._flush()
+
+    def push_pull_failed(self, addr: Addr, join: bool, now: float) -> list[Effect]:
+        self.counters["push_pull_failed"] += 1
+        return self._flush()
+
+    def update_meta(
+        self,
+        now: float,
+        *,
+        capacity: float | None = None,
+        queued_s: float | None = None,
+        active_shares: int | None = None,
+    ) -> list[Effect]:
+        changes: dict[str, Any] = {}
+        if capacity is not None:
+            changes["capacity"] = capacity
+        if queued_s is not None:
+            changes["queued_s"] = queued_s
+        if active_shares is not None:
+            changes["active_shares"] = active_shares
+        if changes:
+            self._meta = replace(self._meta, **changes)  # validates in __post_init__
+            self._meta_at = now
+            self._schedule_publish(now)
+        return self._flush()
+
+    def set_meta(self, meta: PeerMeta, now: float) -> list[Effect]:
+        """Replace the whole metadata record (same name)."""
+        if meta.name != self.name:
+            raise ConfigError("metadata must keep the peer's name")
+        self._meta = meta
+        self._meta_at = now
+        self._schedule_publish(now)
+        return self._flush()
+
+    def record_transfer(self, dst: str, nbytes: int, seconds: float, now: float) -> list[Effect]:
+        self._bw.record(dst, nbytes, seconds, now)
+        self._schedule_publish(now)
+        return self._flush()
+
+    def leave(self, now: float) -> list[Effect]:
+        """Announce a graceful leave; keep gossiping so the news spreads, stop probing."""
+        if not self._leaving:
+            self._leaving = True
+            self._probe = None
+            me = self._members[self.name]
+            me.status = "left"
+            self._queue.put(("m", self.name), encode_broadcast(Left(self.name, self._incarnation)))
+        return self._flush()
+
+    # -- probing -----------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0x7FFFFFFF
+        return self._seq
+
+    def _start_probe(self, now: float) -> None:
+        cfg = self.config
+        interval = self._health.scale(cfg.probe_interval_s)
+        self._next_probe = now + interval
+        target = self._order.next(self._probe_eligible, self._members.__contains__)
+        if target is None:
+            return
+        seq = self._next_seq()
+        timeout = self._health.scale(cfg.probe_timeout_s)
+        self._probe = Probe(seq, target, now + timeout, now + interval)
+        self.counters["probes"] += 1
+        self._send(self._members[target].addr, Ping(seq, target, self.name, self._meta.gossip_addr))
+
+    def _probe_eligible(self, name: str) -> bool:
+        m = self._members.get(name)
+        return m is not None and m.live and name != self.name
+
+    def _send_indirect(self, p: Probe) -> None:
+        p.indirect_sent = True
+        target = self._members.get(p.target)
+        if target is None:
+            return
+        helpers = self._random_members(
+            self.config.indirect_checks, exclude=(p.target,), now=0.0, include_dead=False
+        )
+        p.expected_nacks = len(helpers)
+        self.counters["indirect_probes"] += 1
+        for h in helpers:
+            self._send(
+                self._members[h].addr,
+                PingReq(p.seq, p.target, target.addr, self.name, self._meta.gossip_addr),
+            )
+
+    def _probe_failed(self, p: Probe, now: float) -> None:
+        self._probe = None
+        self.counters["probe_failures"] += 1
+        if p.expected_nacks > 0:
+            self._health.apply(max(0, p.expected_nacks - p.nacks))
+        else:
+            self._health.apply(1)
+        m = self._members.get(p.target)
+        if m is not None and m.status == "alive":
+            self.counters["suspicions_raised"] += 1
+            self._on_suspect(Suspect(p.target, m.incarnation, self.name), now)
+
+    # -- primary messages --------------------------------------------------------------------
+
+    def _on_primary(self, msg: Primary, src_addr: Addr, now: float) -> None:
+        if isinstance(msg, Ping):
+            if msg.target != self.name:
+                self.counters["misdirected"] += 1
+                return
+            self._send(msg.src_addr, Ack(msg.seq, self.name))
+        elif isinstance(msg, Ack):
+            p = self._probe
+            if p is not None and p.seq == msg.seq:
+                self._probe = None
+                self._health.apply(-1)
+                return
+            relay = self._relays.pop(msg.seq, None)
+            if relay is not None and relay.target == msg.src:
+                self._send(relay.requester_addr, Ack(relay.orig_seq, msg.src))
+        elif isinstance(msg, Nack):
+            p = self._probe
+            if p is not None and p.seq == msg.seq:
+                p.nacks += 1
+        elif isinstance(msg, PingReq):
+            if msg.target == self.name:
+                return
+            seq = self._next_seq()
+            if len(self._relays) < 1024:
+                self._relays[seq] = Relay(
+                    msg.seq, msg.src_addr, msg.target, now + self.config.probe_timeout_s
+                )
+                self._send(
+                    msg.target_addr, Ping(seq, msg.target, self.name, self._meta.gossip_addr)
+                )
+        # Gossip carries only broadcasts, already merged.
+
+    # -- broadcasts (membership and digests) -------------------------------------------------
+
+    def _on_broadcast(self, b: Broadcast, now: float) -> None:
+        if isinstance(b, Alive):
+            self._on_alive(b, now)
+        elif isinstance(b, Suspect):
+            self._on_suspect(b, now)
+        elif isinstance(b, Dead):
+            self._on_dead(b, now)
+        elif isinstance(b, Left):
+            self._on_left(b, now)
+        else:
+            self._on_digest(b, now)
+
+    def _refute(self, incarnation: int) -> None:
+        self._incarnation = max(self._incarnation, incarnation) + 1
+        self._members[self.name].incarnation = self._incarnation
+        self.counters["refutations"] += 1
+        self._health.apply(1)
+        self._queue.put(
+            ("m", self.name), encode_broadcast(Alive(self.name, self._incarnation, self._digest))
+        )
+
+    def _on_alive(self, a: Alive, now: float) -> None:
+        name = a.name
+        if name == self.name:
+            if a.incarnation > self._incarnation and not self._leaving:
+                self._refute(a.incarnation)
+            self._on_digest(a.digest, now)
+            return
+        m = self._members.get(name)
+        if m is None:
+            tomb = self._tombstones.get(name)
+            if tomb is not None and a.incarnation <= tomb[0]:
+                return
+            self._tombstones.pop(name, None)
+            m = Member(name, a.incarnation, "alive", a.digest, now)
+            self._members[name] = m
+            self._other_idx[name] = len(self._others)
+            self._others.append(name)
+            self._order.add(name)
+            self._live += 1
+            self._queue.put(("m", name), encode_broadcast(a))
+            self._notify(m)
+            self._on_digest(a.digest, now)
+            return
+        if supersedes((a.incarnation, "alive"), m.state):
+            self._set_state(m, a.incarnation, "alive", now)
+            self._queue.put(("m", name), encode_broadcast(a))
+        self._on_digest(a.digest, now)
+
+    def _on_suspect(self, s: Suspect, now: float) -> None:
+        m = self._members.get(s.name)
+        if m is None or s.incarnation < m.incarnation:
+            return
+        if s.name == self.name:
+            if not self._leaving:
+                self._refute(s.incarnation)
+            return
+        susp = self._suspicions.get(s.name)
+        if m.status == "suspect" and susp is not None and s.incarnation == susp.incarnation:
+            if susp.confirm(s.src):
+                self._queue.put(("m", s.name), encode_broadcast(s))
+            return
+        if not supersedes((s.incarnation, "suspect"), m.state):
+            return
+        self._set_state(m, s.incarnation, "suspect", now)
+        n = self._live
+        expected = min(self.config.indirect_checks, max(0, n - 2))
+        self._suspicions[s.name] = Suspicion(
+            s.incarnation,
+            now,
+            s.src,
+            expected,
+            self.config.suspicion_min_s(n),
+            self.config.suspicion_max_s(n),
+        )
+        self._queue.put(("m", s.name), encode_broadcast(s))
+
+    def _on_dead(self, d: Dead, now: float) -> None:
+        m = self._members.get(d.name)
+        if m is None or d.incarnation < m.incarnation:
+            return
+        if d.name == self.name:
+            if not self._leaving:
+                self._refute(d.incarnation)
+            return
+        if not supersedes((d.incarnation, "dead"), m.state):
+            return
+        self._set_state(m, d.incarnation, "dead", now)
+        self._queue.put(("m", d.name), encode_broadcast(d))
+
+    def _on_left(self, lft: Left, now: float) -> None:
+        m = self._members.get(lft.name)
+        if m is None or lft.incarnation < m.incarnation:
+            return
+        if lft.name == self.name:
+            if not self._leaving:
+                self._refute(lft.incarnation)
+            return
+        if not supersedes((lft.incarnation, "left"), m.state):
+            return
+        self._set_state(m, lft.incarnation, "left", now)
+        self._queue.put(("m", lft.name), encode_broadcast(lft))
+
+    def _on_digest(self, d: Digest, now: float) -> None:
+        if d.name == self.name:
+            if d.version >= self._digest.version and d != self._digest:
+                # A stale record of a previous life outranks ours: jump past it.
+                self._publish_meta(now, at_least=d.version + 1)
+            return
+        m = self._members.get(d.name)
+        if m is None or not digest_newer(d, m.digest):
+            return
+        m.digest = d
+        m.digest_at = now
+        self._queue.put(("d", d.name), encode_broadcast(d))
+        self._notify(m)
+
+    def _set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> None:
+        was_live = m.live
+        m.incarnation = incarnation
+        m.status = status
+        m.since = now
+        if status != "suspect":
+            self._suspicions.pop(m.name, None)
+        if was_live and not m.live:
+            self._live -= 1
+        elif m.live and not was_live:
+            self._live += 1
+            self._order.add(m.name)
+        self._notify(m)
+
+    def _notify(self, m: Member) -> None:
+        self._out.append(Notify(m.name, m.status, m.incarnation, m.digest.version))
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def _schedule_publish(self, now: float) -> None:
+        due = max(now, self._last_publish + self.config.meta_min_interval_s)
+        if due <= now:
+            self._publish_meta(now)
+        elif self._meta_due is None:
+            self._meta_due = due
+
+    def _publish_meta(self, now: float, at_least: int = 0) -> None:
+        self._meta_due = None
+        self._last_publish = now
+        version = max(self._digest.version + 1, at_least)
+        row = self._bw.top(self.config.bandwidth_row_max)
+        self._digest = Digest(self.name, version, self._meta, row)
+        me = self._members[self.name]
+        me.digest = self._digest
+        me.digest_at = now
+        self._queue.put(("d", self.name), encode_broadcast(self._digest))
+        self._notify(me)
+
+    # -- gossip, push-pull, join, reaping ----------------------------------------------------
+
+    def _random_members(
+        self, k: int, exclude: tuple[str, ...], now: float, include_dead: bool
+    ) -> list[str]:
+        others = self._others
+        if not others or k <= 0:
+            return []
+        horizon = now - self.config.gossip_to_dead_s
+        chosen: list[str] = []
+        tries = 0
+        limit = 3 * k + 8
+        if len(others) <= limit:
+            pool = others[:]
+            self._rng.shuffle(pool)
+            candidates = iter(pool)
+        else:
+            candidates = iter(others[self._rng.randrange(len(others))] for _ in range(limit))
+        for name in candidates:
+            tries += 1
+            if name in chosen or name in exclude:
+                continue
+            m = self._members[name]
+            if m.live or (include_dead and m.status == "dead" and m.since >= horizon):
+                chosen.append(name)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    def _gossip(self, now: float) -> None:
+        if not len(self._queue):
+            return
+        targets = self._random_members(self.config.gossip_nodes, (), now, include_dead=True)
+        for name in targets:
+            if not len(self._queue):
+                break
+            self._send(self._members[name].addr, Gossip(self.name), require_broadcasts=True)
+
+    def _state_payload(self, join: bool) -> bytes:
+        members = []
+        for m in self._members.values():
+            if m.name == self.name:
+                status: PeerStatus = "left" if self._leaving else "alive"
+                members.append(MemberState(m.name, self._incarnation, status, self._digest))
+            else:
+                members.append(MemberState(m.name, m.incarnation, m.status, m.digest))
+        return self.codec.seal(encode_push_pull(PushPull(self.name, join, tuple(members))))
+
+    def _push_pull_to(self, addr: Addr, join: bool) -> None:
+        self.counters["push_pull_out"] += 1
+        self._out.append(PushPullCall(addr, self._state_payload(join), join))
+
+    def _send_join(self, now: float) -> None:
+        for addr in self._seeds:
+            self._push_pull_to(addr, join=True)
+        self._join_retry_at = now + self.config.join_retry_s
+
+    def _merge_remote(self, pp: PushPull, now: float) -> None:
+        for ms in pp.members:
+            if ms.name == self.name:
+                stale = ms.incarnation > self._incarnation or (
+                    ms.status != "alive" and ms.incarnation == self._incarnation
+                )
+                if stale and not self._leaving:
+                    self._refute(ms.incarnation)
+                self._on_digest(ms.digest, now)
+                continue
+            known = ms.name in self._members
+            if ms.status == "alive" or (not known and ms.status == "suspect"):
+                self._on_alive(Alive(ms.name, ms.incarnation, ms.digest), now)
+            if ms.status == "left":
+                self._on_left(Left(ms.name, ms.incarnation), now)
+            elif ms.status != "alive":
+                # memberlist's rule: a remote "dead" only makes us suspect, never dead at once.
+                self._on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
+            if known:
+                self._on_digest(ms.digest, now)
+        if len(self._members) > 1:
+            self._joined = True
+            self._join_retry_at = None
+
+    def _reap(self, now: float) -> None:
+        cutoff = now - self.config.dead_reap_s
+        for name in [
+            n
+            for n, m in self._members.items()
+            if n != self.name and not m.live and m.since <= cutoff
+        ]:
+            m = self._members.pop(name)
+            self._tombstones[name] = (m.incarnation, now + self.config.tombstone_s)
+            i = self._other_idx.pop(name)
+            last = self._others.pop()
+            if last != name:
+                self._others[i] = last
+                self._other_idx[last] = i
+            self._queue.discard(("m", name))
+            self._queue.discard(("d", name))
+        for name in [n for n, (_, until) in self._tombstones.items() if until <= now]:
+            del self._tombstones[name]
+        self._queue.prune(self.config.retransmit_limit(self._live))
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _send(self, addr: Addr, msg: Primary, require_broadcasts: bool = False) -> None:
+        head = encode_primary(msg)
+        budget = self.config.udp_payload_max - self.codec.overhead - len(head)
+        items = self._queue.take(budget, self.config.retransmit_limit(self._live))
+        if require_broadcasts and not items:
+            return
+        self._out.append(Send(addr, self.codec.seal(head + b"".join(items))))
+
+    def _count_drop(self, exc: RemoteError) -> None:
+        key = "dropped_auth" if isinstance(exc, AuthError) else "dropped_malformed"
+        self.counters[key] += 1
+
+    def _flush(self) -> list[Effect]:
+        out = self._out
+        self._out = []
+        return out

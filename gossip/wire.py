@@ -1,0 +1,388 @@
+"""Wire format: msgpack messages, piggybacked broadcasts and optional HMAC-SHA256 framing.
+
+A datagram is `MAGIC_PLAIN + body` or `MAGIC_SIGNED + tag(32) + body`, where the tag is
+HMAC-SHA256(secret, body). The body is a stream of msgpack arrays: one primary message (ping,
+ack, nack, ping-req or gossip) followed by any number of piggybacked broadcasts (alive, suspect,
+dead, left, digest). Broadcasts are encoded once when queued, so building a datagram is a
+concatenation. A push-pull payload uses the same framing around one msgpack map. Everything
+decoded from the network is validated here; anything wrong raises DecodeError or AuthError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from typing import Any, NamedTuple
+
+import msgpack
+
+from gossip.errors import AuthError, ConfigError, DecodeError
+from gossip.view import MAX_NAME, STATUSES, Addr, PeerMeta, PeerStatus
+
+MAGIC_PLAIN = b"\xa7"
+MAGIC_SIGNED = b"\xa8"
+TAG_LEN = 32
+MAX_ITEMS = 256
+
+PING, ACK, NACK, PING_REQ, GOSSIP = 1, 2, 3, 4, 5
+ALIVE, SUSPECT, DEAD, LEFT, DIGEST = 10, 11, 12, 13, 14
+
+
+class Ping(NamedTuple):
+    seq: int
+    target: str
+    src: str
+    src_addr: Addr
+
+
+class Ack(NamedTuple):
+    seq: int
+    src: str
+
+
+class Nack(NamedTuple):
+    seq: int
+    src: str
+
+
+class PingReq(NamedTuple):
+    seq: int
+    target: str
+    target_addr: Addr
+    src: str
+    src_addr: Addr
+
+
+class Gossip(NamedTuple):
+    src: str
+
+
+class Digest(NamedTuple):
+    """A versioned metadata digest: newer version wins."""
+
+    name: str
+    version: int
+    meta: PeerMeta
+    bandwidth: tuple[tuple[str, float], ...]
+
+
+class Alive(NamedTuple):
+    name: str
+    incarnation: int
+    digest: Digest
+
+
+class Suspect(NamedTuple):
+    name: str
+    incarnation: int
+    src: str
+
+
+class Dead(NamedTuple):
+    name: str
+    incarnation: int
+    src: str
+
+
+class Left(NamedTuple):
+    name: str
+    incarnation: int
+
+
+Primary = Ping | Ack | Nack | PingReq | Gossip
+Broadcast = Alive | Suspect | Dead | Left | Digest
+
+
+class MemberState(NamedTuple):
+    """One entry of a push-pull full state."""
+
+    name: str
+    incarnation: int
+    status: PeerStatus
+    digest: Digest
+
+
+class PushPull(NamedTuple):
+    src: str
+    join: bool
+    members: tuple[MemberState, ...]
+
+
+_PACKER_OPTS: dict[str, Any] = {"use_single_float": True, "use_bin_type": True}
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, **_PACKER_OPTS)
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _enc_addr(addr: Addr) -> list[Any]:
+    return [addr[0], addr[1]]
+
+
+def _digest_list(d: Digest) -> list[Any]:
+    m = d.meta
+    host = m.gossip_addr[0]
+    flat: list[Any] = []
+    for peer, rate in d.bandwidth:
+        flat.append(peer)
+        flat.append(rate)
+    return [
+        d.name,
+        d.version,
+        host,
+        m.gossip_addr[1],
+        None if m.rpc_addr[0] == host else m.rpc_addr[0],
+        m.rpc_addr[1],
+        None if m.http_addr[0] == host else m.http_addr[0],
+        m.http_addr[1],
+        m.version,
+        m.model_id,
+        m.capacity,
+        m.queued_s,
+        m.active_shares,
+        flat,
+    ]
+
+
+def encode_primary(msg: Primary) -> bytes:
+    if isinstance(msg, Ping):
+        return _pack([PING, msg.seq, msg.target, msg.src, _enc_addr(msg.src_addr)])
+    if isinstance(msg, Ack):
+        return _pack([ACK, msg.seq, msg.src])
+    if isinstance(msg, Nack):
+        return _pack([NACK, msg.seq, msg.src])
+    if isinstance(msg, PingReq):
+        return _pack(
+            [
+                PING_REQ,
+                msg.seq,
+                msg.target,
+                _enc_addr(msg.target_addr),
+                msg.src,
+                _enc_addr(msg.src_addr),
+            ]
+        )
+    return _pack([GOSSIP, msg.src])
+
+
+def encode_broadcast(msg: Broadcast) -> bytes:
+    if isinstance(msg, Alive):
+        return _pack([ALIVE, msg.name, msg.incarnation, _digest_list(msg.digest)])
+    if isinstance(msg, Suspect):
+        return _pack([SUSPECT, msg.name, msg.incarnation, msg.src])
+    if isinstance(msg, Dead):
+        return _pack([DEAD, msg.name, msg.incarnation, msg.src])
+    if isinstance(msg, Left):
+        return _pack([LEFT, msg.name, msg.incarnation])
+    return _pack([DIGEST, *_digest_list(msg)])
+
+
+def encode_push_pull(pp: PushPull) -> bytes:
+    return _pack(
+        {
+            "f": pp.src,
+            "j": pp.join,
+            "m": [
+                [m.name, m.incarnation, STATUSES.index(m.status), _digest_list(m.digest)]
+                for m in pp.members
+            ],
+        }
+    )
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def _int(v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise DecodeError(f"bad integer {v!r}")
+    return v
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v) <= MAX_NAME:
+        raise DecodeError("bad peer name")
+    return v
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        raise DecodeError(f"bad number {v!r}")
+    return float(v)
+
+
+def _addr(v: Any) -> Addr:
+    if not isinstance(v, list) or len(v) != 2:
+        raise DecodeError("bad address")
+    host = v[0]
+    if not isinstance(host, str) or not 0 < len(host) <= 255:
+        raise DecodeError("bad host")
+    return (host, _int(v[1], 0, 65535))
+
+
+def _digest(v: Any) -> Digest:
+    if not isinstance(v, list) or len(v) != 14:
+        raise DecodeError("bad digest")
+    name = _name(v[0])
+    version = _int(v[1])
+    host = v[2]
+    if not isinstance(host, str) or not host:
+        raise DecodeError("bad digest host")
+    rhost = host if v[4] is None else v[4]
+    hhost = host if v[6] is None else v[6]
+    flat = v[13]
+    if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * 1024:
+        raise DecodeError("bad bandwidth row")
+    row = tuple((_name(flat[i]), _float(flat[i + 1])) for i in range(0, len(flat), 2))
+    try:
+        meta = PeerMeta(
+            name=name,
+            gossip_addr=(host, v[3]),
+            rpc_addr=(rhost, v[5]),
+            http_addr=(hhost, v[7]),
+            version=v[8],
+            model_id=v[9],
+            capacity=v[10],
+            queued_s=v[11],
+            active_shares=v[12],
+        )
+    except ConfigError as exc:
+        raise DecodeError(f"bad digest: {exc}") from None
+    return Digest(name, version, meta, row)
+
+
+def _decode_primary(v: Any) -> Primary:
+    if not isinstance(v, list) or not v:
+        raise DecodeError("bad message")
+    kind = v[0]
+    n = len(v)
+    if kind == PING and n == 5:
+        return Ping(_int(v[1]), _name(v[2]), _name(v[3]), _addr(v[4]))
+    if kind == ACK and n == 3:
+        return Ack(_int(v[1]), _name(v[2]))
+    if kind == NACK and n == 3:
+        return Nack(_int(v[1]), _name(v[2]))
+    if kind == PING_REQ and n == 6:
+        return PingReq(_int(v[1]), _name(v[2]), _addr(v[3]), _name(v[4]), _addr(v[5]))
+    if kind == GOSSIP and n == 2:
+        return Gossip(_name(v[1]))
+    raise DecodeError(f"unknown primary message {kind!r}")
+
+
+def _decode_broadcast(v: Any) -> Broadcast:
+    if not isinstance(v, list) or not v:
+        raise DecodeError("bad broadcast")
+    kind = v[0]
+    n = len(v)
+    if kind == ALIVE and n == 4:
+        d = _digest(v[3])
+        if d.name != v[1]:
+            raise DecodeError("alive digest names another peer")
+        return Alive(d.name, _int(v[2]), d)
+    if kind == SUSPECT and n == 4:
+        return Suspect(_name(v[1]), _int(v[2]), _name(v[3]))
+    if kind == DEAD and n == 4:
+        return Dead(_name(v[1]), _int(v[2]), _name(v[3]))
+    if kind == LEFT and n == 3:
+        return Left(_name(v[1]), _int(v[2]))
+    if kind == DIGEST and n == 15:
+        return _digest(v[1:])
+    raise DecodeError(f"unknown broadcast {kind!r}")
+
+
+class Codec:
+    """Frames and unframes datagrams and push-pull payloads, with optional HMAC."""
+
+    __slots__ = ("_secret", "overhead")
+
+    def __init__(self, secret: bytes | None) -> None:
+        if secret is not None and (not isinstance(secret, bytes) or not secret):
+            raise ConfigError("secret must be non-empty bytes or None")
+        self._secret = secret
+        self.overhead = 1 + (TAG_LEN if secret else 0)
+
+    def seal(self, body: bytes) -> bytes:
+        if self._secret is None:
+            return MAGIC_PLAIN + body
+        tag = hmac.new(self._secret, body, hashlib.sha256).digest()
+        return MAGIC_SIGNED + tag + body
+
+    def open(self, data: bytes) -> bytes:
+        """Verify the framing; return the body. Raises AuthError or DecodeError."""
+        if not data:
+            raise DecodeError("empty datagram")
+        magic = data[:1]
+        if self._secret is None:
+            if magic == MAGIC_PLAIN:
+                return data[1:]
+            if magic == MAGIC_SIGNED:
+                raise AuthError("signed datagram but no cluster secret configured")
+            raise DecodeError("bad magic byte")
+        if magic == MAGIC_PLAIN:
+            raise AuthError("unsigned datagram in an authenticated cluster")
+        if magic != MAGIC_SIGNED or len(data) < 1 + TAG_LEN:
+            raise DecodeError("bad magic byte or short datagram")
+        tag, body = data[1 : 1 + TAG_LEN], data[1 + TAG_LEN :]
+        want = hmac.new(self._secret, body, hashlib.sha256).digest()
+        if not hmac.compare_digest(tag, want):
+            raise AuthError("bad HMAC tag")
+        return body
+
+    def decode_datagram(self, data: bytes) -> tuple[Primary, list[Broadcast]]:
+        body = self.open(data)
+        unpacker = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=len(body) + 16,
+            max_array_len=4096,
+            max_map_len=64,
+            max_str_len=4096,
+            max_bin_len=0,
+            max_ext_len=0,
+        )
+        try:
+            unpacker.feed(body)
+            objs = list(unpacker)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DecodeError(f"bad msgpack: {exc}") from None
+        except Exception as exc:  # msgpack raises assorted errors on hostile input
+            raise DecodeError(f"bad msgpack: {type(exc).__name__}") from None
+        if not objs or len(objs) > MAX_ITEMS + 1:
+            raise DecodeError("empty or oversized datagram")
+        return _decode_primary(objs[0]), [_decode_broadcast(o) for o in objs[1:]]
+
+    def decode_push_pull(self, data: bytes, max_bytes: int) -> PushPull:
+        if len(data) > max_bytes:
+            raise DecodeError("push-pull payload too large")
+        body = self.open(data)
+        try:
+            obj = msgpack.unpackb(
+                body,
+                raw=False,
+                strict_map_key=True,
+                max_bin_len=0,
+                max_ext_len=0,
+                max_array_len=1_000_000,
+            )
+        except Exception as exc:
+            raise DecodeError(f"bad push-pull msgpack: {type(exc).__name__}") from None
+        if not isinstance(obj, dict) or set(obj) != {"f", "j", "m"}:
+            raise DecodeError("bad push-pull map")
+        src = _name(obj["f"])
+        join = obj["j"]
+        if not isinstance(join, bool) or not isinstance(obj["m"], list):
+            raise DecodeError("bad push-pull fields")
+        members = []
+        for entry in obj["m"]:
+            if not isinstance(entry, list) or len(entry) != 4:
+                raise DecodeError("bad push-pull member")
+            d = _digest(entry[3])
+            if d.name != entry[0]:
+                raise DecodeError("push-pull digest names another peer")
+            status = STATUSES[_int(entry[2], 0, len(STATUSES) - 1)]
+            members.append(MemberState(d.name, _int(entry[1]), status, d))
+        return PushPull(src, join, tuple(members))
