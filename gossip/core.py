@@ -422,7 +422,8 @@ class GossipCore:
         else:
             self._health.apply(1)
         m = self._members.get(p.target)
-        if m is not None and m.status == "alive":
+        if m is not None and m.live:
+            # Raises a suspicion, or confirms one we heard of (Lifeguard's independent confirmation).
             self.counters["suspicions_raised"] += 1
             self._on_suspect(Suspect(p.target, m.incarnation, self.name), now)
 
@@ -567,8 +568,8 @@ class GossipCore:
 
     def _on_digest(self, d: Digest, now: float) -> None:
         if d.name == self.name:
-            if d.version >= self._digest.version and d != self._digest:
-                # A stale record of a previous life outranks ours: jump past it.
+            if d.version > self._digest.version:
+                # A record from a previous life of this peer outranks ours: jump past it.
                 self._publish_meta(now, at_least=d.version + 1)
             return
         m = self._members.get(d.name)
