@@ -64,6 +64,7 @@ class Work:
     bytes_per_unit: int = 512  # bytes moved per unit (both ways)
     share_bytes: int = 0  # bytes moved once per remote share (repair canvas + mask)
     area_units: float = 1.0  # untiled repair: canvas area in native-size images
+    tile_area: float = 1.0  # tile mode: one tile window's area in native-size images
     chain_bytes: int = 8192  # steps mode: latent + generator + scheduler state
 
 
@@ -149,7 +150,7 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
         bw = max(p.bytes_per_s, 1.0)
         if mode == "tile":
             fixed = (p.rtt_s + work.share_bytes / bw) if remote else 0.0
-            unit = s * (p.a_s + p.c_s)
+            unit = s * (p.a_s + p.c_s * work.tile_area)
         elif mode == "local" and work.kind == "repair":
             fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
             unit = s * p.c_s * work.area_units
@@ -188,7 +189,7 @@ class Planner:
             best: Plan | None = None
             preds: dict[str, float] = {}
             for m in applicable:
-                p = self._plan_mode(peers, work, m, policy, height, width)
+                p = self.plan_mode(peers, work, m, policy)
                 preds[m] = p.predicted_makespan_s
                 if best is None or p.predicted_makespan_s < best.predicted_makespan_s - 1e-9:
                     best = p
@@ -196,13 +197,12 @@ class Planner:
             return _with_alternatives(best, preds)
         if mode not in applicable:
             raise PlanError(f"mode {mode!r} does not apply to this request (applies: {applicable})")
-        return self._plan_mode(peers, work, mode, policy, height, width)  # type: ignore[arg-type]
+        return self.plan_mode(peers, work, mode, policy)
 
     # -- one mode -----------------------------------------------------------------------------
 
-    def _plan_mode(
-        self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str, h: int, w: int
-    ) -> Plan:
+    def plan_mode(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
+        """Plan in one given mode, without checking that it applies (re-planning uses this)."""
         if mode == "local" or policy == "local":
             return self._local(peers, work, mode, policy)
         cands = candidates(peers, work, mode)
@@ -215,10 +215,7 @@ class Planner:
     def _local(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
         me = next(p for p in peers if p.is_self)
         cand = candidates([me], work, "local")[0]
-        if work.kind == "repair":
-            finish = cand.finish(1)
-        else:
-            finish = cand.finish(work.units)
+        finish = cand.finish(1) if work.kind == "repair" else cand.finish(work.units)
         share = Share(me.name, me.addr, True, tuple(range(work.units)), None, finish)
         return Plan(
             mode="local",

@@ -1,0 +1,220 @@
+"""A local cluster: N peer processes on loopback, optionally under unequal CPU quotas.
+
+``LocalCluster`` starts ``amcoedge peer`` processes (peer 0 first, the others join it), waits
+until every peer's ``/v1/cluster`` lists all of them alive, and stops them all on ``stop()``
+(SIGTERM, then SIGKILL after a grace period), removing any cgroups it made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peer import quotas
+from peer.errors import PeerError
+
+
+class ClusterError(PeerError):
+    code = "cluster_failed"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    peers: int = 3
+    host: str = "127.0.0.1"
+    base_port: int = 0  # 0 = pick free ports
+    base_http: int = 0
+    quotas: tuple[float, ...] | None = None  # CPU cores per peer (cycled), None = no quotas
+    threads: int = 1
+    policy: str = "onnx"
+    gossip: str = "local"
+    extra_args: tuple[str, ...] = ()
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free for both TCP and UDP (gossip and RPC share one)."""
+    out: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(out) < n:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                u.bind((host, port))
+            except OSError:
+                t.close()
+                u.close()
+                continue
+            held += [t, u]
+            out.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return out
+
+
+def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"error": {"code": "http", "message": raw.decode(errors="replace")}}
+
+
+@dataclass
+class PeerProc:
+    name: str
+    listen: tuple[str, int]
+    http: tuple[str, int]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    quota: float | None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http[0]}:{self.http[1]}"
+
+
+@dataclass
+class LocalCluster:
+    spec: ClusterSpec
+    log_dir: Path
+    procs: list[PeerProc] = field(default_factory=list)
+    quota_note: str = "no quotas requested"
+    _quotas: quotas.CpuQuotas | None = None
+
+    def start(self) -> None:
+        spec = self.spec
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ports = (
+            free_ports(spec.peers, spec.host)
+            if spec.base_port == 0
+            else [spec.base_port + i for i in range(spec.peers)]
+        )
+        https = (
+            free_ports(spec.peers, spec.host)
+            if spec.base_http == 0
+            else [spec.base_http + i for i in range(spec.peers)]
+        )
+        groups: list[Path | None] = [None] * spec.peers
+        if spec.quotas:
+            ok, why = quotas.available()
+            if ok:
+                self._quotas = quotas.CpuQuotas()
+                for i in range(spec.peers):
+                    groups[i] = self._quotas.create(i, spec.quotas[i % len(spec.quotas)])
+                self.quota_note = "cgroup v1 cpu quotas: " + ", ".join(
+                    f"p{i}={spec.quotas[i % len(spec.quotas)]:g} cores" for i in range(spec.peers)
+                )
+            else:
+                self.quota_note = f"plain loopback, no quotas ({why})"
+        for i in range(spec.peers):
+            name = f"p{i}"
+            args = [
+                sys.executable,
+                "-m",
+                "peer",
+                "peer",
+                "--name",
+                name,
+                "--listen",
+                f"{spec.host}:{ports[i]}",
+                "--http",
+                f"{spec.host}:{https[i]}",
+                "--threads",
+                str(spec.threads),
+                "--policy",
+                spec.policy,
+                "--gossip",
+                spec.gossip,
+                *spec.extra_args,
+            ]
+            if i > 0:
+                args += ["--join", f"{spec.host}:{ports[0]}"]
+            log_path = self.log_dir / f"{name}.log"
+            group = groups[i]
+            pre = (lambda g=group: quotas.CpuQuotas.attach_self(g)) if group is not None else None
+            with open(log_path, "wb") as logf:
+                proc = subprocess.Popen(
+                    args,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=pre,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
+            self.procs.append(
+                PeerProc(name, (spec.host, ports[i]), (spec.host, https[i]), proc, log_path, quota)
+            )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        n = len(self.procs)
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.proc.poll() is not None:
+                    tail = p.log_path.read_text(errors="replace")[-2000:]
+                    raise ClusterError(f"peer {p.name} exited with {p.proc.returncode}:\n{tail}")
+            if all(self._sees_all(p, n) for p in self.procs):
+                return
+            time.sleep(0.25)
+        raise ClusterError(
+            f"the cluster did not converge within {timeout:.0f}s (logs in {self.log_dir})"
+        )
+
+    @staticmethod
+    def _sees_all(p: PeerProc, n: int) -> bool:
+        try:
+            status, body = http_json(p.url + "/v1/cluster", timeout=2.0)
+        except (OSError, ValueError):
+            return False
+        if status != 200:
+            return False
+        alive = [q for q in body.get("peers", []) if q.get("status") == "alive"]
+        return len(alive) >= n
+
+    def stop(self, grace: float = 8.0) -> None:
+        for p in self.procs:
+            if p.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(timeout=5)
+        if self._quotas is not None:
+            self._quotas.close()
+            self._quotas = None
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

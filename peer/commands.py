@@ -1,0 +1,298 @@
+"""CLI: ``amcoedge peer``, ``submit``, ``demo``, ``cluster up`` and ``bench policy``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from peer.config import GOSSIP_PRESETS, MODES, POLICIES, load_peer_config, read_toml
+from peer.errors import ConfigError, PeerError
+
+
+def register(groups: dict[str, Any]) -> None:
+    top = groups["top"]
+    p = top.add_parser("peer", help="run one peer (gossip + RPC + executor + HTTP API)")
+    p.add_argument("--config", help="TOML file with the peer's settings (flags override it)")
+    p.add_argument("--name", help="this peer's unique name")
+    p.add_argument("--listen", help="HOST:PORT for gossip (UDP) and RPC (TCP)")
+    p.add_argument("--http", help="HOST:PORT for the HTTP API")
+    p.add_argument(
+        "--join", action="append", default=[], help="HOST:PORT of a peer to join (repeatable)"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch device for the model")
+    p.add_argument("--model", help="local diffusers model dir (default: the shipped digits model)")
+    p.add_argument("--policy", choices=POLICIES, help="default recruitment policy")
+    p.add_argument("--secret-file", help="file holding the shared cluster secret")
+    p.add_argument("--threads", type=int, help="torch threads of the executor (default 1)")
+    p.add_argument("--gossip", choices=GOSSIP_PRESETS, help="gossip timer preset (default lan)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.set_defaults(func=cmd_peer)
+
+    s = top.add_parser("submit", help="send a request to a peer's HTTP API")
+    s.add_argument("--peer", default="127.0.0.1:8001", help="HOST:PORT of any peer's HTTP API")
+    s.add_argument("--count", type=int, default=1)
+    s.add_argument("--label", type=int, default=None, help="digit 0-9 (default: random labels)")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mode", choices=MODES, default="auto")
+    s.add_argument("--policy", choices=POLICIES, default=None)
+    s.add_argument("--scheduler", default="ddim")
+    s.add_argument("--repair", metavar="IMAGE_PNG", help="repair this image (needs --mask)")
+    s.add_argument("--mask", metavar="MASK_PNG", help="white = regenerate")
+    s.add_argument("--out", help="directory to write the PNGs to")
+    s.add_argument("--json", help="write the full response JSON here ('-' = stdout)")
+    s.add_argument("--timeout", type=float, default=120.0)
+    s.set_defaults(func=cmd_submit)
+
+    d = top.add_parser("demo", help="4-peer local cluster, every policy and mode, table + chart")
+    d.add_argument("--out", default="demo-out", help="output directory (default ./demo-out)")
+    d.add_argument("--peers", type=int, default=4)
+    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--rounds", type=int, default=1, help="passes over the peers per policy")
+    d.add_argument("--no-quotas", action="store_true", help="do not use cgroup CPU quotas")
+    d.add_argument("--json", help="write the results JSON here")
+    d.set_defaults(func=cmd_demo)
+
+    c = groups["cluster"].add_parser("up", help="start N local peers; Ctrl-C stops them all")
+    c.add_argument("--peers", type=int, default=3)
+    c.add_argument(
+        "--base-port", type=int, default=7001, help="gossip/RPC port of peer 0 (0 = free)"
+    )
+    c.add_argument("--base-http", type=int, default=8001, help="HTTP port of peer 0 (0 = free)")
+    c.add_argument("--quotas", help="CPU cores per peer, comma-separated, e.g. 1,0.5,0.25 (root)")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--policy", choices=POLICIES, default="onnx")
+    c.add_argument("--logs", default="cluster-logs", help="directory for the peers' logs")
+    c.add_argument("--json", help="write the peers' addresses here once the cluster is up")
+    c.set_defaults(func=cmd_cluster_up)
+
+    b = groups["bench"].add_parser("policy", help="policy (ONNX) and planner decision latency")
+    b.add_argument("--json", help="write the JSON here as well as printing it")
+    b.add_argument("--iters", type=int, default=2000)
+    b.add_argument("--peers", default="4,16,32,64", help="peer counts for the planner latency")
+    b.set_defaults(func=cmd_bench_policy)
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        file_values = read_toml(args.config) if args.config else {}
+        cfg = load_peer_config(
+            file_values,
+            {
+                "name": args.name,
+                "listen": args.listen,
+                "http": args.http,
+                "join": list(args.join) or None,
+                "device": args.device,
+                "model": args.model,
+                "policy": args.policy,
+                "secret_file": args.secret_file,
+                "threads": args.threads,
+                "gossip": args.gossip,
+            },
+        )
+    except ConfigError as exc:
+        print(f"amcoedge peer: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    return run_peer(cfg)
+
+
+def run_peer(cfg: Any) -> int:
+    import asyncio
+
+    from peer.node import Node
+
+    async def main() -> int:
+        node = Node(cfg)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await node.start()
+        except (PeerError, OSError) as exc:
+            print(f"amcoedge peer: cannot start: {exc}", file=sys.stderr)
+            await node.stop()
+            return 1
+        print(
+            f"peer {cfg.name} ready: rpc/gossip {cfg.listen[0]}:{node.rpc_port} "
+            f"http http://{cfg.http[0]}:{node.http_port}",
+            flush=True,
+        )
+        await stop.wait()
+        await node.stop()
+        print(f"peer {cfg.name} stopped", flush=True)
+        return 0
+
+    try:
+        import uvloop
+
+        return int(uvloop.run(main()))
+    except ImportError:
+        return asyncio.run(main())
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from peer.client import Client, ClientError, decode_images
+
+    client = Client(f"http://{args.peer}", timeout=args.timeout)
+    try:
+        if args.repair:
+            if not args.mask:
+                print("--repair needs --mask", file=sys.stderr)
+                return 2
+            image, mask = _read_png(args.repair), _read_png(args.mask)
+            body: dict[str, Any] = {"steps": args.steps, "seed": args.seed, "mode": args.mode}
+            if args.mode not in ("auto", "tile", "local"):
+                print("repair modes: auto, tile, local", file=sys.stderr)
+                return 2
+            if args.policy:
+                body["policy"] = args.policy
+            res, wall = client.repair(image, mask, **body)
+        else:
+            body = {
+                "count": args.count,
+                "label": args.label,
+                "steps": args.steps,
+                "seed": args.seed,
+                "mode": args.mode,
+                "scheduler": args.scheduler,
+            }
+            if args.policy:
+                body["policy"] = args.policy
+            res, wall = client.generate(**body)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot reach {args.peer}: {exc}", file=sys.stderr)
+        return 1
+    result = res.get("result", {})
+    if args.out:
+        from PIL import Image
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(decode_images(result)):
+            Image.fromarray(img, mode="L").save(out / f"{res['id']}-{i:03d}.png")
+    if args.json:
+        text = json.dumps(res, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+    plan, timing = result.get("plan", {}), result.get("timing", {})
+    print(
+        f"job {res['id']} {res['state']}: {len(result.get('images', []))} image(s), "
+        f"mode {plan.get('mode')}, policy {plan.get('policy')} ({plan.get('provider')}), "
+        f"peers {plan.get('peers')}, make-span {timing.get('makespan_s')} s, "
+        f"round trip {wall:.3f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _read_png(path: str) -> Any:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from peer.cluster import ClusterError, ClusterSpec, LocalCluster
+
+    try:
+        q = tuple(float(x) for x in args.quotas.split(",")) if args.quotas else None
+    except ValueError:
+        print(f"--quotas must be numbers separated by commas, got {args.quotas!r}", file=sys.stderr)
+        return 2
+    if not 1 <= args.peers <= 64:
+        print("--peers must be in 1..64", file=sys.stderr)
+        return 2
+    spec = ClusterSpec(
+        peers=args.peers,
+        base_port=args.base_port,
+        base_http=args.base_http,
+        quotas=q,
+        threads=args.threads,
+        policy=args.policy,
+    )
+    cluster = LocalCluster(spec, Path(args.logs))
+    try:
+        cluster.start()
+        print(
+            f"starting {args.peers} peers ({cluster.quota_note}); logs in {args.logs}/", flush=True
+        )
+        cluster.wait_ready()
+        rows = [
+            {"name": p.name, "rpc": f"{p.listen[0]}:{p.listen[1]}", "http": p.url, "quota": p.quota}
+            for p in cluster.procs
+        ]
+        for r in rows:
+            print(f"  {r['name']}: rpc {r['rpc']}  http {r['http']}  quota {r['quota']}")
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps({"peers": rows, "quotas": cluster.quota_note}, indent=2)
+            )
+        print("cluster up; Ctrl-C stops every peer", flush=True)
+        while all(p.proc.poll() is None for p in cluster.procs):
+            time.sleep(0.5)
+        dead = [p.name for p in cluster.procs if p.proc.poll() is not None]
+        print(f"peer(s) exited: {dead}; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping all peers", flush=True)
+        return 0
+    except ClusterError as exc:
+        print(f"cluster failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.stop()
+
+
+def cmd_bench_policy(args: argparse.Namespace) -> int:
+    from peer.bench import planner_latency
+
+    out: dict[str, Any] = {}
+    try:
+        from policy.fleet.bench import onnx_latency
+
+        out["onnx"] = onnx_latency()
+    except Exception as exc:
+        out["onnx"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        sizes = [int(x) for x in args.peers.split(",")]
+    except ValueError:
+        print("--peers must be integers separated by commas", file=sys.stderr)
+        return 2
+    out["planner"] = planner_latency(sizes, iters=args.iters)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from peer.demo import run_demo
+
+    return run_demo(
+        out=Path(args.out),
+        peers=args.peers,
+        steps=args.steps,
+        rounds=args.rounds,
+        use_quotas=not args.no_quotas,
+        json_path=args.json,
+    )

@@ -1,0 +1,147 @@
+"""The executor: the diffusion backend in ONE worker thread, fed by a bounded queue of shares.
+
+Blocking work (torch) never runs on the event loop. Shares run one at a time in arrival order
+on a dedicated thread whose torch thread count is fixed at start (split results are
+bit-identical only between peers with the same thread count). The executor keeps the predicted
+seconds of queued and running work, which the peer publishes through gossip as its backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from peer.errors import Overloaded
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Item:
+    fn: Callable[[], Any]
+    predicted_s: float
+    job: str
+    enqueued: float
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True)
+class RunStats:
+    queue_s: float  # time spent waiting in the queue
+    compute_s: float  # time spent in the worker thread
+
+
+@dataclass
+class _Running:
+    item: _Item
+    started: float
+
+
+@dataclass
+class Executor:
+    max_queued: int = 128
+    threads: int = 1
+    _pool: ThreadPoolExecutor | None = None
+    _queue: asyncio.Queue[_Item] | None = None
+    _task: asyncio.Task[None] | None = None
+    _running: _Running | None = None
+    _waiting: list[_Item] = field(default_factory=list)
+    completed: int = 0
+    failed: int = 0
+    busy_s: float = 0.0
+
+    async def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amcoedge-exec")
+        await self.call(self._pin_threads)
+        self._queue = asyncio.Queue(self.max_queued)
+        self._task = asyncio.create_task(self._worker(), name="amcoedge-executor")
+
+    def _pin_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the worker thread directly (start-up work: loading, calibration)."""
+        assert self._pool is not None, "executor not started"
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def run(self, fn: Callable[[], T], predicted_s: float, job: str) -> tuple[T, RunStats]:
+        """Queue ``fn``; wait for it. Raises ``Overloaded`` when the queue is full."""
+        if self._queue is None:
+            raise RuntimeError("executor not started")
+        loop = asyncio.get_running_loop()
+        item = _Item(fn, max(predicted_s, 0.0), job, time.monotonic(), loop.create_future())
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self.max_queued} shares already queued on this peer") from None
+        self._waiting.append(item)
+        result: tuple[T, RunStats] = await item.future
+        return result
+
+    def cancel(self, job: str) -> int:
+        """Drop the job's queued (not yet running) shares."""
+        n = 0
+        for item in list(self._waiting):
+            if item.job == job and not item.future.done():
+                item.future.cancel()
+                n += 1
+        return n
+
+    def queued_s(self, now: float | None = None) -> float:
+        """Predicted seconds of work queued or running here."""
+        now = time.monotonic() if now is None else now
+        total = sum(i.predicted_s for i in self._waiting if not i.future.done())
+        if self._running is not None:
+            elapsed = now - self._running.started
+            total += max(self._running.item.predicted_s - elapsed, 0.0)
+        return total
+
+    @property
+    def active(self) -> int:
+        return sum(1 for i in self._waiting if not i.future.done()) + (self._running is not None)
+
+    async def _worker(self) -> None:
+        assert self._queue is not None and self._pool is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            item = await self._queue.get()
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(item)
+            if item.future.done():  # cancelled while queued
+                continue
+            started = time.monotonic()
+            self._running = _Running(item, started)
+            try:
+                value = await loop.run_in_executor(self._pool, item.fn)
+            except Exception as exc:
+                self.failed += 1
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            else:
+                self.completed += 1
+                done = time.monotonic()
+                if not item.future.done():
+                    item.future.set_result(
+                        (value, RunStats(queue_s=started - item.enqueued, compute_s=done - started))
+                    )
+            finally:
+                self.busy_s += time.monotonic() - started
+                self._running = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for item in self._waiting:
+            if not item.future.done():
+                item.future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,537 @@
+"""One peer process: gossip node + RPC server (same port: UDP gossip, TCP RPC) + executor + HTTP.
+
+The node is the asyncio shell around the pure parts: it turns the gossip view into planner
+input (``states``), carries plans out through ``peer.origin``, answers RPC calls from other
+origins (``run_share``, ``cancel``, ``gossip.push_pull``; ``ping`` and ``info`` are the RPC
+server's built-ins, ``info`` carrying this peer's cost model) and publishes its
+backlog, capacity and active shares through gossip. RPC transfers feed gossip's bandwidth
+estimates; a background prober keeps round-trip estimates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from peer import metrics
+from peer.config import PeerConfig, read_secret
+from peer.costs import CostTracker
+from peer.errors import BadRequest, Overloaded, PeerError, ShareFailed
+from peer.executor import Executor
+from peer.http import build_app
+from peer.jobs import Job, JobBook
+from peer.origin import PeerTiming, run_generate, run_repair
+from peer.planner import PeerState, Plan, Planner, Share
+from peer.recruit import Recruiters
+from peer.requests import GenerateRequest, RepairRequest
+from peer.shares import (
+    ChainShare,
+    GenerateShare,
+    ShareRunner,
+    TilesShare,
+    decode_share,
+    encode_share,
+)
+from peer.viewstate import states_from_view
+
+log = logging.getLogger("amcoedge.node")
+
+VERSION = "1"
+META_PERIOD_S = 0.2
+PROBE_PERIOD_S = 2.0
+
+
+class Node:
+    def __init__(self, cfg: PeerConfig, *, backend: Any = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.limits = cfg.limits
+        self.default_policy = cfg.policy
+        self.secret = read_secret(cfg)
+        self.executor = Executor(max_queued=cfg.limits.max_queued_shares, threads=cfg.threads)
+        self.jobs = JobBook(keep=cfg.limits.max_jobs_kept)
+        self.planner = Planner(Recruiters(seed=0))
+        self.backend: Any = backend
+        self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
+        self.native = 16
+        self.runner: ShareRunner | None = None
+        self.http_stats: Counter[tuple[str, int, str]] = Counter()
+        self.rpc_stats: Counter[str] = Counter()
+        self.rtt: dict[str, float] = {}
+        self.makespans: list[float] = []
+        self.started = time.monotonic()
+        self._job_tasks: set[asyncio.Task[None]] = set()
+        self._job_cond: dict[str, asyncio.Event] = {}
+        self._bg: list[asyncio.Task[None]] = []
+        self._ledger: Any = None
+        self.gossip: Any = None
+        self.server: Any = None
+        self.pool: Any = None
+        self._http_runner: web.AppRunner | None = None
+        self.http_port = cfg.http[1]
+        self.rpc_port = cfg.listen[1]
+        self.provider = "unknown"
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from gossip import GossipConfig, GossipNode, PeerMeta
+        from peer.rpc import Limits, RpcPool, RpcServer
+        from policy.fleet import DispatchLedger
+
+        self._ledger = DispatchLedger()
+        await self.executor.start()
+        if self.backend is None:
+            from peer.diffusion import load_backend
+
+            cfg = self.cfg
+            self.backend = await self.executor.call(
+                lambda: load_backend(model=cfg.model, device=cfg.device, threads=cfg.threads)
+            )
+        self.native = int(getattr(self.backend, "sample_size", 16))
+        self.planner.native = self.native
+        if self.cfg.calibrate:
+            cal = await self.executor.call(self.backend.calibrate)
+            self.cost = CostTracker(float(cal.a_s), float(cal.c_s), alpha=self.cfg.ewma_alpha)
+        self.runner = ShareRunner(self.backend, self.cost, self.native)
+        self.provider = self.planner.recruiters.provider(self.cfg.policy)
+
+        host, port = self.cfg.listen
+        self.server = RpcServer(
+            handlers={
+                "run_share": self._rpc_run_share,
+                "cancel": self._rpc_cancel,
+            },
+            limits=Limits(),
+            secret=self.secret,
+            info=self._info,
+        )
+        await self.server.start(host, port)
+        self.rpc_port = int(self.server.port)
+        self.pool = RpcPool(secret=self.secret, limits=Limits(), on_transfer=self._on_transfer)
+        preset = {"lan": GossipConfig.lan, "local": GossipConfig.local, "wan": GossipConfig.wan}
+        meta = PeerMeta(
+            name=self.name,
+            gossip_addr=(host, self.rpc_port),
+            rpc_addr=(host, self.rpc_port),
+            http_addr=self.cfg.http,
+            version=VERSION,
+            model_id=str(getattr(self.backend, "model_id", "")),
+            capacity=self.cost.capacity(),
+            queued_s=0.0,
+            active_shares=0,
+        )
+        self.gossip = GossipNode(
+            meta,
+            bind=(host, self.rpc_port),
+            config=preset[self.cfg.gossip](),
+            secret=self.secret,
+            push_pull_dialer=self._dial_push_pull,
+        )
+        self.server.add_handler("gossip.push_pull", self.gossip.handle_push_pull)
+        await self.gossip.start(seeds=list(self.cfg.join))
+
+        app = build_app(self)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.cfg.http[0], self.cfg.http[1])
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.http_port = int(server.sockets[0].getsockname()[1])
+        self._bg.append(asyncio.create_task(self._publish_loop(), name="meta"))
+        self._bg.append(asyncio.create_task(self._probe_loop(), name="probe"))
+        log.info(
+            "peer %s up: rpc/gossip %s:%d http %s:%d model %s a=%.5fs c=%.5fs capacity=%.1f",
+            self.name,
+            host,
+            self.rpc_port,
+            self.cfg.http[0],
+            self.http_port,
+            meta.model_id,
+            self.cost.a,
+            self.cost.c,
+            self.cost.capacity(),
+        )
+
+    async def stop(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        for t in list(self._job_tasks):
+            t.cancel()
+        for t in [*self._bg, *self._job_tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.gossip is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.gossip.leave(), 2.0)
+            with contextlib.suppress(Exception):
+                await self.gossip.stop()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        if self.server is not None:
+            await self.server.close()
+        if self.pool is not None:
+            await self.pool.close()
+        await self.executor.close()
+
+    # -- gossip glue --------------------------------------------------------------------
+
+    async def _dial_push_pull(self, addr: tuple[str, int], payload: Any) -> Any:
+        return await self.pool.call(
+            tuple(addr), "gossip.push_pull", payload, timeout=self.cfg.rpc_timeout_s
+        )
+
+    def _addr_names(self) -> dict[tuple[str, int], str]:
+        view = self.gossip.view()
+        return {tuple(p.meta.rpc_addr): p.name for p in view.peers.values()}
+
+    def _on_transfer(self, addr: Any, nbytes: int, seconds: float) -> None:
+        name = self._addr_names().get(tuple(addr))
+        if name is not None and name != self.name and seconds > 0:
+            with contextlib.suppress(Exception):
+                self.gossip.record_transfer(name, nbytes=nbytes, seconds=seconds)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.gossip.update_meta(
+                    queued_s=self.executor.queued_s(),
+                    active_shares=self.executor.active,
+                    capacity=self.cost.capacity(),
+                )
+            await asyncio.sleep(META_PERIOD_S)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_PERIOD_S)
+            for p in self.gossip.view().alive():
+                if p.name == self.name:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    await self.pool.call(tuple(p.meta.rpc_addr), "ping", timeout=1.0)
+                except Exception:
+                    continue
+                rtt = time.perf_counter() - t0
+                old = self.rtt.get(p.name)
+                self.rtt[p.name] = rtt if old is None else 0.7 * old + 0.3 * rtt
+
+    # -- planner input ------------------------------------------------------------------
+
+    def states(self, exclude: Sequence[str] = ()) -> list[PeerState]:
+        """The view as planner input (see ``peer.viewstate``)."""
+        now = time.monotonic()
+        return states_from_view(
+            self.gossip.view(),
+            me=self.name,
+            my_addr=(self.cfg.listen[0], self.rpc_port),
+            my_wait_s=self.executor.queued_s(now),
+            cost=self.cost,
+            ledger=self._ledger,
+            now=now,
+            model_id=str(getattr(self.backend, "model_id", "")),
+            rtts=self.rtt,
+            exclude=exclude,
+        )
+
+    def record_dispatch(self, plan: Plan) -> None:
+        now = time.monotonic()
+        for s in plan.shares:
+            if not s.is_self:
+                self._ledger.record(s.peer, max(s.predicted_s, 0.0), now)
+        self._ledger.prune(now - 60.0)
+
+    # -- running shares -----------------------------------------------------------------
+
+    async def run_share(
+        self, share: Share, work: GenerateShare | TilesShare | ChainShare, job: Job
+    ) -> tuple[Any, PeerTiming]:
+        units = _units(work)
+        t0 = time.perf_counter()
+        if share.is_self:
+            assert self.runner is not None
+            runner = self.runner
+            local_out, st = await self.executor.run(
+                lambda: runner.run(work), runner.predict(work), job.id
+            )
+            return local_out, PeerTiming(self.name, units, st.queue_s, 0.0, st.compute_s, t0, 0.0)
+        from peer.rpc import RpcError, unpack_tensor
+
+        payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
+        try:
+            res = await self.pool.call(
+                share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s
+            )
+        except (RpcError, OSError, TimeoutError) as exc:
+            self.rpc_stats["share_failed"] += 1
+            raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
+        wall = time.perf_counter() - t0
+        try:
+            q, c = float(res["queue_s"]), float(res["compute_s"])
+            if isinstance(work, GenerateShare):
+                out: Any = unpack_tensor(res["images"], copy=True)
+            elif isinstance(work, TilesShare):
+                out = [unpack_tensor(t, copy=True) for t in res["tiles"]]
+            elif "image" in res:
+                out = {"image": unpack_tensor(res["image"], copy=True)}
+            else:
+                out = {"state": res["state"]}
+        except Exception as exc:
+            raise ShareFailed(share.peer, f"malformed reply: {exc}") from exc
+        timing = PeerTiming(share.peer, units, q, max(wall - q - c, 0.0), c, t0, 0.0)
+        return out, timing
+
+    async def run_local_repair(self, req: RepairRequest, job: Job) -> tuple[np.ndarray, PeerTiming]:
+        assert self.runner is not None
+        runner = self.runner
+        area = req.image.shape[0] * req.image.shape[1] / float(self.native**2)
+        t0 = time.perf_counter()
+        img, st = await self.executor.run(
+            lambda: runner.repair(req.image, req.mask, req.steps, req.seed, req.label),
+            self.cost.predict(area, req.steps),
+            job.id,
+        )
+        return img, PeerTiming(self.name, 1, st.queue_s, 0.0, st.compute_s, t0, 0.0)
+
+    def plan_tiles(self, h: int, w: int) -> list[Any]:
+        from peer.diffusion import plan_tiles
+
+        return list(plan_tiles(h, w, tile=self.native, halo=4))
+
+    def tile_area(self, tile: Any) -> float:
+        assert self.runner is not None
+        return self.runner.tile_area(tile)
+
+    def blend(self, shape: tuple[int, int], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+        from peer.diffusion import blend_tiles
+
+        return np.asarray(blend_tiles(shape, parts))
+
+    def encode_png(self, img: np.ndarray) -> bytes:
+        from peer.diffusion import encode_png
+
+        return bytes(encode_png(img))
+
+    # -- RPC handlers -------------------------------------------------------------------
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": VERSION,
+            "model_id": str(getattr(self.backend, "model_id", "")),
+            "a_s": self.cost.a,
+            "c_s": self.cost.c,
+            "capacity": self.cost.capacity(),
+            "queued_s": self.executor.queued_s(),
+            "threads": self.cfg.threads,
+        }
+
+    async def _rpc_cancel(self, params: Any) -> dict[str, Any]:
+        job = params.get("job") if isinstance(params, dict) else None
+        if not isinstance(job, str):
+            from peer.rpc import RpcError
+
+            raise RpcError("cancel needs {'job': str}", code="invalid_params")
+        return {"cancelled": self.executor.cancel(job)}
+
+    async def _rpc_run_share(self, params: Any) -> dict[str, Any]:
+        from peer.rpc import RpcError, pack_tensor
+
+        self.rpc_stats["run_share"] += 1
+        if not isinstance(params, dict) or not isinstance(params.get("job"), str):
+            raise RpcError("run_share needs {'job': str, 'share': {...}}", code="invalid_params")
+        try:
+            work = decode_share(params.get("share"))
+        except BadRequest as exc:
+            raise RpcError(exc.message, code="invalid_params") from None
+        assert self.runner is not None
+        runner = self.runner
+        try:
+            out, st = await self.executor.run(
+                lambda: runner.run(work), runner.predict(work), params["job"]
+            )
+        except Overloaded as exc:
+            raise RpcError(str(exc), code="busy") from None
+        except BadRequest as exc:
+            raise RpcError(exc.message, code="invalid_params") from None
+        except Exception as exc:
+            raise RpcError(f"{type(exc).__name__}: {exc}", code="internal") from None
+        res: dict[str, Any] = {"queue_s": st.queue_s, "compute_s": st.compute_s, "peer": self.name}
+        if isinstance(work, GenerateShare):
+            res["images"] = pack_tensor(out)
+        elif isinstance(work, TilesShare):
+            res["tiles"] = [pack_tensor(t) for t in out]
+        elif "image" in out:
+            res["image"] = pack_tensor(out["image"])
+        else:
+            res["state"] = out["state"]
+        return res
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        if self.jobs.active() >= self.limits.max_pending_jobs:
+            raise Overloaded(f"{self.limits.max_pending_jobs} jobs already in progress here")
+
+    def submit_generate(self, req: GenerateRequest) -> Job:
+        self._admit()
+        if req.mode == "tile":
+            raise BadRequest("mode_not_applicable", "tile mode applies to repair requests")
+        if req.mode == "steps" and req.count != 1:
+            raise BadRequest("mode_not_applicable", "steps mode chains one image; send count=1")
+        job = self.jobs.create(
+            "generate", req.count if req.mode != "steps" else req.steps, time.time()
+        )
+        self._spawn(job, lambda: run_generate(self, req, job))
+        return job
+
+    def submit_repair(self, req: RepairRequest) -> Job:
+        self._admit()
+        if req.mode == "tile" and max(req.image.shape) <= self.native:
+            raise BadRequest(
+                "mode_not_applicable", f"tile mode needs a canvas larger than {self.native}px"
+            )
+        job = self.jobs.create("repair", 1, time.time())
+        self._spawn(job, lambda: run_repair(self, req, job))
+        return job
+
+    def _spawn(self, job: Job, factory: Any) -> None:
+        self._job_cond[job.id] = asyncio.Event()
+
+        async def drive() -> None:
+            self.emit_state(job, "running")
+            try:
+                result = await factory()
+            except asyncio.CancelledError:
+                if not job.terminal:
+                    job.transition("cancelled", time.time())
+                raise
+            except Exception as raised:
+                exc = _leaf(raised)
+                if isinstance(exc, PeerError):
+                    job.fail(exc.code, str(exc), time.time())
+                else:
+                    log.error("job %s failed", job.id, exc_info=exc)
+                    job.fail("internal", f"{type(exc).__name__}: {exc}", time.time())
+            else:
+                if job.total_units and job.done_units < job.total_units:
+                    job.done_units = job.total_units
+                job.finish(result, time.time())
+                self.makespans.append(float(result["timing"]["makespan_s"]))
+                del self.makespans[:-1000]
+            finally:
+                self._wake(job)
+                self._job_cond.pop(job.id, None) if job.terminal else None
+
+        task = asyncio.create_task(drive(), name=f"job-{job.id}")
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    def emit_state(self, job: Job, state: Any) -> None:
+        job.transition(state, time.time())
+        self._wake(job)
+
+    def emit(self, job: Job, kind: str, **data: Any) -> None:
+        job.note(kind, time.time(), **data)
+        self._wake(job)
+
+    def progress(self, job: Job, units: int, peer: str) -> None:
+        job.progress(units, time.time(), peer)
+        self._wake(job)
+
+    def _wake(self, job: Job) -> None:
+        ev = self._job_cond.get(job.id)
+        if ev is not None:
+            ev.set()
+            self._job_cond[job.id] = asyncio.Event() if not job.terminal else ev
+
+    async def wait_event(self, job: Job, seen: int, timeout: float) -> None:
+        if len(job.events) > seen or job.terminal:
+            return
+        ev = self._job_cond.get(job.id)
+        if ev is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout)
+
+    async def wait_job(self, job: Job) -> None:
+        while not job.terminal:
+            await self.wait_event(job, len(job.events), timeout=30.0)
+
+    def job_json(self, job: Job) -> dict[str, Any]:
+        out = job.summary()
+        if job.result is not None:
+            out["result"] = {**job.result, "device": str(getattr(self.backend, "device", "cpu"))}
+        return out
+
+    # -- surfaces -----------------------------------------------------------------------
+
+    def count_http(self, path: str, status: int, code: str) -> None:
+        route = (
+            path
+            if path in metrics.ROUTES
+            else ("/v1/jobs" if path.startswith("/v1/jobs/") else "other")
+        )
+        self.http_stats[(route, status, code)] += 1
+
+    def cluster_json(self) -> dict[str, Any]:
+        view = self.gossip.view()
+        peers = []
+        for p in sorted(view.peers.values(), key=lambda p: p.name):
+            peers.append(
+                {
+                    "name": p.name,
+                    "status": p.status,
+                    "incarnation": p.incarnation,
+                    "self": p.name == self.name,
+                    "addresses": {
+                        "gossip": list(p.meta.gossip_addr),
+                        "rpc": list(p.meta.rpc_addr),
+                        "http": list(p.meta.http_addr),
+                    },
+                    "model_id": p.meta.model_id,
+                    "capacity": p.meta.capacity,
+                    "backlog_s": p.meta.queued_s,
+                    "active_shares": p.meta.active_shares,
+                    "age_s": round(float(p.meta_age_s), 4),
+                    "rtt_s": self.rtt.get(p.name),
+                }
+            )
+        return {"self": self.name, "capacity_unit": "images*steps/s at batch 8", "peers": peers}
+
+    def health_json(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "name": self.name,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "alive_peers": len(self.gossip.view().alive()) if self.gossip else 0,
+            "queued_s": round(self.executor.queued_s(), 6),
+            "jobs_active": self.jobs.active(),
+        }
+
+    def metrics_text(self) -> str:
+        return metrics.render(self)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _units(work: GenerateShare | TilesShare | ChainShare) -> int:
+    if isinstance(work, GenerateShare):
+        return work.images
+    if isinstance(work, TilesShare):
+        return len(work.tiles)
+    return work.stop - work.start

@@ -1,0 +1,309 @@
+"""Running one request at its origin: plan, dispatch shares, re-plan failures, stitch, time.
+
+``run_generate`` and ``run_repair`` drive a ``Job`` to ``done`` or ``failed``; a share that
+fails on a remote peer (dead, timeout, remote error) is re-planned onto the others or run
+locally, so a request is never silently dropped. The node supplies the ``Cluster`` seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from peer.errors import PeerError, ShareFailed
+from peer.jobs import Job
+from peer.planner import PeerState, Plan, Planner, Share, Work
+from peer.requests import GenerateRequest, RepairRequest
+from peer.shares import ChainShare, GenerateShare, TilesShare
+
+log = logging.getLogger("amcoedge.origin")
+
+MAX_REPLANS = 3
+IMAGE_BYTES = 16 * 16  # one generated image (uint8) on the wire
+
+
+@dataclass
+class PeerTiming:
+    peer: str
+    units: int
+    queue_s: float = 0.0
+    transfer_s: float = 0.0
+    compute_s: float = 0.0
+    start_s: float = 0.0  # relative to the job's start
+    end_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class RunLog:
+    t0: float
+    timings: list[PeerTiming] = field(default_factory=list)
+    replans: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Cluster(Protocol):
+    planner: Planner
+    name: str
+    native: int
+    default_policy: str
+
+    def states(self, exclude: Sequence[str] = ()) -> list[PeerState]: ...
+
+    def record_dispatch(self, plan: Plan) -> None: ...
+
+    async def run_share(
+        self, share: Share, work: GenerateShare | TilesShare | ChainShare, job: Job
+    ) -> tuple[Any, PeerTiming]: ...
+
+    def emit(self, job: Job, kind: str, **data: Any) -> None: ...
+
+    def progress(self, job: Job, units: int, peer: str) -> None: ...
+
+    async def run_local_repair(
+        self, req: RepairRequest, job: Job
+    ) -> tuple[np.ndarray, PeerTiming]: ...
+
+    def plan_tiles(self, h: int, w: int) -> list[Any]: ...
+
+    def tile_area(self, tile: Any) -> float: ...
+
+    def blend(self, shape: tuple[int, int], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray: ...
+
+    def encode_png(self, img: np.ndarray) -> bytes: ...
+
+
+def labels_for(req: GenerateRequest) -> list[int]:
+    if req.label is not None:
+        return [req.label] * req.count
+    rng = np.random.default_rng(req.seed)
+    return [int(x) for x in rng.integers(0, 10, size=req.count)]
+
+
+def seeds_for(req: GenerateRequest) -> list[int]:
+    return [(req.seed + i) % (2**31) for i in range(req.count)]
+
+
+def _b64png(cluster: Cluster, img: np.ndarray) -> str:
+    return base64.b64encode(cluster.encode_png(img)).decode("ascii")
+
+
+async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict[str, Any]:
+    policy = req.policy or cluster.default_policy
+    labels, seeds = labels_for(req), seeds_for(req)
+    work = Work(kind="generate", units=req.count, steps=req.steps, bytes_per_unit=IMAGE_BYTES)
+    t_plan = time.perf_counter()
+    plan = cluster.planner.plan(cluster.states(), work, mode=req.mode, policy=policy)
+    plan_s = time.perf_counter() - t_plan
+    cluster.emit(job, "plan", **plan.to_json())
+    cluster.record_dispatch(plan)
+    rl = RunLog(t0=time.perf_counter())
+    images: list[np.ndarray | None] = [None] * req.count
+    if plan.mode == "steps":
+        images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl)
+    else:
+        await _run_units(
+            cluster,
+            plan,
+            list(range(req.count)),
+            work,
+            req.mode,
+            policy,
+            job,
+            rl,
+            set(),
+            lambda idx: GenerateShare(
+                tuple(labels[i] for i in idx),
+                tuple(seeds[i] for i in idx),
+                req.steps,
+                req.scheduler,
+            ),
+            lambda idx, out: _put_images(images, idx, out),
+        )
+    makespan = time.perf_counter() - rl.t0
+    done = [im for im in images if im is not None]
+    if len(done) != req.count:
+        raise PeerError(f"{req.count - len(done)} images missing after execution")
+    return {
+        "images": [_b64png(cluster, im) for im in done],
+        "labels": labels,
+        "seeds": seeds,
+        "plan": plan.to_json(),
+        "replans": rl.replans,
+        "timing": _timing(rl, makespan, plan_s),
+    }
+
+
+def _put_images(images: list[np.ndarray | None], idx: Sequence[int], out: Any) -> None:
+    arr = np.asarray(out)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape[0] != len(idx):
+        raise PeerError(f"share returned {arr.shape[0]} images for {len(idx)}")
+    for k, i in enumerate(idx):
+        images[i] = np.asarray(arr[k], dtype=np.uint8)
+
+
+async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str, Any]:
+    policy = req.policy or cluster.default_policy
+    h, w = req.image.shape
+    tiles = cluster.plan_tiles(h, w)
+    work = Work(
+        kind="repair",
+        units=max(len(tiles), 1),
+        steps=req.steps,
+        bytes_per_unit=64,
+        share_bytes=2 * h * w,
+        area_units=h * w / float(cluster.native**2),
+        tile_area=cluster.tile_area(tiles[0]) if tiles else 1.0,
+    )
+    t_plan = time.perf_counter()
+    plan = cluster.planner.plan(
+        cluster.states(), work, mode=req.mode, policy=policy, height=h, width=w
+    )
+    plan_s = time.perf_counter() - t_plan
+    cluster.emit(job, "plan", **plan.to_json())
+    cluster.record_dispatch(plan)
+    rl = RunLog(t0=time.perf_counter())
+    if plan.mode == "local":
+        img, timing = await cluster.run_local_repair(req, job)
+        timing.start_s, timing.end_s = 0.0, time.perf_counter() - rl.t0
+        rl.timings.append(timing)
+        cluster.progress(job, work.units, cluster.name)
+    else:
+        outs: list[np.ndarray | None] = [None] * len(tiles)
+
+        def put(idx: Sequence[int], out: Any) -> None:
+            if len(out) != len(idx):
+                raise PeerError(f"share returned {len(out)} tiles for {len(idx)}")
+            for k, i in enumerate(idx):
+                outs[i] = np.asarray(out[k])
+
+        await _run_units(
+            cluster,
+            plan,
+            list(range(len(tiles))),
+            work,
+            "tile",
+            policy,
+            job,
+            rl,
+            set(),
+            lambda idx: TilesShare(
+                req.image, req.mask, tuple(tiles[i] for i in idx), req.steps, req.seed
+            ),
+            put,
+        )
+        if any(o is None for o in outs):
+            raise PeerError("tiles missing after execution")
+        img = cluster.blend(
+            (h, w), [(t, o) for t, o in zip(tiles, outs, strict=True) if o is not None]
+        )
+    makespan = time.perf_counter() - rl.t0
+    return {
+        "images": [_b64png(cluster, np.asarray(img, dtype=np.uint8))],
+        "plan": plan.to_json(),
+        "tiles": len(tiles),
+        "replans": rl.replans,
+        "timing": _timing(rl, makespan, plan_s),
+    }
+
+
+async def _run_units(
+    cluster: Cluster,
+    plan: Plan,
+    units: list[int],
+    work: Work,
+    mode: str,
+    policy: str,
+    job: Job,
+    rl: RunLog,
+    excluded: set[str],
+    make: Any,
+    put: Any,
+    depth: int = 0,
+) -> None:
+    """Run a batch/tile plan whose share units index into ``units``; re-plan failed shares."""
+
+    async def one(share: Share) -> None:
+        idx = [units[i] for i in share.units]
+        try:
+            out, timing = await cluster.run_share(share, make(idx), job)
+        except ShareFailed as exc:
+            excluded.add(share.peer)
+            rl.replans.append({"peer": share.peer, "units": idx, "reason": exc.reason})
+            cluster.emit(job, "replan", peer=share.peer, units=idx, reason=exc.reason)
+            log.warning("job %s: %s; re-planning %d units", job.id, exc, len(idx))
+            sub_mode = mode if depth + 1 < MAX_REPLANS else "local"
+            sub_work = Work(
+                kind=work.kind,
+                units=len(idx),
+                steps=work.steps,
+                bytes_per_unit=work.bytes_per_unit,
+                share_bytes=work.share_bytes,
+                area_units=work.area_units,
+                tile_area=work.tile_area,
+            )
+            states = cluster.states(exclude=sorted(excluded))
+            if sub_mode == "local":
+                sub = cluster.planner.plan_mode(states, sub_work, "local", "local")
+            else:
+                sub = cluster.planner.plan_mode(
+                    states, sub_work, "tile" if mode == "tile" else "batch", policy
+                )
+            cluster.record_dispatch(sub)
+            await _run_units(
+                cluster, sub, idx, work, sub_mode, policy, job, rl, excluded, make, put, depth + 1
+            )
+            return
+        timing.start_s = max(timing.start_s - rl.t0, 0.0)
+        timing.end_s = time.perf_counter() - rl.t0
+        rl.timings.append(timing)
+        put(idx, out)
+        cluster.progress(job, len(idx), share.peer)
+
+    async with asyncio.TaskGroup() as tg:
+        for share in plan.shares:
+            tg.create_task(one(share))
+
+
+async def _run_chain(
+    cluster: Cluster, plan: Plan, label: int, seed: int, req: GenerateRequest, job: Job, rl: RunLog
+) -> np.ndarray:
+    state: dict[str, Any] | None = None
+    me = next(s for s in cluster.states() if s.is_self)
+    for share in plan.shares:
+        assert share.step_range is not None
+        start, stop = share.step_range
+        cs = ChainShare(label, seed, req.steps, req.scheduler, start, stop, state)
+        try:
+            out, timing = await cluster.run_share(share, cs, job)
+        except ShareFailed as exc:
+            rl.replans.append({"peer": share.peer, "steps": [start, stop], "reason": exc.reason})
+            cluster.emit(job, "replan", peer=share.peer, steps=[start, stop], reason=exc.reason)
+            local = Share(me.name, me.addr, True, (), (start, stop), 0.0)
+            out, timing = await cluster.run_share(local, cs, job)
+        timing.start_s = max(timing.start_s - rl.t0, 0.0)
+        timing.end_s = time.perf_counter() - rl.t0
+        rl.timings.append(timing)
+        cluster.progress(job, stop - start, timing.peer)
+        if "image" in out:
+            return np.asarray(out["image"], dtype=np.uint8)
+        state = out["state"]
+    raise PeerError("the chain ended without an image")
+
+
+def _timing(rl: RunLog, makespan: float, plan_s: float) -> dict[str, Any]:
+    return {
+        "makespan_s": round(makespan, 6),
+        "plan_s": round(plan_s, 6),
+        "peers": [t.to_json() for t in rl.timings],
+    }

@@ -1,0 +1,68 @@
+"""Gossip view -> planner input. Pure: the caller passes ``now`` and this peer's own state.
+
+Remote peers: the gossiped backlog is aged forward by the age of its metadata (a queue drains
+one second per second), this origin's own dispatches since that metadata was published come
+from the ``DispatchLedger``, and compute cost ``(a, c)`` is this peer's calibrated shape scaled
+by the published capacity (``peer.costs.remote_cost``). Peers with another model are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from peer.costs import CostTracker, remote_cost
+from peer.planner import PeerState
+
+DEFAULT_RTT_S = 0.001
+DEFAULT_BW = 1e8  # bytes/s until gossip has a measurement
+
+
+def states_from_view(
+    view: Any,
+    *,
+    me: str,
+    my_addr: tuple[str, int],
+    my_wait_s: float,
+    cost: CostTracker,
+    ledger: Any,
+    now: float,
+    model_id: str,
+    rtts: Mapping[str, float] | None = None,
+    exclude: Sequence[str] = (),
+) -> list[PeerState]:
+    rtts = rtts or {}
+    out = [
+        PeerState(
+            name=me,
+            is_self=True,
+            addr=my_addr,
+            wait_s=max(my_wait_s, 0.0),
+            view_age_s=0.0,
+            a_s=cost.a,
+            c_s=cost.c,
+        )
+    ]
+    for p in view.alive():
+        if p.name == me or p.name in exclude or p.meta.model_id != model_id:
+            continue
+        age = max(float(p.meta_age_s), 0.0)
+        a, c = remote_cost(cost, p.meta.capacity)
+        bw = view.bandwidth(me, p.name) or view.bandwidth(p.name, me) or DEFAULT_BW
+        out.append(
+            PeerState(
+                name=p.name,
+                is_self=False,
+                addr=(str(p.meta.rpc_addr[0]), int(p.meta.rpc_addr[1])),
+                wait_s=max(p.meta.queued_s - age, 0.0),
+                view_age_s=age,
+                a_s=a,
+                c_s=c,
+                rtt_s=rtts.get(p.name, DEFAULT_RTT_S),
+                bytes_per_s=float(bw),
+                own_pending_s=float(ledger.pending(p.name, now - age))
+                if ledger is not None
+                else 0.0,
+            )
+        )
+    return out
