@@ -1,0 +1,187 @@
+"""Planner: shares sum, whole units, each mode, auto, fallback to greedy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.errors import PlanError
+from peer.planner import PeerState, Planner, Work, applicable_modes
+from peer.recruit import Recruiters
+
+
+def peer(
+    name: str,
+    *,
+    me: bool = False,
+    wait: float = 0.0,
+    speed: float = 1.0,
+    rtt: float = 0.001,
+    pending: float = 0.0,
+) -> PeerState:
+    return PeerState(
+        name=name,
+        is_self=me,
+        addr=("127.0.0.1", 7000 + len(name)),
+        wait_s=wait,
+        view_age_s=0.2 if not me else 0.0,
+        a_s=0.004 / speed,
+        c_s=0.0008 / speed,
+        rtt_s=0.0 if me else rtt,
+        own_pending_s=pending,
+    )
+
+
+@pytest.fixture
+def planner() -> Planner:
+    return Planner(Recruiters(seed=0))
+
+
+def cluster4() -> list[PeerState]:
+    return [
+        peer("a", me=True, speed=0.25),
+        peer("b", speed=1.0),
+        peer("c", speed=0.5),
+        peer("d", speed=0.25, wait=0.2),
+    ]
+
+
+@pytest.mark.parametrize("policy", ["onnx", "greedy", "random", "equal", "local"])
+def test_batch_shares_are_whole_and_sum(planner: Planner, policy: str) -> None:
+    plan = planner.plan(cluster4(), Work("generate", 8, 20), mode="batch", policy=policy)
+    units = sorted(u for s in plan.shares for u in s.units)
+    assert units == list(range(8))
+    assert all(len(s.units) >= 1 for s in plan.shares)
+    assert len({s.peer for s in plan.shares}) == len(plan.shares)
+    assert plan.predicted_makespan_s == pytest.approx(max(s.predicted_s for s in plan.shares))
+
+
+def test_local_policy_keeps_everything_here(planner: Planner) -> None:
+    plan = planner.plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="local")
+    assert [s.peer for s in plan.shares] == ["a"]
+    assert plan.mode == "local"
+
+
+def test_slow_origin_offloads_to_fast_idle_peer(planner: Planner) -> None:
+    plan = planner.plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="greedy")
+    by_peer = {s.peer: len(s.units) for s in plan.shares}
+    assert by_peer.get("b", 0) >= max(by_peer.values())
+    local = planner.plan(cluster4(), Work("generate", 8, 20), mode="local", policy="greedy")
+    assert plan.predicted_makespan_s < local.predicted_makespan_s
+
+
+def test_fixed_cost_keeps_small_requests_local(planner: Planner) -> None:
+    """With a large per-share overhead, splitting one image is a loss: stays on one peer."""
+    peers = [peer("a", me=True), peer("b", rtt=0.5)]
+    plan = planner.plan(peers, Work("generate", 1, 10), mode="batch", policy="greedy")
+    assert [s.peer for s in plan.shares] == ["a"]
+
+
+def test_own_pending_dispatches_count(planner: Planner) -> None:
+    fresh = [peer("a", me=True, speed=0.5), peer("b", speed=1.0)]
+    herded = [peer("a", me=True, speed=0.5), peer("b", speed=1.0, pending=5.0)]
+    p1 = planner.plan(fresh, Work("generate", 8, 20), mode="batch", policy="greedy")
+    p2 = planner.plan(herded, Work("generate", 8, 20), mode="batch", policy="greedy")
+    assert "b" in {s.peer for s in p1.shares}
+    assert {s.peer for s in p2.shares} == {"a"}
+
+
+def test_steps_chain_hands_off_to_faster_peer(planner: Planner) -> None:
+    # the origin can start now but is slow; b is 4x faster and frees up in 0.2 s
+    peers = [peer("a", me=True, speed=0.25), peer("b", speed=1.0, wait=0.2)]
+    plan = planner.plan(peers, Work("generate", 1, 50), mode="steps", policy="greedy")
+    assert plan.mode == "steps"
+    assert [s.peer for s in plan.shares] == ["a", "b"]
+    ranges = [s.step_range for s in plan.shares]
+    assert ranges[0] is not None and ranges[1] is not None
+    assert ranges[0][0] == 0 and ranges[0][1] == ranges[1][0] and ranges[1][1] == 50
+    alone_a = 50 * (0.016 + 0.0032)
+    assert plan.predicted_makespan_s < alone_a
+
+
+def test_steps_chain_contiguous_for_equal(planner: Planner) -> None:
+    plan = planner.plan(cluster4(), Work("generate", 1, 30), mode="steps", policy="equal")
+    ranges = [s.step_range for s in plan.shares]
+    assert ranges[0] is not None and ranges[0][0] == 0
+    for (_a, b), (c, _d) in zip(ranges, ranges[1:], strict=False):  # type: ignore[misc]
+        assert b == c
+    assert ranges[-1] is not None and ranges[-1][1] == 30
+
+
+def test_tile_mode_assigns_every_tile_once(planner: Planner) -> None:
+    work = Work("repair", 9, 20, tile_area=2.25, area_units=9.0)
+    plan = planner.plan(cluster4(), work, mode="tile", policy="onnx", height=48, width=48)
+    assert sorted(u for s in plan.shares for u in s.units) == list(range(9))
+
+
+def test_auto_picks_the_best_predicted_mode(planner: Planner) -> None:
+    plan = planner.plan(cluster4(), Work("generate", 1, 20), mode="auto", policy="greedy")
+    assert set(plan.alternatives) == {"local", "batch", "steps"}
+    assert plan.predicted_makespan_s == pytest.approx(min(plan.alternatives.values()))
+    assert plan.alternatives[plan.mode] == pytest.approx(plan.predicted_makespan_s)
+
+
+def test_modes_that_do_not_apply_are_refused(planner: Planner) -> None:
+    with pytest.raises(PlanError):
+        planner.plan(cluster4(), Work("generate", 8, 20), mode="steps", policy="greedy")
+    with pytest.raises(PlanError):
+        planner.plan(cluster4(), Work("generate", 8, 20), mode="tile", policy="greedy")
+    with pytest.raises(PlanError):
+        planner.plan(
+            cluster4(), Work("repair", 1, 20), mode="tile", policy="greedy", height=16, width=16
+        )
+    assert applicable_modes(Work("repair", 4, 20), 16, 32, 32) == ["local", "tile"]
+
+
+def test_view_without_self_is_an_error(planner: Planner) -> None:
+    with pytest.raises(PlanError):
+        planner.plan([peer("b")], Work("generate", 2, 5), mode="batch", policy="greedy")
+
+
+def test_onnx_model_missing_falls_back_to_greedy() -> None:
+    planner = Planner(Recruiters(seed=0, model_path="/nonexistent/policy.onnx"))
+    plan = planner.plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="onnx")
+    assert plan.policy == "greedy"
+    assert plan.requested_policy == "onnx"
+    assert plan.fallback is not None and "greedy" in plan.fallback
+    assert planner.recruiters.fallbacks >= 1
+
+
+def test_failing_recruiter_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recruiters(seed=0)
+
+    class Broken:
+        provider = "CPUExecutionProvider"
+
+        def decide(self, *_: Any) -> Any:
+            raise RuntimeError("session exploded")
+
+    rec._built["onnx"] = Broken()
+    plan = Planner(rec).plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="onnx")
+    assert plan.policy == "greedy"
+    assert plan.fallback is not None and "session exploded" in plan.fallback
+    assert sorted(u for s in plan.shares for u in s.units) == list(range(8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.integers(1, 40),
+    steps=st.integers(1, 60),
+    waits=st.lists(st.floats(0, 3), min_size=1, max_size=8),
+    speeds=st.lists(st.floats(0.1, 4), min_size=8, max_size=8),
+    policy=st.sampled_from(["greedy", "random", "equal", "onnx"]),
+)
+def test_property_batch_covers_every_unit_once(
+    units: int, steps: int, waits: list[float], speeds: list[float], policy: str
+) -> None:
+    peers = [peer("me", me=True, wait=waits[0], speed=speeds[0])] + [
+        peer(f"p{i}", wait=w, speed=speeds[i]) for i, w in enumerate(waits[1:], start=1)
+    ]
+    plan = Planner(Recruiters(seed=1)).plan(
+        peers, Work("generate", units, steps), mode="batch", policy=policy
+    )
+    assert sorted(u for s in plan.shares for u in s.units) == list(range(units))
+    assert all(s.units for s in plan.shares)
