@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -106,7 +107,7 @@ def test_steps_chain_contiguous_for_equal(planner: Planner) -> None:
     plan = planner.plan(cluster4(), Work("generate", 1, 30), mode="steps", policy="equal")
     ranges = [s.step_range for s in plan.shares]
     assert ranges[0] is not None and ranges[0][0] == 0
-    for (_a, b), (c, _d) in zip(ranges, ranges[1:], strict=False):  # type: ignore[misc]
+    for (_a, b), (c, _d) in itertools.pairwise(ranges):  # type: ignore[misc]
         assert b == c
     assert ranges[-1] is not None and ranges[-1][1] == 30
 
