@@ -243,7 +243,6 @@ async def run_real_bench(
             for c in p.children:
                 await c.ready.wait()
         t_ready = time.time()
-        names = [c.name for c in p.children]
 
         def converged() -> bool:
             return all(
