@@ -1,0 +1,269 @@
+"""CLI: `sim run`, `sim reproduce`, `policy export`, `bench sim`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from policy.paper.config import DEFAULT, SimError, SimParams, capacities_up_to
+
+__all__ = ["register"]
+
+METHOD_NAMES = (
+    "amcoedge",
+    "drlcoedge",
+    "smcoedge",
+    "randcoedge",
+    "optimal",
+    "local",
+    "all",
+    "greedy",
+)
+DEFAULT_EPISODES = {"amcoedge": 500, "drlcoedge": 400, "smcoedge": 300}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def _prob(text: str) -> float:
+    v = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
+def _params(args: argparse.Namespace) -> SimParams:
+    p = DEFAULT
+    if args.deadline is not None:
+        p = p.with_(deadline=args.deadline)
+    if args.arrival_prob is not None:
+        p = p.with_(arrival_prob=args.arrival_prob)
+    if args.tasks is not None:
+        p = p.with_(tasks=args.tasks)
+    if args.fmax is not None:
+        p = p.with_(capacities=capacities_up_to(args.fmax))
+    if args.clean:
+        p = p.with_(clean=True)
+    return p
+
+
+def _write_json(path: str | None, data: Any) -> None:
+    text = json.dumps(data, indent=1)
+    if path is None or path == "-":
+        print(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from policy.paper.runner import run
+
+    torch.set_num_threads(1)
+    episodes = args.episodes or DEFAULT_EPISODES.get(args.method, 50)
+    try:
+        params = _params(args)
+        bar = tqdm(total=episodes, desc=args.method, disable=args.quiet, file=sys.stderr)
+
+        def tick(ep: int, ms: float, fr: float) -> None:
+            bar.update(1)
+            bar.set_postfix(makespan=f"{ms:.4f}", fail=f"{fr:.3f}")
+
+        res = run(args.method, params, episodes, args.seed, progress=tick)
+        bar.close()
+    except SimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data = res.to_json()
+    if args.save_checkpoint:
+        from policy.export import save_adadqn_checkpoint
+
+        if args.method != "amcoedge":
+            print("error: --save-checkpoint is only for --method amcoedge", file=sys.stderr)
+            return 2
+        save_adadqn_checkpoint(res, Path(args.save_checkpoint))
+        data["checkpoint"] = args.save_checkpoint
+    if args.json:
+        _write_json(args.json, data)
+    brief = {
+        k: data[k]
+        for k in (
+            "method",
+            "episodes",
+            "seed",
+            "avg_makespan",
+            "failure_rate",
+            "wall_s",
+            "decisions_per_s",
+        )
+    }
+    print(json.dumps(brief))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from policy.paper.reproduce import full_plan, quick_plan, reproduce
+
+    plan = quick_plan(args.seeds or 1) if args.quick else full_plan(args.seeds or 3)
+    bar = tqdm(desc="reproduce", unit="run", file=sys.stderr)
+
+    def done(i: int, n: int) -> None:
+        bar.total = n
+        bar.update(1)
+
+    res = reproduce(Path(args.out), plan, args.jobs, on_done=done)
+    bar.close()
+    h = res["summary"]["headline"]  # type: ignore[index]
+    print(json.dumps({"out": args.out, "wall_s": res["wall_s"], "headline": h}, indent=1))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from policy.export import ExportError, export_checkpoint
+
+    try:
+        info = export_checkpoint(Path(args.checkpoint), Path(args.out), opset=args.opset)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from policy.paper.runner import run
+
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"episodes": args.episodes, "seed": args.seed, "methods": {}}
+    t0 = time.perf_counter()
+    for m in args.methods:
+        res = run(m, DEFAULT, args.episodes, args.seed)
+        out["methods"][m] = {
+            "decisions_per_s": res.tasks / res.wall_s,
+            "tasks": res.tasks,
+            "wall_s": res.wall_s,
+            "avg_makespan": res.avg_makespan,
+        }
+    out["wall_s"] = time.perf_counter() - t0
+    out["note"] = "learned methods include training (from scratch, first episodes are random)"
+    _write_json(args.json, out)
+    return 0
+
+
+def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:
+    sim = groups["sim"]
+    p = sim.add_parser(
+        "run",
+        help="run one method of the paper's simulation",
+        description="Run one method for E episodes on one seed and report the last-50 means.",
+    )
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
+    p.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="episodes (default: 500 amcoedge, 400 drlcoedge, 300 smcoedge, 50 others)",
+    )
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--deadline", type=_positive_float, default=None, help="τ in seconds (1.0)")
+    p.add_argument("--arrival-prob", type=_prob, default=None, help="arrival probability (0.3)")
+    p.add_argument("--tasks", type=_positive_int, default=None, help="task positions per BS (50)")
+    p.add_argument(
+        "--fmax",
+        type=_positive_float,
+        default=None,
+        help="capacities evenly spaced 10..fmax GHz (50)",
+    )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="every method in the AMCoEdge environment (no baseline quirks)",
+    )
+    p.add_argument("--json", metavar="PATH", default=None, help="write the full result JSON here")
+    p.add_argument(
+        "--save-checkpoint",
+        metavar="PATH",
+        default=None,
+        help="(amcoedge) save the trained agents as an export checkpoint",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    r = sim.add_parser(
+        "reproduce",
+        help="defaults plus the four sweeps for every method; report.md, results.json, figures",
+        description="Reproduce the paper's simulation study into DIR.",
+    )
+    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument("--seeds", type=_positive_int, default=None, help="seeds (3; quick: 1)")
+    r.add_argument(
+        "--quick", action="store_true", help="3 points per sweep, 250 learned / 10 other episodes"
+    )
+    r.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (2)")
+    r.set_defaults(func=_cmd_reproduce)
+
+    e = groups["policy"].add_parser(
+        "export",
+        help="export a trained checkpoint to ONNX",
+        description="Export a checkpoint ({'kind': ...}) to a single-file ONNX model.",
+    )
+    e.add_argument("--checkpoint", required=True, metavar="C")
+    e.add_argument("--out", required=True, metavar="X.onnx")
+    e.add_argument("--opset", type=_positive_int, default=18)
+    e.set_defaults(func=_cmd_export)
+
+    b = groups["bench"].add_parser(
+        "sim",
+        help="decisions per second of each simulation method (JSON)",
+        description="Decisions per second for each method at the defaults.",
+    )
+    b.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default="-",
+        metavar="PATH",
+        help="write JSON to PATH (default: stdout)",
+    )
+    b.add_argument("--episodes", type=_positive_int, default=5)
+    b.add_argument("--seed", type=_nonneg_int, default=0)
+    b.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES))
+    b.set_defaults(func=_cmd_bench)

@@ -1,0 +1,207 @@
+"""CLI contract smoke tests and ONNX export parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from peer.cli import main
+from policy.export import ExportError, export_checkpoint, load_checkpoint
+from policy.paper.config import DEFAULT
+from policy.paper.reproduce import Plan, reproduce
+
+torch.set_num_threads(1)
+
+
+def test_sim_run_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    rc = main(
+        [
+            "sim",
+            "run",
+            "--method",
+            "optimal",
+            "--episodes",
+            "2",
+            "--seed",
+            "1",
+            "--tasks",
+            "8",
+            "--deadline",
+            "0.5",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    for key in (
+        "method",
+        "episodes",
+        "seed",
+        "params",
+        "avg_makespan",
+        "failure_rate",
+        "per_episode",
+        "wall_s",
+        "decisions_per_s",
+    ):
+        assert key in data
+    assert data["method"] == "optimal" and data["episodes"] == 2 and data["seed"] == 1
+    assert data["params"]["tasks"] == 8 and data["params"]["deadline"] == 0.5
+    assert len(data["per_episode"]) == 2
+    assert set(data["per_episode"][0]) == {"makespan", "failure_rate"}
+    assert data["avg_makespan"] == pytest.approx(
+        np.mean([e["makespan"] for e in data["per_episode"]])
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["avg_makespan"] == data["avg_makespan"]
+
+
+def test_sim_run_flags(tmp_path: Path) -> None:
+    out = tmp_path / "c.json"
+    assert (
+        main(
+            [
+                "sim",
+                "run",
+                "--method",
+                "randcoedge",
+                "--episodes",
+                "1",
+                "--tasks",
+                "5",
+                "--fmax",
+                "30",
+                "--arrival-prob",
+                "0.5",
+                "--clean",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    p = json.loads(out.read_text())["params"]
+    assert p["capacities"] == [10.0, 15.0, 20.0, 25.0, 30.0]
+    assert p["arrival_prob"] == 0.5 and p["clean"] is True
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--method", "bogus"],
+        ["--method", "local", "--episodes", "0"],
+        ["--method", "local", "--arrival-prob", "1.5"],
+        ["--method", "local", "--deadline", "-1"],
+        ["--method", "local", "--fmax", "nan"],
+        ["--method", "local", "--seed", "x"],
+    ],
+)
+def test_sim_run_rejects_bad_input(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "run", *argv])
+    assert exc.value.code == 2
+
+
+def test_sim_run_rejects_fmax_below_10(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim", "run", "--method", "local", "--fmax", "5", "--quiet"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bench_sim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "sim", "--episodes", "1", "--methods", "local", "optimal"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["methods"]) == {"local", "optimal"}
+    assert data["methods"]["optimal"]["decisions_per_s"] > 0
+
+
+def test_export_parity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime as ort
+
+    ck = tmp_path / "ck.pt"
+    assert (
+        main(
+            [
+                "sim",
+                "run",
+                "--method",
+                "amcoedge",
+                "--episodes",
+                "5",
+                "--tasks",
+                "6",
+                "--save-checkpoint",
+                str(ck),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["policy", "export", "--checkpoint", str(ck), "--out", str(onnx_path)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["opset"] >= 17 and info["exporter"] in ("dynamo", "legacy")
+    assert not Path(str(onnx_path) + ".data").exists()
+    from policy.export import build_exportable
+
+    ex = build_exportable(load_checkpoint(ck))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7, 64):
+        x = np.random.default_rng(batch).uniform(0, 5, (batch, 6)).astype(np.float32)
+        got = sess.run(None, {"state": x})[0]
+        with torch.no_grad():
+            ref = ex.module(torch.from_numpy(x)).numpy()
+        assert got.shape == (batch, 5, 31)
+        assert float(np.max(np.abs(got - ref))) <= 1e-5
+
+
+def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ExportError):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert (
+        main(["policy", "export", "--checkpoint", str(bad), "--out", str(tmp_path / "o.onnx")]) == 2
+    )
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "unknown"}, other)
+    with pytest.raises(ExportError, match="unknown checkpoint kind"):
+        export_checkpoint(other, tmp_path / "o.onnx")
+    nokind = tmp_path / "nokind.pt"
+    torch.save({"weights": 1}, nokind)
+    with pytest.raises(ExportError, match="no 'kind'"):
+        export_checkpoint(nokind, tmp_path / "o.onnx")
+
+
+def test_reproduce_smoke(tmp_path: Path) -> None:
+    plan = Plan(
+        sweeps={"deadline": (0.3,), "fmax": (30.0,)},
+        methods=("amcoedge", "smcoedge", "randcoedge", "optimal"),
+        learned_episodes=2,
+        other_episodes=1,
+        seeds=(0,),
+        quick=True,
+    )
+    res = reproduce(tmp_path, plan, jobs=1, base=DEFAULT.with_(tasks=5))
+    for name in (
+        "results.json",
+        "report.md",
+        "convergence.png",
+        "sweep_deadline.png",
+        "sweep_fmax.png",
+    ):
+        assert (tmp_path / name).is_file()
+    summary = res["summary"]
+    assert isinstance(summary, dict)
+    assert summary["headline"]["points"] == 2
+    report = (tmp_path / "report.md").read_text()
+    assert "11.04%" in report and "44.86%" in report and "Quick mode" in report
+    # 3 distinct points x 4 methods x 1 seed
+    assert len(res["runs"]) == 12  # type: ignore[arg-type]
