@@ -196,7 +196,9 @@ def _save_grid(images: list[np.ndarray], path: Path) -> None:
     for k, im in enumerate(images):
         r, c = divmod(k, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = im
-    Image.fromarray(grid, mode="L").resize((cols * w * 4, rows * h * 4), Image.Resampling.NEAREST).save(path)
+    Image.fromarray(grid, mode="L").resize(
+        (cols * w * 4, rows * h * 4), Image.Resampling.NEAREST
+    ).save(path)
 
 
 def _fmt(x: float | None) -> str:

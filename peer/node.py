@@ -117,12 +117,20 @@ class Node:
         await self.server.start(host, port)
         self.rpc_port = int(self.server.port)
         self.pool = RpcPool(secret=self.secret, limits=Limits(), on_transfer=self._on_transfer)
+        app = build_app(self)
+        self._http_runner = web.AppRunner(app, access_log=None)
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, self.cfg.http[0], self.cfg.http[1])
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.http_port = int(server.sockets[0].getsockname()[1])
         preset = {"lan": GossipConfig.lan, "local": GossipConfig.local, "wan": GossipConfig.wan}
         meta = PeerMeta(
             name=self.name,
             gossip_addr=(host, self.rpc_port),
             rpc_addr=(host, self.rpc_port),
-            http_addr=self.cfg.http,
+            http_addr=(self.cfg.http[0], self.http_port),
             version=VERSION,
             model_id=str(getattr(self.backend, "model_id", "")),
             capacity=self.cost.capacity(),
@@ -139,14 +147,6 @@ class Node:
         self.server.add_handler("gossip.push_pull", self.gossip.handle_push_pull)
         await self.gossip.start(seeds=list(self.cfg.join))
 
-        app = build_app(self)
-        self._http_runner = web.AppRunner(app, access_log=None)
-        await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, self.cfg.http[0], self.cfg.http[1])
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.http_port = int(server.sockets[0].getsockname()[1])
         self._bg.append(asyncio.create_task(self._publish_loop(), name="meta"))
         self._bg.append(asyncio.create_task(self._probe_loop(), name="probe"))
         log.info(
@@ -379,6 +379,8 @@ class Node:
     # -- jobs ---------------------------------------------------------------------------
 
     def _admit(self) -> None:
+        if self.gossip is None or self.runner is None:
+            raise Overloaded("this peer is still starting")
         if self.jobs.active() >= self.limits.max_pending_jobs:
             raise Overloaded(f"{self.limits.max_pending_jobs} jobs already in progress here")
 
@@ -484,6 +486,8 @@ class Node:
         self.http_stats[(route, status, code)] += 1
 
     def cluster_json(self) -> dict[str, Any]:
+        if self.gossip is None:
+            return {"self": self.name, "capacity_unit": "images*steps/s at batch 8", "peers": []}
         view = self.gossip.view()
         peers = []
         for p in sorted(view.peers.values(), key=lambda p: p.name):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("amcoedge.recruit")
 
 POLICY_TO_RECRUITER = {"onnx": "learned", "greedy": "greedy", "random": "random", "equal": "equal"}
-KEEP_SHARES = frozenset({"random", "equal"})  # baselines that define their own split
+KEEP_SHARES = frozenset({"equal"})  # a baseline that defines its own split
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Recruiters:
             rec = self._get(policy)
         except RuntimeError:
             return "unavailable"
-        return str(getattr(rec, "provider", "heuristic"))
+        return str(getattr(rec, "provider", None) or "heuristic")
 
     def decide(self, policy: str, units: int, cands: Sequence[Cand]) -> RecruitResult:
         if policy not in POLICY_TO_RECRUITER:
@@ -120,7 +120,7 @@ class Recruiters:
             shares=shares,
             keep_shares=policy in KEEP_SHARES,
             policy=str(getattr(d, "policy", policy)) if fallback is None else "greedy",
-            provider=str(getattr(d, "provider", "heuristic")),
+            provider=str(getattr(d, "provider", None) or "heuristic"),
             fallback=why,
         )
 
