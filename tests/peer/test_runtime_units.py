@@ -105,3 +105,21 @@ def test_cost_tracker_follows_real_runs() -> None:
     a, c = remote_cost(ct, ct.capacity() / 2)  # a peer half as fast
     assert a == pytest.approx(2 * ct.a) and c == pytest.approx(2 * ct.c)
     assert np.isfinite(remote_cost(ct, 0.0)[0])
+
+
+def test_example_toml_parses() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_peer_config(read_toml(root / "examples" / "peer.toml"))
+    assert cfg.name == "edge-a" and cfg.join == (("127.0.0.1", 7002),)
+
+
+def test_cli_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from peer.cli import build_parser
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[peer]\nname = "a"\nthreads = "many"\n')
+    args = build_parser().parse_args(["peer", "--config", str(bad)])
+    assert args.func(args) == 2
+    assert "threads must be an integer" in capsys.readouterr().err
+    args = build_parser().parse_args(["peer", "--name", "a", "--listen", "nope"])
+    assert args.func(args) == 2
