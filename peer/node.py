@@ -264,7 +264,7 @@ class Node:
                 lambda: runner.run(work), runner.predict(work), job.id
             )
             return local_out, PeerTiming(self.name, units, st.queue_s, 0.0, st.compute_s, t0, 0.0)
-        from peer.rpc import RpcError, unpack_tensor
+        from peer.rpc import RpcError, RpcTimeout, unpack_tensor
 
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
         try:
@@ -273,6 +273,10 @@ class Node:
             )
         except (RpcError, OSError, TimeoutError) as exc:
             self.rpc_stats["share_failed"] += 1
+            if isinstance(exc, RpcTimeout | TimeoutError):  # best effort: drop it over there
+                task = asyncio.create_task(self._cancel_remote(share.addr, job.id))
+                self._job_tasks.add(task)
+                task.add_done_callback(self._job_tasks.discard)
             raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t0
         try:
@@ -289,6 +293,10 @@ class Node:
             raise ShareFailed(share.peer, f"malformed reply: {exc}") from exc
         timing = PeerTiming(share.peer, units, q, max(wall - q - c, 0.0), c, t0, 0.0)
         return out, timing
+
+    async def _cancel_remote(self, addr: tuple[str, int], job_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.call(addr, "cancel", {"job": job_id}, timeout=self.cfg.rpc_timeout_s)
 
     async def run_local_repair(self, req: RepairRequest, job: Job) -> tuple[np.ndarray, PeerTiming]:
         assert self.runner is not None

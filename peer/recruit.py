@@ -43,6 +43,7 @@ class Recruiters:
         self._built: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self.fallbacks = 0
+        self._logged: set[str] = set()
 
     def _get(self, policy: str) -> Any:
         if policy in self._built:
@@ -115,6 +116,10 @@ class Recruiters:
         why = fallback
         if getattr(d, "fallback", None):
             why = f"{why}; {d.fallback}" if why else str(d.fallback)
+            self.fallbacks += 1
+            if str(d.fallback) not in self._logged:  # once per distinct reason
+                self._logged.add(str(d.fallback))
+                log.warning("%s policy fell back to %s: %s", policy, d.policy, d.fallback)
         return RecruitResult(
             selected=selected,
             shares=shares,
