@@ -247,7 +247,7 @@ class Node:
         now = time.monotonic()
         for s in plan.shares:
             if not s.is_self:
-                self._ledger.record(s.peer, max(s.predicted_s, 0.0), now)
+                self._ledger.record(s.peer, max(s.work_s, 0.0), now)
         self._ledger.prune(now - 60.0)
 
     # -- running shares -----------------------------------------------------------------

@@ -76,6 +76,7 @@ class Share:
     units: tuple[int, ...]  # image or tile indices (empty in steps mode)
     step_range: tuple[int, int] | None  # [start, stop) in steps mode
     predicted_s: float  # predicted finish time from now
+    work_s: float = 0.0  # predicted seconds of work it adds to that peer (for the ledger)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,9 @@ class Planner:
         me = next(p for p in peers if p.is_self)
         cand = candidates([me], work, "local")[0]
         finish = cand.finish(1) if work.kind == "repair" else cand.finish(work.units)
-        share = Share(me.name, me.addr, True, tuple(range(work.units)), None, finish)
+        share = Share(
+            me.name, me.addr, True, tuple(range(work.units)), None, finish, finish - cand.wait_s
+        )
         return Plan(
             mode="local",
             shares=(share,),
@@ -265,6 +268,7 @@ class Planner:
                     tuple(range(nxt, nxt + n)),
                     None,
                     c.finish(n),
+                    c.finish(n) - c.wait_s,
                 )
             )
             nxt += n
@@ -328,7 +332,15 @@ class Planner:
                             best = (t2, [(i, 0, k, t1), (j, k, steps, t2)])
         assert best is not None
         shares = tuple(
-            Share(cands[i].peer.name, cands[i].peer.addr, cands[i].peer.is_self, (), (a, b), t)
+            Share(
+                cands[i].peer.name,
+                cands[i].peer.addr,
+                cands[i].peer.is_self,
+                (),
+                (a, b),
+                t,
+                (b - a) * per[i],
+            )
             for i, a, b, t in best[1]
         )
         return Plan(
