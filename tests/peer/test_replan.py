@@ -1,0 +1,70 @@
+"""Re-planning: a share whose peer stops answering RPC is re-run elsewhere; nothing is dropped.
+Plumbing only: two in-process nodes with a do-nothing backend (images encode their seed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from peer.client import decode_images
+from peer.config import PeerConfig
+from peer.node import Node
+
+
+class SeedBackend:
+    """Each image is filled with (seed mod 251), so the origin can check who made what."""
+
+    model_id = "seed16"
+    sample_size = 16
+    device = "cpu"
+
+    def generate(
+        self, labels: list[int], seeds: list[int], steps: int, scheduler: str = "ddim"
+    ) -> Any:
+        return np.stack([np.full((16, 16), s % 251, dtype=np.uint8) for s in seeds])
+
+
+def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
+    return PeerConfig(
+        name=name,
+        listen=("127.0.0.1", 0),
+        http=("127.0.0.1", 0),
+        join=join,
+        gossip="local",
+        calibrate=False,
+        share_timeout_s=5.0,
+    )
+
+
+async def test_share_on_a_dead_rpc_peer_is_replanned() -> None:
+    a = Node(cfg("a"), backend=SeedBackend())
+    await a.start()
+    b = Node(cfg("b", (("127.0.0.1", a.rpc_port),)), backend=SeedBackend())
+    await b.start()
+    try:
+        for _ in range(100):
+            if len(a.gossip.view().alive()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(a.gossip.view().alive()) == 2
+        await b.server.close()  # b's gossip still says alive; its RPC is gone
+        from peer.requests import GenerateRequest
+
+        req = GenerateRequest(
+            count=6, label=1, steps=2, seed=100, mode="batch", policy="equal", scheduler="ddim"
+        )
+        job = a.submit_generate(req)
+        await asyncio.wait_for(a.wait_job(job), 20)
+        assert job.state == "done", job.error
+        assert job.result is not None
+        result = job.result
+        assert "b" in result["plan"]["peers"]
+        assert [r["peer"] for r in result["replans"]] == ["b"]
+        imgs = decode_images(result)
+        assert [int(im[0, 0]) for im in imgs] == [100 + i for i in range(6)]
+        assert any(ev.kind == "replan" for ev in job.events)
+    finally:
+        await b.stop()
+        await a.stop()
