@@ -277,6 +277,12 @@ class GossipCore:
             target = self._random_members(1, exclude=(), now=now, include_dead=False)
             if target:
                 self._push_pull_to(self._members[target[0]].addr, join=False)
+            elif self._seeds and not self._leaving:
+                self._send_join(now)  # isolated: go back to the seeds
+            dead = self._random_dead()
+            if dead is not None:
+                # Serf's reconnect: a healed partition or a false verdict is repaired here.
+                self._push_pull_to(self._members[dead].addr, join=False)
         if self._join_retry_at is not None and now >= self._join_retry_at:
             self._send_join(now)
         if self._meta_due is not None and now >= self._meta_due:
@@ -646,6 +652,14 @@ class GossipCore:
                 if len(chosen) == k:
                     break
         return chosen
+
+    def _random_dead(self) -> str | None:
+        others = self._others
+        for _ in range(min(16, len(others))):
+            name = others[self._rng.randrange(len(others))]
+            if self._members[name].status == "dead":
+                return name
+        return None
 
     def _gossip(self, now: float) -> None:
         if not len(self._queue):

@@ -200,7 +200,7 @@ NotifyHook = Callable[[int, Notify, float], None]
 
 
 class SimPeer:
-    __slots__ = ("addr", "core", "crashed", "index", "transport", "wake")
+    __slots__ = ("addr", "core", "crashed", "index", "started", "transport", "wake")
 
     def __init__(self, index: int, addr: Addr, core: GossipCore, transport: SimTransport) -> None:
         self.index = index
@@ -208,6 +208,7 @@ class SimPeer:
         self.core = core
         self.transport = transport
         self.crashed = False
+        self.started = False
         self.wake = float("inf")
 
 
@@ -273,11 +274,12 @@ class SimCluster:
     def _start(self, peer: SimPeer, seeds: list[Addr]) -> None:
         if peer.crashed:
             return
+        peer.started = True
         self._apply(peer, peer.core.join(seeds, self.net.now))
 
     def _datagram_at(self, addr: Addr, data: bytes, src: Addr) -> None:
         peer = self._by_addr[addr]
-        if peer.crashed:
+        if peer.crashed or not peer.started:
             return
         self._apply(peer, peer.core.handle(data, src, self.net.now))
 
@@ -289,7 +291,7 @@ class SimCluster:
 
     def _serve_stream(self, dst: Addr, payload: bytes) -> bytes | None:
         peer = self._by_addr.get(dst)
-        if peer is None or peer.crashed:
+        if peer is None or peer.crashed or not peer.started:
             return None
         try:
             reply, effects = peer.core.handle_push_pull(payload, self.net.now)
