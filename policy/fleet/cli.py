@@ -1,0 +1,151 @@
+"""`amcoedge policy train | eval | grid` for the fleet recruitment policy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from policy.fleet.recruiters import RECRUITERS
+
+
+def _write_json(obj: Any, path: str | None) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=False)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in RECRUITERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown methods {bad}; known: {', '.join(RECRUITERS)}")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return v
+
+
+def _peers(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 64:
+        raise argparse.ArgumentTypeError("peers must be in 1..64")
+    return v
+
+
+def _load(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v < 5.0:
+        raise argparse.ArgumentTypeError("load must be in (0, 5)")
+    return v
+
+
+def _stale(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 60.0:
+        raise argparse.ArgumentTypeError("staleness must be in [0, 60] seconds")
+    return v
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from policy.fleet.onnx_export import export_checkpoint, parity
+    from policy.fleet.train import TrainConfig, load_net, train
+
+    torch.set_num_threads(1)
+    tc = TrainConfig(minutes=args.minutes, seed=args.seed)
+    out = Path(args.out)
+    ckpt = train(tc, out, progress=not args.quiet)
+    onnx_path = export_checkpoint(ckpt, out / "recruiter.onnx")
+    summary = {
+        "out": str(out),
+        "checkpoint": str(out / "recruiter.pt"),
+        "onnx": str(onnx_path),
+        "episodes": ckpt["episodes"],
+        "seed": args.seed,
+        "minutes": args.minutes,
+        "parity_max_abs_diff": parity(load_net(ckpt), onnx_path),
+    }
+    (out / "train.json").write_text(json.dumps({**summary, "log": ckpt["log"]}) + "\n")
+    _write_json(summary, None)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from policy.fleet.evaluate import evaluate_cell
+    from policy.fleet.sim import SimConfig
+
+    base = SimConfig(n_requests=args.requests)
+    res = evaluate_cell(
+        args.peers, args.load, args.staleness, range(args.seeds), args.methods, base, args.model
+    )
+    _write_json(res, args.json)
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from policy.fleet.evaluate import evaluate_grid, markdown_table
+    from policy.fleet.sim import SimConfig
+
+    base = SimConfig(n_requests=args.requests)
+    res = evaluate_grid(
+        seeds=range(args.seeds),
+        methods=args.methods,
+        base=base,
+        model_path=args.model,
+        progress=not args.quiet,
+    )
+    table = markdown_table(res)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    _write_json(res["checks"], None)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    print(table, file=sys.stderr)
+    return 0
+
+
+def register(groups: dict[str, Any]) -> None:
+    p = groups["policy"]
+    t = p.add_parser("train", help="train the fleet recruitment network (DQN family, any N)")
+    t.add_argument("--out", required=True, help="output directory (checkpoint, ONNX, log)")
+    t.add_argument("--minutes", type=float, default=15.0, help="wall-clock training budget")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..K-1")
+        sp.add_argument("--requests", type=_positive_int, default=2000, help="requests per run")
+        sp.add_argument(
+            "--methods",
+            type=_methods,
+            default=list(RECRUITERS),
+            help="comma-separated, from: " + ", ".join(RECRUITERS),
+        )
+        sp.add_argument("--model", default=None, help="ONNX model (default: the shipped one)")
+        sp.add_argument("--json", default=None, help="write the JSON result here")
+
+    e = p.add_parser("eval", help="compare recruiters on one seeded cell (N, load, staleness)")
+    e.add_argument("--peers", type=_peers, required=True)
+    e.add_argument("--load", type=_load, required=True, help="offered load over total capacity")
+    e.add_argument("--staleness", type=_stale, required=True, help="mean view age, seconds")
+    common(e)
+    e.set_defaults(func=_eval)
+
+    g = p.add_parser(
+        "grid", help="the evaluation grid: N 8/16/32 x load 0.3/0.6/0.85 x staleness 0/0.5/2 s"
+    )
+    common(g)
+    g.add_argument("--markdown", default=None, help="write the Markdown table here")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_grid)
