@@ -294,6 +294,32 @@ def _decode_broadcast(v: Any) -> Broadcast:
     raise DecodeError(f"unknown broadcast {kind!r}")
 
 
+_UNPACK_LIMITS: dict[str, Any] = {
+    "raw": False,
+    "strict_map_key": True,
+    "max_array_len": 4096,
+    "max_map_len": 64,
+    "max_str_len": 4096,
+    "max_bin_len": 0,
+    "max_ext_len": 0,
+}
+
+# Decoding is a pure function of the bytes, and the same broadcast reaches a peer many times
+# (and, in the simulator, hundreds of peers in one process): memoise the validated result.
+_MEMO: dict[bytes, Broadcast] = {}
+_MEMO_MAX = 100_000
+
+
+def _broadcast_from_raw(raw: bytes) -> Broadcast:
+    b = _MEMO.get(raw)
+    if b is None:
+        b = _decode_broadcast(msgpack.unpackb(raw, **_UNPACK_LIMITS))
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[raw] = b
+    return b
+
+
 class Codec:
     """Frames and unframes datagrams and push-pull payloads, with optional HMAC."""
 
@@ -334,26 +360,25 @@ class Codec:
 
     def decode_datagram(self, data: bytes) -> tuple[Primary, list[Broadcast]]:
         body = self.open(data)
-        unpacker = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=True,
-            max_buffer_size=len(body) + 16,
-            max_array_len=4096,
-            max_map_len=64,
-            max_str_len=4096,
-            max_bin_len=0,
-            max_ext_len=0,
-        )
+        unpacker = msgpack.Unpacker(max_buffer_size=len(body) + 16, **_UNPACK_LIMITS)
+        unpacker.feed(body)
+        end = len(body)
         try:
-            unpacker.feed(body)
-            objs = list(unpacker)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise DecodeError(f"bad msgpack: {exc}") from None
+            primary = _decode_primary(unpacker.unpack())
+            items: list[Broadcast] = []
+            pos = unpacker.tell()
+            while pos < end:
+                if len(items) >= MAX_ITEMS:
+                    raise DecodeError("too many broadcasts in one datagram")
+                unpacker.skip()
+                nxt = unpacker.tell()
+                items.append(_broadcast_from_raw(body[pos:nxt]))
+                pos = nxt
+        except DecodeError:
+            raise
         except Exception as exc:  # msgpack raises assorted errors on hostile input
             raise DecodeError(f"bad msgpack: {type(exc).__name__}") from None
-        if not objs or len(objs) > MAX_ITEMS + 1:
-            raise DecodeError("empty or oversized datagram")
-        return _decode_primary(objs[0]), [_decode_broadcast(o) for o in objs[1:]]
+        return primary, items
 
     def decode_push_pull(self, data: bytes, max_bytes: int) -> PushPull:
         if len(data) > max_bytes:

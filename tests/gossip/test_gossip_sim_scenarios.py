@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from gossip_simutil import cluster, converged, run_to_convergence, start_all, status_everywhere
+
 from gossip.config import GossipConfig
 from gossip.sim import NetConfig
 from gossip.wire import Codec, Gossip, Suspect, encode_broadcast, encode_primary
-from simutil import cluster, converged, run_to_convergence, start_all, status_everywhere
 
 
 def test_join_converges_and_is_deterministic():
@@ -63,7 +64,7 @@ def test_false_suspicion_is_refuted():
 
 def test_partition_and_heal():
     cfg = GossipConfig.local()
-    c, rec = cluster(20, config=cfg)
+    c, _ = cluster(20, config=cfg)
     start_all(c)
     t0 = run_to_convergence(c) + 1.0
     c.run_until(t0)
