@@ -132,7 +132,6 @@ class Optimal(Method):
         super().bind(env, rng)
         self._mask = subset_masks()
         self._maskf = self._mask.astype(np.float64)
-        self._neg = np.where(self._mask, 0.0, -np.inf)
         self._water = env.rules.allocation == "water"
 
     def decide(self, t: int, b: int, n: int, size: float) -> tuple[int, ...]:
@@ -140,11 +139,21 @@ class Optimal(Method):
         return ALL_SUBSETS[int(np.argmin(self.evaluate(np.array(U_l), np.array(W_l))))]
 
     def evaluate(self, U: np.ndarray, W: np.ndarray) -> np.ndarray:
-        """Make-span of every subset (clip-CWA; the max runs over all selected ESs)."""
+        """Make-span of every subset with the code's CWA (clip negatives, renormalise).
+
+        With level M (closed form per subset) and d_j = max(M - W_j, 0) on the subset, the clipped
+        shares are x_j = (d_j/U_j) / s with s = sum d_j/U_j, so each finish time is d_j/s + W_j;
+        the make-span is their max over *all* selected ESs (zero shares count through W_j).
+        Waits are non-negative, so zeroing the unselected entries leaves the max unchanged.
+        """
         inv = 1.0 / U
         mf = self._maskf
         level = (1.0 + mf @ (W * inv)) / (mf @ inv)
-        x = (level[:, None] - W) * inv
-        x = np.where(self._mask & (x > 0.0), x, 0.0)
-        x /= x.sum(axis=1, keepdims=True)
-        return np.asarray(np.max(x * U + W + self._neg, axis=1))
+        d = level[:, None] - W
+        np.maximum(d, 0.0, out=d)
+        d *= mf
+        s = d @ inv
+        d /= s[:, None]
+        d += W
+        d *= mf
+        return np.asarray(d.max(axis=1))

@@ -75,7 +75,7 @@ def quick_plan(seeds: int) -> Plan:
             "fmax": (30.0, 50.0, 70.0),
         },
         methods=tuple(METHODS),
-        learned_episodes=250,
+        learned_episodes=200,
         other_episodes=10,
         seeds=tuple(range(seeds)),
         quick=True,
