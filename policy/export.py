@@ -79,7 +79,16 @@ def _adadqn(ck: dict[str, Any]) -> Exportable:
     return Exportable(module, torch.zeros(4, cfg.n_features), "state", "q")
 
 
-EXPORTERS: dict[str, Callable[[dict[str, Any]], Exportable]] = {"adadqn": _adadqn}
+def _fleet_recruiter(ck: dict[str, Any]) -> Exportable:
+    from policy.fleet.onnx_export import exportable
+
+    return exportable(ck)
+
+
+EXPORTERS: dict[str, Callable[[dict[str, Any]], Exportable]] = {
+    "adadqn": _adadqn,
+    "fleet-recruiter": _fleet_recruiter,
+}
 
 
 def save_adadqn_checkpoint(result: RunResult, path: Path) -> None:

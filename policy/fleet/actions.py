@@ -27,6 +27,11 @@ def action_mask(n: int) -> NDArray[np.bool_]:
     return np.array([k == 0 or k < n for k, _ in ACTIONS], dtype=bool)
 
 
+def split_output(out: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """``(q (A,), score (N, H))`` from the network's ``(N, A + H)`` output."""
+    return out[0, :N_ACTIONS], out[:, N_ACTIONS:]
+
+
 def hedged_wait(arr: CandidateArrays, hedge: float) -> NDArray[np.float64]:
     return arr.wait + arr.own + hedge * arr.age
 

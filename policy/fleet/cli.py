@@ -58,18 +58,21 @@ def _stale(text: str) -> float:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from policy.fleet.onnx_export import export_checkpoint, parity
+    from policy.export import export_checkpoint
+    from policy.fleet.onnx_export import parity
     from policy.fleet.train import TrainConfig, load_net, train
 
     torch.set_num_threads(1)
     tc = TrainConfig(minutes=args.minutes, seed=args.seed)
     out = Path(args.out)
     ckpt = train(tc, out, progress=not args.quiet)
-    onnx_path = export_checkpoint(ckpt, out / "recruiter.onnx")
+    onnx_path = out / "recruiter.onnx"
+    info = export_checkpoint(out / "recruiter.pt", onnx_path)
     summary = {
         "out": str(out),
         "checkpoint": str(out / "recruiter.pt"),
         "onnx": str(onnx_path),
+        "exporter": info["exporter"],
         "episodes": ckpt["episodes"],
         "seed": args.seed,
         "minutes": args.minutes,

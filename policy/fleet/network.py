@@ -6,6 +6,10 @@ one Q-value per action (:mod:`policy.fleet.actions`). The per-candidate score fo
 the negated hedged solo finish in units of the request's scale, read straight off the features,
 so the ranking the decoder uses is exact and the same in torch and ONNX. Q-values are costs
 negated: higher is better.
+
+One request in, one tensor out: ``policy`` of shape ``(N, A + H)``; every row carries the same
+``A`` Q-values (the context is shared) followed by that candidate's ``H`` hedge scores, so the
+peer axis is the only dynamic axis of the exported graph.
 """
 
 from __future__ import annotations
@@ -54,11 +58,11 @@ class RecruiterNet(nn.Module):
         mx = (emb * m - (1.0 - m) * 1e4).amax(1)
         return self.head(torch.cat([mean, mx], dim=-1))
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One request: ``(q (A,), score (N, H))``."""
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """One request: ``(N, A + H)`` = Q-values (repeated per row) then hedge scores."""
         emb = self.encoder(features)
         ctx = torch.cat([emb.mean(0), emb.amax(0)], dim=-1)
         q = self.head(ctx)
         hedges = self.get_buffer("hedges")
         score = -(features[:, _SOLO : _SOLO + 1] + features[:, _AGE : _AGE + 1] * hedges)
-        return q, score
+        return torch.cat([q.unsqueeze(0).expand(features.shape[0], -1), score], dim=1)

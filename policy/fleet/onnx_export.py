@@ -1,10 +1,15 @@
-"""Export the recruitment network to ONNX with a dynamic peer axis, and check parity."""
+"""Export the recruitment network to ONNX with a dynamic peer axis, and check parity.
+
+The graph has one input ``features`` (peers, F) and one output ``policy`` (peers, A + H), so it
+also fits :mod:`policy.export`'s single-input, single-output exporters (``kind:
+fleet-recruiter``, via :func:`exportable`); :func:`export_net` is the quick direct export.
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,34 +18,44 @@ from policy.fleet.features import N_FEATURES
 from policy.fleet.network import RecruiterNet
 from policy.fleet.train import load_net
 
+if TYPE_CHECKING:
+    from policy.export import Exportable
+
 PARITY_SIZES: tuple[int, ...] = (1, 2, 5, 17, 64)
-OPSET = 17
+OPSET = 18
+INPUT_NAME = "features"
+OUTPUT_NAME = "policy"
+
+
+def exportable(ckpt: dict[str, Any]) -> Exportable:
+    """The :data:`policy.export.EXPORTERS` builder for ``fleet-recruiter`` checkpoints."""
+    from policy.export import Exportable, ExportError
+
+    try:
+        net = load_net(ckpt)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ExportError(f"malformed fleet-recruiter checkpoint: {exc}") from exc
+    return Exportable(net, torch.zeros(4, N_FEATURES), INPUT_NAME, OUTPUT_NAME)
 
 
 def export_net(net: RecruiterNet, path: str | Path) -> Path:
-    """Write ``net`` as ONNX: input ``features`` (peers, F); outputs ``q`` (A,), ``score`` (peers, H)."""
+    """Write ``net`` as ONNX (TorchScript exporter, dynamic peer axis)."""
     net.eval()
-    example = torch.zeros(3, N_FEATURES)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net,
-            (example,),
+            (torch.zeros(3, N_FEATURES),),
             str(out),
-            input_names=["features"],
-            output_names=["q", "score"],
-            dynamic_axes={"features": {0: "peers"}, "score": {0: "peers"}},
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "peers"}, OUTPUT_NAME: {0: "peers"}},
             opset_version=OPSET,
             dynamo=False,
         )
     return out
-
-
-def export_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
-    """The ``export.py`` entry for ``kind == "fleet-recruiter"`` checkpoints."""
-    return export_net(load_net(ckpt), path)
 
 
 def parity(
@@ -56,7 +71,9 @@ def parity(
     for n in sizes:
         feats = rng.normal(0.0, 1.0, (n, N_FEATURES)).astype(np.float32)
         with torch.inference_mode():
-            q_t, s_t = net(torch.from_numpy(feats))
-        q_o, s_o = model.run({"features": feats})
-        out[n] = float(max(np.max(np.abs(q_t.numpy() - q_o)), np.max(np.abs(s_t.numpy() - s_o))))
+            ref = net(torch.from_numpy(feats)).numpy()
+        (got,) = model.run({model.input_names[0]: feats})
+        if got.shape != ref.shape:
+            raise ValueError(f"N={n}: onnx output shape {got.shape} != torch {ref.shape}")
+        out[n] = float(np.max(np.abs(ref - got)))
     return out

@@ -110,7 +110,7 @@ class LearnedRecruiter(Recruiter):
 
     def __init__(self, model: OrtModel, seed: int = 0) -> None:
         super().__init__(seed)
-        if model.input_names != ["features"] or model.output_names[:2] != ["q", "score"]:
+        if len(model.input_names) != 1 or len(model.output_names) != 1:
             raise ModelError(
                 f"unexpected model signature: inputs {model.input_names}, outputs {model.output_names}"
             )
@@ -119,10 +119,11 @@ class LearnedRecruiter(Recruiter):
         self._greedy = heuristics.HEURISTICS[FALLBACK]
 
     def infer(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q, score = self.model.run({"features": feats})[:2]
-        n = feats.shape[0]
-        if q.shape != (actions.N_ACTIONS,) or score.shape != (n, len(actions.HEDGES)):
-            raise ModelError(f"unexpected output shapes {q.shape} and {score.shape}")
+        (out,) = self.model.run({self.model.input_names[0]: feats})
+        width = actions.N_ACTIONS + len(actions.HEDGES)
+        if out.shape != (feats.shape[0], width):
+            raise ModelError(f"unexpected output shape {out.shape}, expected (N, {width})")
+        q, score = actions.split_output(out)
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(score))):
             raise ModelError("model produced non-finite output")
         return q, score

@@ -7,14 +7,16 @@ import onnx
 import pytest
 import torch
 
+from policy.export import export_checkpoint
 from policy.fleet import Request, make_recruiter
-from policy.fleet.actions import HEDGES, N_ACTIONS, action_mask, decode
+from policy.fleet.actions import HEDGES, N_ACTIONS, action_mask, decode, split_output
 from policy.fleet.features import N_FEATURES, CandidateArrays, build_features
 from policy.fleet.network import RecruiterNet
-from policy.fleet.onnx_export import PARITY_SIZES, export_checkpoint, parity
+from policy.fleet.onnx_export import PARITY_SIZES, export_net, parity
 from policy.fleet.recruiters import LearnedRecruiter
 from policy.fleet.sim import RequestCtx, SimConfig, make_trace, run
 from policy.fleet.train import TrainConfig, load_net, train
+from policy.ort import OrtModel
 
 
 def test_parity_with_torch_for_many_peer_counts(tiny_onnx: Path) -> None:
@@ -30,6 +32,12 @@ def test_peer_axis_is_dynamic(tiny_onnx: Path) -> None:
     dim = model.graph.input[0].type.tensor_type.shape.dim
     assert dim[0].dim_param == "peers"
     assert dim[1].dim_value == N_FEATURES
+    out = model.graph.output[0].type.tensor_type.shape.dim
+    assert out[0].dim_param == "peers"
+    m = OrtModel(tiny_onnx)
+    for n in (1, 7, 64):
+        (y,) = m.run({"features": np.zeros((n, N_FEATURES), dtype=np.float32)})
+        assert y.shape == (n, N_ACTIONS + len(HEDGES))
 
 
 def test_score_output_ranks_by_hedged_solo_finish() -> None:
@@ -47,13 +55,13 @@ def test_score_output_ranks_by_hedged_solo_finish() -> None:
     )
     feats = build_features(arr, 6, 10.0)
     with torch.inference_mode():
-        q, score = net(torch.from_numpy(feats))
+        q, score = split_output(net(torch.from_numpy(feats)).numpy())
     assert q.shape == (N_ACTIONS,) and score.shape == (n, len(HEDGES))
     for h_i, h in enumerate(HEDGES):
         solo = arr.wait + arr.own + h * arr.age + arr.fixed + 6 * arr.per_unit
-        assert np.array_equal(np.argsort(-score[:, h_i].numpy()), np.argsort(solo))
+        assert np.array_equal(np.argsort(-score[:, h_i]), np.argsort(solo))
     for a in np.flatnonzero(action_mask(n)):
-        _pos, cnt, _ = decode(arr, 6, int(a), score.numpy())
+        _pos, cnt, _ = decode(arr, 6, int(a), score)
         assert cnt.sum() == 6 and np.all(cnt > 0)
 
 
@@ -62,8 +70,13 @@ def test_train_export_load_and_simulate_end_to_end(tmp_path: Path) -> None:
     ckpt = train(tc, tmp_path, progress=False)
     assert ckpt["kind"] == "fleet-recruiter" and ckpt["episodes"] >= 1
     assert (tmp_path / "recruiter.pt").is_file()
-    onnx_path = export_checkpoint(ckpt, tmp_path / "recruiter.onnx")
+    # the project's exporter (policy export) handles this kind, with the peer axis dynamic
+    info = export_checkpoint(tmp_path / "recruiter.pt", tmp_path / "recruiter.onnx")
+    assert info["kind"] == "fleet-recruiter"
+    onnx_path = tmp_path / "recruiter.onnx"
     assert max(parity(load_net(ckpt), onnx_path).values()) <= 1e-5
+    direct = export_net(load_net(ckpt), tmp_path / "direct.onnx")
+    assert max(parity(load_net(ckpt), direct).values()) <= 1e-5
     rec = make_recruiter("learned", seed=0, model_path=onnx_path)
     assert isinstance(rec, LearnedRecruiter)
 
