@@ -12,7 +12,6 @@ feeds the peer's cost model. ``decode_share`` validates a payload that came over
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,19 +65,19 @@ def _need(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
     return v
 
 
-def tile_to_wire(tile: Any) -> dict[str, Any]:
-    return dataclasses.asdict(tile)
+def tile_to_wire(tile: Any) -> Any:
+    return tile.to_wire()
 
 
-def tile_from_wire(d: Any) -> Any:
-    from peer.diffusion import Tile
+def tile_from_wire(d: Any, height: int, width: int) -> Any:
+    from peer.diffusion import DiffusionError, Tile
 
-    if not isinstance(d, dict):
-        raise BadRequest("invalid_params", "a tile is a dict")
     try:
-        return Tile(**d)
-    except TypeError as exc:
+        tile = Tile.from_wire(d)
+        tile.check_inside(height, width)
+    except DiffusionError as exc:
         raise BadRequest("invalid_params", f"bad tile: {exc}") from None
+    return tile
 
 
 def encode_share(share: GenerateShare | TilesShare | ChainShare) -> dict[str, Any]:
@@ -134,7 +133,10 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
             raise BadRequest("invalid_params", f"bad canvas or mask: {exc}") from None
         if canvas.shape != mask.shape or canvas.ndim != 2:
             raise BadRequest("invalid_params", "canvas and mask must be equal 2-D arrays")
-        tiles = tuple(tile_from_wire(t) for t in _need(d, "tiles", list))
+        h, w = canvas.shape
+        tiles = tuple(tile_from_wire(t, h, w) for t in _need(d, "tiles", list))
+        if not tiles or len(tiles) > 4096:
+            raise BadRequest("invalid_params", "a tiles share needs 1..4096 tiles")
         return TilesShare(canvas.astype(np.uint8), mask, tiles, steps, _need(d, "seed", int))
     if kind == "chain":
         state = d.get("state")
