@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from peer.config import MODES, POLICIES, Limits
 from peer.errors import BadRequest
 
-SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm", "euler_a", "dpm")
+SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")  # the samplers peer.diffusion provides
 MAX_SEED = 2**31 - 1
 
 
