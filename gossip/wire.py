@@ -109,7 +109,7 @@ class PushPull(NamedTuple):
     members: tuple[MemberState, ...]
 
 
-_PACKER_OPTS: dict[str, Any] = {"use_single_float": True, "use_bin_type": True}
+_PACKER_OPTS: dict[str, Any] = {"use_bin_type": True}
 
 
 def _pack(obj: Any) -> bytes:

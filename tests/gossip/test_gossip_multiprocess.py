@@ -1,0 +1,17 @@
+"""Real peer processes on loopback UDP/TCP: join, dissemination and a SIGKILLed peer."""
+
+from __future__ import annotations
+
+from gossip.realbench import run_real_bench
+
+
+async def test_four_processes_detect_sigkill():
+    result = await run_real_bench(4, preset="local", meta_changes=2, crashes=1, steady_s=1.0)
+    assert result["join_convergence_s"] is not None
+    assert result["dissemination_s"]["missed"] == 0
+    crash = result["crash"]
+    assert crash["missed"] == 0 and len(crash["all_dead_s"]) == 1
+    # local preset: 0.2 s probes; generous bound for a busy machine
+    assert crash["all_dead_s"][0] < 10.0
+    assert result["false_positives_total"] == 0
+    assert result["steady"]["bytes_per_peer_per_s"] > 0
