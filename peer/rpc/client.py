@@ -8,7 +8,9 @@ and, with a secret, runs the HMAC challenge through ``auth.challenge``/``auth.pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from types import EllipsisType
 from typing import Any
 
@@ -72,7 +74,7 @@ class _ClientProtocol(FrameProtocol):
             if fut is None or fut.done():
                 self.late_responses += 1
                 return
-            fut.set_result((msg, self.framer.last_frame_size, self.frame_span))
+            fut.set_result((msg, self.frame_size, self.frame_span))
         elif type(msg) is Request:
             # This side serves no methods.
             self.write(
@@ -106,9 +108,54 @@ class _ClientProtocol(FrameProtocol):
                 fut.set_exception(ConnectionLost(message))
 
 
-def _expire(fut: asyncio.Future[_Delivery], method: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(RpcTimeout(f"{method} got no answer within {timeout}s"))
+class _Deadlines:
+    """Per-call timeouts with one loop timer per connection instead of one per call.
+
+    The timer is armed for the earliest deadline; when it fires it expires what is due and
+    re-arms for the next. A call that finishes early leaves the timer as is (it finds nothing
+    due and re-arms), so steady traffic costs a dict insert and delete per call.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, tuple[float, asyncio.Future[_Delivery], str, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    def add(
+        self, msgid: int, now: float, timeout: float, fut: asyncio.Future[_Delivery], method: str
+    ) -> None:
+        at = now + timeout
+        self._due[msgid] = (at, fut, method, timeout)
+        if self._timer is None or at < self._timer_at:
+            self._arm(at)
+
+    def discard(self, msgid: int) -> None:
+        self._due.pop(msgid, None)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(at, self._fire)
+        self._timer_at = at
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        due = self._due
+        expired = [msgid for msgid, entry in due.items() if entry[0] <= now]
+        for msgid in expired:
+            _, fut, method, timeout = due.pop(msgid)
+            if not fut.done():
+                fut.set_exception(RpcTimeout(f"{method} got no answer within {timeout}s"))
+        if due:
+            self._arm(min(entry[0] for entry in due.values()))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
 
 
 class RpcClient:
@@ -118,7 +165,10 @@ class RpcClient:
         self._proto = protocol
         self.address = address
         self.limits = protocol.limits
-        self._slots = asyncio.Semaphore(protocol.limits.max_in_flight)
+        self._max_in_flight = protocol.limits.max_in_flight
+        self._active = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._deadlines = _Deadlines(protocol.loop)
         self._msgid = 0
         self.server_hello: dict[str, Any] = {}
 
@@ -234,32 +284,59 @@ class RpcClient:
         if not proto.is_open:
             raise ConnectionLost(proto.failure.message if proto.failure else "connection closed")
         limit = self.limits.call_timeout if timeout is ... else timeout
+        if limit is not None and not limit > 0:
+            raise ValueError(f"timeout must be positive or None, got {limit!r}")
         loop = proto.loop
-        slots = self._slots
-        await slots.acquire()
+        if self._active >= self._max_in_flight:
+            await self._wait_for_slot()
+        self._active += 1
         try:
             msgid = self._next_msgid()
             frame = proto.encoder.request(msgid, method, params)
             fut: asyncio.Future[_Delivery] = loop.create_future()
-            timer = loop.call_later(limit, _expire, fut, method, limit) if limit else None
             pending = proto.pending
             pending[msgid] = fut
             started = loop.time()
+            if limit is not None:
+                self._deadlines.add(msgid, started, limit, fut, method)
             try:
                 proto.write(frame)
                 if proto.write_paused:
                     await proto.drain()
                 response, size, span = await fut
             finally:
-                if timer is not None:
-                    timer.cancel()
+                if limit is not None:
+                    self._deadlines.discard(msgid)
                 del pending[msgid]
         finally:
-            slots.release()
+            self._active -= 1
+            if self._slot_waiters:
+                self._wake_one()
         info = CallInfo(len(frame), size, span, loop.time() - started)
         if response.error is not None:
             raise RemoteError.from_wire(response.error)
         return response.result, info
+
+    async def _wait_for_slot(self) -> None:
+        while self._active >= self._max_in_flight:
+            fut: asyncio.Future[None] = self._proto.loop.create_future()
+            self._slot_waiters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._wake_one()  # pass the wake-up on
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._slot_waiters.remove(fut)
+                raise
+
+    def _wake_one(self) -> None:
+        while self._slot_waiters:
+            fut = self._slot_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     async def notify(self, method: str, *params: Any) -> None:
         """Send a notification (no answer; the server reports faults as ``rpc.error``)."""
@@ -283,6 +360,7 @@ class RpcClient:
         if proto.transport is not None:
             proto.transport.close()
         await proto.wait_closed()
+        self._deadlines.close()
 
     async def __aenter__(self) -> RpcClient:
         return self

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from peer.rpc.errors import ConnectionLost, FrameError, RpcError
 from peer.rpc.framer import Encoder, Framer, Invalid, Message
@@ -44,6 +44,7 @@ class FrameProtocol(asyncio.Protocol):
         # For the message being handled: (bytes after the first read, seconds) when its frame
         # spanned several reads, else None.
         self.frame_span: tuple[int, float] | None = None
+        self.frame_size = 0  # size of the frame of the message being handled
 
     # -- subclass hooks -------------------------------------------------------------------
     def message_received(self, msg: Message) -> None:
@@ -61,41 +62,45 @@ class FrameProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peername = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("socket")
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.peername = self.transport.get_extra_info("peername")
+        sock = self.transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(high=self.limits.write_high_water)
+        self.transport.set_write_buffer_limits(high=self.limits.write_high_water)
 
     def data_received(self, data: bytes) -> None:
         framer = self.framer
-        transport = self.transport
         try:
-            for item in framer.feed(data):
-                if self._partial_since is not None:
-                    self.frame_span = (
-                        framer.last_frame_size - self._partial_bytes,
-                        self.loop.time() - self._partial_since,
-                    )
-                    self._partial_since = None
-                    if self._frame_timer is not None:
-                        self._frame_timer.cancel()
-                        self._frame_timer = None
-                else:
-                    self.frame_span = None
-                if type(item) is Invalid:
-                    self.invalid_received(item)
-                else:
-                    self.message_received(item)  # type: ignore[arg-type]
-                if transport is None or transport.is_closing():
-                    return
+            items = framer.feed(data)
         except FrameError as exc:
             self.frame_failed(exc)
             return
-        if framer.pending_bytes and self._partial_since is None:
+        transport = self.transport
+        for item, size in zip(items, framer.frame_sizes, strict=True):
+            self.frame_size = size
+            if self._partial_since is not None:
+                self.frame_span = (
+                    size - self._partial_bytes,
+                    self.loop.time() - self._partial_since,
+                )
+                self._partial_since = None
+                if self._frame_timer is not None:
+                    self._frame_timer.cancel()
+                    self._frame_timer = None
+            else:
+                self.frame_span = None
+            if type(item) is Invalid:
+                self.invalid_received(item)
+            else:
+                self.message_received(item)  # type: ignore[arg-type]
+            if transport is None or transport.is_closing():
+                return
+        if framer.broken is not None:
+            self.frame_failed(framer.broken)
+            return
+        if self._partial_since is None and framer.pending_bytes:
             self._partial_since = self.loop.time()
             self._partial_bytes = framer.pending_bytes
             if self.limits.frame_timeout is not None:

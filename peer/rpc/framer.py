@@ -18,7 +18,6 @@ and are raised; a well-formed msgpack object of the wrong shape is not fatal and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import msgpack
@@ -67,6 +66,17 @@ def _valid_msgid(value: object) -> bool:
 
 def classify(obj: object) -> Message | Invalid:
     """Check one decoded object against the spec's three message shapes."""
+    if type(obj) is list and len(obj) == 4:
+        kind, msgid, a, b = obj
+        if type(kind) is int and type(msgid) is int and 0 <= msgid <= MAX_MSGID:
+            if kind == RESPONSE:
+                return Response(msgid, a, b)
+            if kind == REQUEST and type(a) is str and type(b) is list:
+                return Request(msgid, a, b)
+    return _classify_slow(obj)
+
+
+def _classify_slow(obj: object) -> Message | Invalid:
     if type(obj) is not list or not obj:
         return Invalid(MessageError("a message must be a non-empty array"), None)
     kind = obj[0]
@@ -106,8 +116,9 @@ def classify(obj: object) -> Message | Invalid:
 class Framer:
     """Incremental decoder for one direction of one connection.
 
-    ``feed(data)`` returns an iterator that must be consumed fully; it yields every message
-    completed by ``data``. After a ``FrameError`` the framer is broken and raises it again.
+    ``feed(data)`` returns the messages completed by ``data``, in order. A fatal fault raises
+    ``FrameError`` at once if nothing was decoded before it; otherwise the messages decoded
+    before the fault are returned, ``broken`` holds the fault and the next ``feed`` raises it.
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -125,53 +136,67 @@ class Framer:
         )
         self._fed = 0  # total bytes fed
         self._boundary = 0  # stream offset just after the last complete frame
-        self._broken: FrameError | None = None
-        self.last_frame_size = 0  # size in bytes of the frame last yielded
+        self.broken: FrameError | None = None
+        self.frame_sizes: list[int] = []  # sizes of the frames returned by the last feed
 
     @property
     def pending_bytes(self) -> int:
         """Bytes received of the frame not yet complete (0 at a frame boundary)."""
         return self._fed - self._boundary
 
-    @property
-    def broken(self) -> FrameError | None:
-        return self._broken
-
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[Message | Invalid]:
-        if self._broken is not None:
-            raise self._broken
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message | Invalid]:
+        if self.broken is not None:
+            raise self.broken
+        n = len(data)
+        if self._fed + n - self._boundary <= self._max_frame:  # the common case: it all fits
+            self._unpacker.feed(data)
+            self._fed += n
+            return self._decode([])
+        out: list[Message | Invalid] = []
+        self.frame_sizes = []
         view = memoryview(data)
-        while len(view):
+        offset = 0
+        while offset < n:
             room = self._boundary + self._max_frame - self._fed
             if room <= 0:
-                self._fail(
-                    FrameTooLarge(f"frame exceeds max_frame_bytes ({self._max_frame} bytes)")
+                return self._fail(
+                    FrameTooLarge(f"frame exceeds max_frame_bytes ({self._max_frame} bytes)"), out
                 )
-            piece = view[:room] if room < len(view) else view
-            view = view[len(piece) :]
+            piece = view[offset : offset + room]
             self._unpacker.feed(piece)
+            offset += len(piece)
             self._fed += len(piece)
-            yield from self._decode()
+            sizes = self.frame_sizes
+            out = self._decode(out)
+            self.frame_sizes = sizes + self.frame_sizes
+            if self.broken is not None:
+                break
+        return out
 
-    def _decode(self) -> Iterator[Message | Invalid]:
+    def _decode(self, out: list[Message | Invalid]) -> list[Message | Invalid]:
         unpacker = self._unpacker
+        sizes: list[int] = []
+        self.frame_sizes = sizes
         try:
             for obj in unpacker:
                 end = unpacker.tell()
-                self.last_frame_size = end - self._boundary
+                sizes.append(end - self._boundary)
                 self._boundary = end
-                yield classify(obj)
-        except FrameError:
-            raise
+                out.append(classify(obj))
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             text = str(exc) or "invalid msgpack"
             if "exceeds max" in text:
-                self._fail(FrameTooLarge(f"value too large: {text}"))
-            self._fail(FrameError(f"undecodable bytes: {type(exc).__name__}: {text}"[:300]))
+                return self._fail(FrameTooLarge(f"value too large: {text}"), out)
+            return self._fail(
+                FrameError(f"undecodable bytes: {type(exc).__name__}: {text}"[:300]), out
+            )
+        return out
 
-    def _fail(self, error: FrameError) -> None:
-        self._broken = error
-        raise error
+    def _fail(self, error: FrameError, out: list[Message | Invalid]) -> list[Message | Invalid]:
+        self.broken = error
+        if not out:
+            raise error
+        return out
 
 
 class Encoder:
@@ -181,24 +206,39 @@ class Encoder:
         self._max_frame = limits.max_frame_bytes
         self._packer = msgpack.Packer(use_bin_type=True)
 
-    def _pack(self, obj: list[Any]) -> bytes:
-        try:
-            frame = self._packer.pack(obj)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self._packer.reset()
-            raise EncodeError(f"cannot encode: {type(exc).__name__}: {exc}") from exc
-        if len(frame) > self._max_frame:
-            raise EncodeError(
-                f"frame of {len(frame)} bytes exceeds max_frame_bytes ({self._max_frame})",
-                code="too_large",
-            )
-        return frame
+    def _unencodable(self, exc: Exception) -> EncodeError:
+        self._packer.reset()
+        return EncodeError(f"cannot encode: {type(exc).__name__}: {exc}")
+
+    def _too_large(self, frame: bytes) -> EncodeError:
+        return EncodeError(
+            f"frame of {len(frame)} bytes exceeds max_frame_bytes ({self._max_frame})",
+            code="too_large",
+        )
 
     def request(self, msgid: int, method: str, params: list[Any] | tuple[Any, ...]) -> bytes:
-        return self._pack([REQUEST, msgid, method, params])
+        try:
+            frame = self._packer.pack([REQUEST, msgid, method, params])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self._unencodable(exc) from exc
+        if len(frame) > self._max_frame:
+            raise self._too_large(frame)
+        return frame
 
     def response(self, msgid: int, error: Any, result: Any) -> bytes:
-        return self._pack([RESPONSE, msgid, error, result])
+        try:
+            frame = self._packer.pack([RESPONSE, msgid, error, result])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self._unencodable(exc) from exc
+        if len(frame) > self._max_frame:
+            raise self._too_large(frame)
+        return frame
 
     def notification(self, method: str, params: list[Any] | tuple[Any, ...]) -> bytes:
-        return self._pack([NOTIFICATION, method, params])
+        try:
+            frame = self._packer.pack([NOTIFICATION, method, params])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise self._unencodable(exc) from exc
+        if len(frame) > self._max_frame:
+            raise self._too_large(frame)
+        return frame

@@ -61,7 +61,6 @@ STAT_KEYS = (
     "auth_timeouts",
     "version_mismatches",
     "dropped_mid_call",
-    "bytes_in",
 )
 
 
@@ -197,10 +196,6 @@ class _ServerConnection(FrameProtocol):
         if not self.authed and self.limits.auth_timeout is not None:
             self._auth_timer = self.loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
 
-    def data_received(self, data: bytes) -> None:
-        self.stats["bytes_in"] += len(data)
-        super().data_received(data)
-
     def lost(self, exc: Exception | None) -> None:
         if self not in self.server._connections:
             return
@@ -245,7 +240,7 @@ class _ServerConnection(FrameProtocol):
         stats = self.stats
         stats["calls"] += 1
         method = msg.method
-        fn = self._lookup(method)
+        fn = self._builtins.get(method) or self.server.handlers.get(method)
         if fn is None:
             stats["unknown_methods"] += 1
             self._reply_error(msg.msgid, RpcError(f"no method {method!r}", code="unknown_method"))
@@ -302,7 +297,8 @@ class _ServerConnection(FrameProtocol):
             pass  # the connection went away while we waited to write
         finally:
             self._in_flight -= 1
-            self._pump_backlog()
+            if self._backlog or self._reading_paused:
+                self._pump_backlog()
 
     def _pump_backlog(self) -> None:
         backlog = self._backlog
@@ -325,7 +321,8 @@ class _ServerConnection(FrameProtocol):
         return RpcError(f"{method} failed: {type(exc).__name__}: {exc}", code="internal")
 
     def _reply(self, msgid: int, result: Any) -> None:
-        if not self.is_open:
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         try:
             frame = self.encoder.response(msgid, None, result)
@@ -335,7 +332,7 @@ class _ServerConnection(FrameProtocol):
             self._reply_error(msgid, RpcError(f"result cannot be sent: {exc.message}", code=code))
             return
         self.stats["calls_ok"] += 1
-        self.write(frame)
+        transport.write(frame)
 
     def _reply_error(self, msgid: int, error: RpcError) -> None:
         if not self.is_open:
