@@ -33,11 +33,16 @@ def _progress(total: int) -> Any:
 
 
 def _label_agreement(images: list[np.ndarray], labels: list[int]) -> float | None:
-    try:
-        from peer.diffusion import label_agreement
-    except ImportError:
-        return None
-    return float(label_agreement(np.stack(images), labels))
+    """Share of images the digit scorer (peer.diffusion.quality) reads as the asked label."""
+    from peer.diffusion.quality import DigitScorer
+
+    global _SCORER
+    if _SCORER is None:
+        _SCORER = DigitScorer.fit(size=images[0].shape[0])
+    return float(_SCORER.agreement(np.stack(images), np.asarray(labels))["agreement"])
+
+
+_SCORER: Any = None
 
 
 def _repair_canvas(client: Client, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -149,9 +149,9 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
     for p in peers:
         remote = not p.is_self
         bw = max(p.bytes_per_s, 1.0)
-        if mode == "tile":
-            fixed = (p.rtt_s + work.share_bytes / bw) if remote else 0.0
-            unit = s * (p.a_s + p.c_s * work.tile_area)
+        if mode == "tile":  # a share's tiles are denoised as one batch
+            fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
+            unit = s * p.c_s * work.tile_area
         elif mode == "local" and work.kind == "repair":
             fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
             unit = s * p.c_s * work.area_units

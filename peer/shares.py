@@ -2,7 +2,8 @@
 
 A share is one of
 - ``generate``: images ``labels[i]`` with ``seeds[i]`` (one batched forward per step);
-- ``tiles``: some tiles of a repair canvas (the whole canvas and mask travel with them);
+- ``tiles``: some tiles of a repair canvas, denoised as one batch (the whole canvas and mask
+  travel with them);
 - ``chain``: a range of denoising steps of one image, starting fresh or from a handed-on state;
 - ``repair``: a whole canvas, untiled (only ever local).
 
@@ -173,7 +174,7 @@ class ShareRunner:
         if isinstance(share, GenerateShare):
             return self.cost.predict(share.images, share.steps)
         if isinstance(share, TilesShare):
-            return sum(self.cost.predict(self.tile_area(t), share.steps) for t in share.tiles)
+            return self.cost.predict(sum(self.tile_area(t) for t in share.tiles), share.steps)
         return self.cost.predict(1, share.stop - share.start)
 
     def run(self, share: GenerateShare | TilesShare | ChainShare) -> Any:
@@ -185,18 +186,12 @@ class ShareRunner:
             self.cost.observe(share.images, share.steps, time.perf_counter() - t0)
             return np.asarray(out, dtype=np.uint8)
         if isinstance(share, TilesShare):
-            outs = []
-            for tile in share.tiles:
-                t1 = time.perf_counter()
-                outs.append(
-                    np.asarray(
-                        self.backend.repair_tile(
-                            share.canvas, share.mask, tile, share.steps, share.seed
-                        )
-                    )
-                )
-                self.cost.observe(self.tile_area(tile), share.steps, time.perf_counter() - t1)
-            return outs
+            outs = self.backend.repair_tiles(
+                share.canvas, share.mask, list(share.tiles), share.steps, share.seed
+            )
+            area = sum(self.tile_area(t) for t in share.tiles)
+            self.cost.observe(area, share.steps, time.perf_counter() - t0)
+            return [np.asarray(o) for o in outs]
         return self.run_chain(share, t0)
 
     def run_chain(self, share: ChainShare, t0: float) -> dict[str, Any]:
