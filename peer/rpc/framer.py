@@ -9,7 +9,9 @@ The wire is the public msgpack-RPC spec with nothing added: a plain stream of ms
 with no length prefix. Decoding feeds a ``msgpack.Unpacker`` incrementally (like aiohttp's
 ``feed_data`` parsers) and bounds everything before it is allocated: the bytes of one frame
 (``max_frame_bytes``, also the unpacker's buffer bound) and each value's length (bin, str, array,
-map, ext). No sockets, clocks or asyncio live here.
+map, ext). Array and map lengths are checked at their headers; str, bin and ext lengths once
+their bytes have arrived, so until then the frame bound caps what a peer can make us hold.
+No sockets, clocks or asyncio live here.
 
 Faults are typed. ``FrameError``/``FrameTooLarge`` are fatal (the stream cannot be resynchronised)
 and are raised; a well-formed msgpack object of the wrong shape is not fatal and is yielded as an
