@@ -25,10 +25,10 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from gossip.config import GossipConfig
-from gossip.digests import BandwidthRow
+from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
 from gossip.errors import AuthError, ConfigError, RemoteError
-from gossip.membership import Member, digest_newer, supersedes
+from gossip.membership import Member, MemberTable, digest_newer, supersedes
 from gossip.probing import Probe, ProbeOrder, Relay
 from gossip.suspicion import LocalHealth, Suspicion
 from gossip.view import Addr, PeerMeta, PeerStatus, PeerView, View
@@ -98,21 +98,18 @@ class GossipCore:
         self.name = meta.name
         self.codec = Codec(secret)
         self._rng = random.Random(seed)
-        self._meta = meta
-        self._meta_at = now
-        self._bw = BandwidthRow(config.bandwidth_alpha)
-        self._digest = Digest(meta.name, 0, meta, ())
+        self._local = LocalMeta(
+            meta, config.bandwidth_alpha, config.meta_min_interval_s, config.bandwidth_row_max, now
+        )
         self._incarnation = 0
         self._leaving = False
         self._joined = False
         self._seeds: list[Addr] = []
-        self._members: dict[str, Member] = {}
-        self._others: list[str] = []  # names of other members (for O(1) random sampling)
-        self._other_idx: dict[str, int] = {}
-        self._tombstones: dict[str, tuple[int, float]] = {}
-        self._live = 1  # alive + suspect members, self included
+        digest = self._local.digest
+        self._members = MemberTable(Member(self.name, 0, "alive", digest, now), self._rng)
         self._queue = BroadcastQueue()
         self._order = ProbeOrder(self._rng)
+        self._gossip_order = ProbeOrder(self._rng)
         self._probe: Probe | None = None
         self._relays: dict[int, Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
@@ -123,8 +120,6 @@ class GossipCore:
         self._next_push_pull = now + config.push_pull_interval_s * (1 + self._rng.random())
         self._next_reap = now + _REAP_CHECK_S
         self._join_retry_at: float | None = None
-        self._meta_due: float | None = None
-        self._last_publish = now
         self._out: list[Effect] = []
         self.counters: dict[str, int] = {
             "probes": 0,
@@ -140,9 +135,7 @@ class GossipCore:
             "push_pull_in": 0,
             "push_pull_failed": 0,
         }
-        me = Member(self.name, 0, "alive", self._digest, now)
-        self._members[self.name] = me
-        self._queue.put(("m", self.name), encode_broadcast(Alive(self.name, 0, self._digest)))
+        self._queue.put(("m", self.name), encode_broadcast(Alive(self.name, 0, digest)))
 
     # -- read-only accessors -----------------------------------------------------------------
 
@@ -160,21 +153,21 @@ class GossipCore:
 
     @property
     def meta(self) -> PeerMeta:
-        return self._meta
+        return self._local.meta
 
     @property
     def meta_version(self) -> int:
-        return self._digest.version
+        return self._local.digest.version
 
     def num_live(self) -> int:
-        return self._live
+        return self._members.live
 
     def status_of(self, name: str) -> PeerStatus | None:
         m = self._members.get(name)
         return None if m is None else m.status
 
     def member_names(self) -> list[str]:
-        return list(self._members)
+        return self._members.names()
 
     def digest_version(self, name: str) -> int | None:
         m = self._members.get(name)
@@ -188,7 +181,7 @@ class GossipCore:
 
     def bandwidth(self, src: str, dst: str) -> float | None:
         if src == self.name:
-            return self._bw.get(dst)
+            return self._local.bw.get(dst)
         m = self._members.get(src)
         if m is None:
             return None
@@ -206,9 +199,9 @@ class GossipCore:
                     m.name,
                     status,
                     self._incarnation,
-                    self._meta,
-                    max(0.0, now - self._meta_at),
-                    self._bw.as_dict(),
+                    self._local.meta,
+                    max(0.0, now - self._local.at),
+                    self._local.bw.as_dict(),
                 )
             else:
                 peers[m.name] = PeerView(
@@ -232,8 +225,8 @@ class GossipCore:
                 times.append(p.indirect_at)
         if self._join_retry_at is not None:
             times.append(self._join_retry_at)
-        if self._meta_due is not None:
-            times.append(self._meta_due)
+        if self._local.due is not None:
+            times.append(self._local.due)
         for r in self._relays.values():
             times.append(r.deadline)
         for s in self._suspicions.values():
@@ -243,7 +236,7 @@ class GossipCore:
     # -- entry points ------------------------------------------------------------------------
 
     def join(self, seeds: Iterable[Addr], now: float) -> list[Effect]:
-        self._seeds = [s for s in seeds if s != self._meta.gossip_addr]
+        self._seeds = [s for s in seeds if s != self._local.meta.gossip_addr]
         if self._seeds:
             self._send_join(now)
         else:
@@ -273,19 +266,19 @@ class GossipCore:
             self._next_gossip = now + cfg.gossip_interval_s
             self._gossip(now)
         if now >= self._next_push_pull:
-            self._next_push_pull = now + cfg.push_pull_period_s(self._live)
-            target = self._random_members(1, exclude=(), now=now, include_dead=False)
+            self._next_push_pull = now + cfg.push_pull_period_s(self._members.live)
+            target = self._members.sample(1, exclude=())
             if target:
                 self._push_pull_to(self._members[target[0]].addr, join=False)
             elif self._seeds and not self._leaving:
                 self._send_join(now)  # isolated: go back to the seeds
-            dead = self._random_dead()
+            dead = self._members.random_dead()
             if dead is not None:
                 # Serf's reconnect: a healed partition or a false verdict is repaired here.
                 self._push_pull_to(self._members[dead].addr, join=False)
         if self._join_retry_at is not None and now >= self._join_retry_at:
             self._send_join(now)
-        if self._meta_due is not None and now >= self._meta_due:
+        if self._local.due is not None and now >= self._local.due:
             self._publish_meta(now)
         if now >= self._next_reap:
             self._next_reap = now + _REAP_CHECK_S
@@ -352,8 +345,7 @@ class GossipCore:
         if active_shares is not None:
             changes["active_shares"] = active_shares
         if changes:
-            self._meta = replace(self._meta, **changes)  # validates in __post_init__
-            self._meta_at = now
+            self._local.meta = replace(self._local.meta, **changes)  # validates in __post_init__
             self._schedule_publish(now)
         return self._flush()
 
@@ -361,13 +353,12 @@ class GossipCore:
         """Replace the whole metadata record (same name)."""
         if meta.name != self.name:
             raise ConfigError("metadata must keep the peer's name")
-        self._meta = meta
-        self._meta_at = now
+        self._local.meta = meta
         self._schedule_publish(now)
         return self._flush()
 
     def record_transfer(self, dst: str, nbytes: int, seconds: float, now: float) -> list[Effect]:
-        self._bw.record(dst, nbytes, seconds, now)
+        self._local.bw.record(dst, nbytes, seconds, now)
         self._schedule_publish(now)
         return self._flush()
 
@@ -380,6 +371,10 @@ class GossipCore:
             me.status = "left"
             self._queue.put(("m", self.name), encode_broadcast(Left(self.name, self._incarnation)))
         return self._flush()
+
+    @property
+    def _addr(self) -> Addr:
+        return self._local.meta.gossip_addr
 
     # -- probing -----------------------------------------------------------------------------
 
@@ -398,7 +393,14 @@ class GossipCore:
         timeout = self._health.scale(cfg.probe_timeout_s)
         self._probe = Probe(seq, target, now + timeout, now + interval)
         self.counters["probes"] += 1
-        self._send(self._members[target].addr, Ping(seq, target, self.name, self._meta.gossip_addr))
+        m = self._members[target]
+        # Lifeguard's buddy system: tell a suspected peer directly, so it can refute at once.
+        buddy = (
+            encode_broadcast(Suspect(target, m.incarnation, self.name))
+            if m.status == "suspect"
+            else b""
+        )
+        self._send(m.addr, Ping(seq, target, self.name, self._addr), extra=buddy)
 
     def _probe_eligible(self, name: str) -> bool:
         m = self._members.get(name)
@@ -409,15 +411,13 @@ class GossipCore:
         target = self._members.get(p.target)
         if target is None:
             return
-        helpers = self._random_members(
-            self.config.indirect_checks, exclude=(p.target,), now=0.0, include_dead=False
-        )
+        helpers = self._members.sample(self.config.indirect_checks, exclude=(p.target,))
         p.expected_nacks = len(helpers)
         self.counters["indirect_probes"] += 1
         for h in helpers:
             self._send(
                 self._members[h].addr,
-                PingReq(p.seq, p.target, target.addr, self.name, self._meta.gossip_addr),
+                PingReq(p.seq, p.target, target.addr, self.name, self._addr),
             )
 
     def _probe_failed(self, p: Probe, now: float) -> None:
@@ -462,9 +462,7 @@ class GossipCore:
                 self._relays[seq] = Relay(
                     msg.seq, msg.src_addr, msg.target, now + self.config.probe_timeout_s
                 )
-                self._send(
-                    msg.target_addr, Ping(seq, msg.target, self.name, self._meta.gossip_addr)
-                )
+                self._send(msg.target_addr, Ping(seq, msg.target, self.name, self._addr))
         # Gossip carries only broadcasts, already merged.
 
     # -- broadcasts (membership and digests) -------------------------------------------------
@@ -487,8 +485,22 @@ class GossipCore:
         self.counters["refutations"] += 1
         self._health.apply(1)
         self._queue.put(
-            ("m", self.name), encode_broadcast(Alive(self.name, self._incarnation, self._digest))
+            ("m", self.name),
+            encode_broadcast(Alive(self.name, self._incarnation, self._local.digest)),
         )
+
+    def _accused(self, incarnation: int) -> None:
+        """Someone suspects us (or declared us dead or gone): refute, or repeat a refutation."""
+        if self._leaving:
+            return
+        if incarnation >= self._incarnation:
+            self._refute(incarnation)
+        elif self._queue.transmits(("m", self.name)) is None:
+            # A stale accusation still circulates: re-announce our current incarnation.
+            self._queue.put(
+                ("m", self.name),
+                encode_broadcast(Alive(self.name, self._incarnation, self._local.digest)),
+            )
 
     def _on_alive(self, a: Alive, now: float) -> None:
         name = a.name
@@ -499,16 +511,12 @@ class GossipCore:
             return
         m = self._members.get(name)
         if m is None:
-            tomb = self._tombstones.get(name)
-            if tomb is not None and a.incarnation <= tomb[0]:
+            if not self._members.admits(name, a.incarnation):
                 return
-            self._tombstones.pop(name, None)
             m = Member(name, a.incarnation, "alive", a.digest, now)
-            self._members[name] = m
-            self._other_idx[name] = len(self._others)
-            self._others.append(name)
+            self._members.add(m)
             self._order.add(name)
-            self._live += 1
+            self._gossip_order.add(name)
             self._queue.put(("m", name), encode_broadcast(a))
             self._notify(m)
             self._on_digest(a.digest, now)
@@ -519,12 +527,11 @@ class GossipCore:
         self._on_digest(a.digest, now)
 
     def _on_suspect(self, s: Suspect, now: float) -> None:
+        if s.name == self.name:
+            self._accused(s.incarnation)
+            return
         m = self._members.get(s.name)
         if m is None or s.incarnation < m.incarnation:
-            return
-        if s.name == self.name:
-            if not self._leaving:
-                self._refute(s.incarnation)
             return
         susp = self._suspicions.get(s.name)
         if m.status == "suspect" and susp is not None and s.incarnation == susp.incarnation:
@@ -534,7 +541,7 @@ class GossipCore:
         if not supersedes((s.incarnation, "suspect"), m.state):
             return
         self._set_state(m, s.incarnation, "suspect", now)
-        n = self._live
+        n = self._members.live
         expected = min(self.config.indirect_checks, max(0, n - 2))
         self._suspicions[s.name] = Suspicion(
             s.incarnation,
@@ -547,12 +554,11 @@ class GossipCore:
         self._queue.put(("m", s.name), encode_broadcast(s))
 
     def _on_dead(self, d: Dead, now: float) -> None:
+        if d.name == self.name:
+            self._accused(d.incarnation)
+            return
         m = self._members.get(d.name)
         if m is None or d.incarnation < m.incarnation:
-            return
-        if d.name == self.name:
-            if not self._leaving:
-                self._refute(d.incarnation)
             return
         if not supersedes((d.incarnation, "dead"), m.state):
             return
@@ -560,12 +566,11 @@ class GossipCore:
         self._queue.put(("m", d.name), encode_broadcast(d))
 
     def _on_left(self, lft: Left, now: float) -> None:
+        if lft.name == self.name:
+            self._accused(lft.incarnation)
+            return
         m = self._members.get(lft.name)
         if m is None or lft.incarnation < m.incarnation:
-            return
-        if lft.name == self.name:
-            if not self._leaving:
-                self._refute(lft.incarnation)
             return
         if not supersedes((lft.incarnation, "left"), m.state):
             return
@@ -574,7 +579,7 @@ class GossipCore:
 
     def _on_digest(self, d: Digest, now: float) -> None:
         if d.name == self.name:
-            if d.version > self._digest.version:
+            if d.version > self._local.digest.version:
                 # A record from a previous life of this peer outranks ours: jump past it.
                 self._publish_meta(now, at_least=d.version + 1)
             return
@@ -587,17 +592,11 @@ class GossipCore:
         self._notify(m)
 
     def _set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> None:
-        was_live = m.live
-        m.incarnation = incarnation
-        m.status = status
-        m.since = now
         if status != "suspect":
             self._suspicions.pop(m.name, None)
-        if was_live and not m.live:
-            self._live -= 1
-        elif m.live and not was_live:
-            self._live += 1
+        if self._members.set_state(m, incarnation, status, now):
             self._order.add(m.name)
+            self._gossip_order.add(m.name)
         self._notify(m)
 
     def _notify(self, m: Member) -> None:
@@ -606,76 +605,52 @@ class GossipCore:
     # -- metadata ----------------------------------------------------------------------------
 
     def _schedule_publish(self, now: float) -> None:
-        due = max(now, self._last_publish + self.config.meta_min_interval_s)
-        if due <= now:
+        if self._local.changed(now):
             self._publish_meta(now)
-        elif self._meta_due is None:
-            self._meta_due = due
 
     def _publish_meta(self, now: float, at_least: int = 0) -> None:
-        self._meta_due = None
-        self._last_publish = now
-        version = max(self._digest.version + 1, at_least)
-        row = self._bw.top(self.config.bandwidth_row_max)
-        self._digest = Digest(self.name, version, self._meta, row)
+        digest = self._local.publish(now, at_least)
         me = self._members[self.name]
-        me.digest = self._digest
+        me.digest = digest
         me.digest_at = now
-        self._queue.put(("d", self.name), encode_broadcast(self._digest))
+        self._queue.put(("d", self.name), encode_broadcast(digest))
         self._notify(me)
 
     # -- gossip, push-pull, join, reaping ----------------------------------------------------
 
-    def _random_members(
-        self, k: int, exclude: tuple[str, ...], now: float, include_dead: bool
-    ) -> list[str]:
-        others = self._others
-        if not others or k <= 0:
-            return []
-        horizon = now - self.config.gossip_to_dead_s
-        chosen: list[str] = []
-        tries = 0
-        limit = 3 * k + 8
-        if len(others) <= limit:
-            pool = others[:]
-            self._rng.shuffle(pool)
-            candidates = iter(pool)
-        else:
-            candidates = iter(others[self._rng.randrange(len(others))] for _ in range(limit))
-        for name in candidates:
-            tries += 1
-            if name in chosen or name in exclude:
-                continue
-            m = self._members[name]
-            if m.live or (include_dead and m.status == "dead" and m.since >= horizon):
-                chosen.append(name)
-                if len(chosen) == k:
-                    break
-        return chosen
-
-    def _random_dead(self) -> str | None:
-        others = self._others
-        for _ in range(min(16, len(others))):
-            name = others[self._rng.randrange(len(others))]
-            if self._members[name].status == "dead":
-                return name
-        return None
-
     def _gossip(self, now: float) -> None:
+        """Send queued broadcasts to the next `gossip_nodes` peers of a shuffled round-robin.
+
+        Round-robin rather than independent random picks: every peer gets its share of each
+        broadcast's transmissions, so a lossy link cannot starve one peer of a refutation.
+        """
         if not len(self._queue):
             return
-        targets = self._random_members(self.config.gossip_nodes, (), now, include_dead=True)
-        for name in targets:
-            if not len(self._queue):
+        horizon = now - self.config.gossip_to_dead_s
+        members = self._members
+
+        def eligible(name: str) -> bool:
+            m = members.get(name)
+            return (
+                m is not None
+                and name != self.name
+                and (m.live or (m.status == "dead" and m.since >= horizon))
+            )
+
+        sent: set[str] = set()
+        for _ in range(self.config.gossip_nodes):
+            name = self._gossip_order.next(eligible, members.__contains__)
+            if name is None or name in sent or not len(self._queue):
                 break
-            self._send(self._members[name].addr, Gossip(self.name), require_broadcasts=True)
+            sent.add(name)
+            self._send(members[name].addr, Gossip(self.name), require_broadcasts=True)
 
     def _state_payload(self, join: bool) -> bytes:
         members = []
         for m in self._members.values():
             if m.name == self.name:
                 status: PeerStatus = "left" if self._leaving else "alive"
-                members.append(MemberState(m.name, self._incarnation, status, self._digest))
+                members.append(MemberState(m.name, self._incarnation, status, self._local.digest))
             else:
                 members.append(MemberState(m.name, m.incarnation, m.status, m.digest))
         return self.codec.seal(encode_push_pull(PushPull(self.name, join, tuple(members))))
@@ -714,31 +689,20 @@ class GossipCore:
             self._join_retry_at = None
 
     def _reap(self, now: float) -> None:
-        cutoff = now - self.config.dead_reap_s
-        for name in [
-            n
-            for n, m in self._members.items()
-            if n != self.name and not m.live and m.since <= cutoff
-        ]:
-            m = self._members.pop(name)
-            self._tombstones[name] = (m.incarnation, now + self.config.tombstone_s)
-            i = self._other_idx.pop(name)
-            last = self._others.pop()
-            if last != name:
-                self._others[i] = last
-                self._other_idx[last] = i
+        cfg = self.config
+        for name in self._members.reap(now, cfg.dead_reap_s, cfg.tombstone_s):
             self._queue.discard(("m", name))
             self._queue.discard(("d", name))
-        for name in [n for n, (_, until) in self._tombstones.items() if until <= now]:
-            del self._tombstones[name]
-        self._queue.prune(self.config.retransmit_limit(self._live))
+        self._queue.prune(cfg.retransmit_limit(self._members.live))
 
     # -- output ------------------------------------------------------------------------------
 
-    def _send(self, addr: Addr, msg: Primary, require_broadcasts: bool = False) -> None:
-        head = encode_primary(msg)
+    def _send(
+        self, addr: Addr, msg: Primary, require_broadcasts: bool = False, extra: bytes = b""
+    ) -> None:
+        head = encode_primary(msg) + extra
         budget = self.config.udp_payload_max - self.codec.overhead - len(head)
-        items = self._queue.take(budget, self.config.retransmit_limit(self._live))
+        items = self._queue.take(budget, self.config.retransmit_limit(self._members.live))
         if require_broadcasts and not items:
             return
         self._out.append(Send(addr, self.codec.seal(head + b"".join(items))))

@@ -1,11 +1,12 @@
-"""This peer's row of bandwidth estimates (bytes/s), an EWMA of observed transfers."""
+"""This peer's own metadata: its bandwidth row (bytes/s, EWMA of transfers) and digest versions."""
 
 from __future__ import annotations
 
 import math
 
 from gossip.errors import ConfigError
-from gossip.view import MAX_NAME
+from gossip.view import MAX_NAME, PeerMeta
+from gossip.wire import Digest
 
 
 class BandwidthRow:
@@ -46,3 +47,42 @@ class BandwidthRow:
         """The k most recently updated estimates, sorted by peer name."""
         recent = sorted(self._rows.items(), key=lambda kv: kv[1][1], reverse=True)[:k]
         return tuple(sorted((name, est) for name, (est, _) in recent))
+
+
+class LocalMeta:
+    """This peer's metadata and bandwidth row, and the rate-limited versioning of its digest.
+
+    The local view changes at once; a new digest version is cut at most once per
+    `min_interval_s` (a change inside the interval is published when it ends).
+    """
+
+    __slots__ = ("_min_interval_s", "_row_max", "at", "bw", "digest", "due", "last_publish", "meta")
+
+    def __init__(
+        self, meta: PeerMeta, alpha: float, min_interval_s: float, row_max: int, now: float
+    ) -> None:
+        self.meta = meta
+        self.at = now
+        self.bw = BandwidthRow(alpha)
+        self.digest = Digest(meta.name, 0, meta, ())
+        self.due: float | None = None
+        self.last_publish = now
+        self._min_interval_s = min_interval_s
+        self._row_max = row_max
+
+    def changed(self, now: float) -> bool:
+        """Record a local change; True if a new version should be published now."""
+        self.at = now
+        due = self.last_publish + self._min_interval_s
+        if due <= now:
+            return True
+        if self.due is None:
+            self.due = due
+        return False
+
+    def publish(self, now: float, at_least: int = 0) -> Digest:
+        self.due = None
+        self.last_publish = now
+        version = max(self.digest.version + 1, at_least)
+        self.digest = Digest(self.meta.name, version, self.meta, self.bw.top(self._row_max))
+        return self.digest

@@ -9,6 +9,9 @@ ordered by version, with a deterministic tie-break so replicas agree even on a c
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+
 from gossip.view import STATUS_RANK, Addr, PeerStatus
 from gossip.wire import Digest
 
@@ -71,3 +74,122 @@ class Member:
     @property
     def live(self) -> bool:
         return self.status == "alive" or self.status == "suspect"
+
+
+class MemberTable:
+    """All known peers (self included), with O(1) random sampling and tombstones.
+
+    Keeps the count of live (alive + suspect) peers and the set of dead/left peers so that
+    reaping touches only those.
+    """
+
+    __slots__ = ("_down", "_idx", "_members", "_others", "_rng", "_tombstones", "live", "local")
+
+    def __init__(self, local: Member, rng: random.Random) -> None:
+        self.local = local.name
+        self._rng = rng
+        self._members: dict[str, Member] = {local.name: local}
+        self._others: list[str] = []  # names of other members, for O(1) sampling
+        self._idx: dict[str, int] = {}
+        self._down: dict[str, None] = {}  # dead or left (other) members; ordered for determinism
+        self._tombstones: dict[str, tuple[int, float]] = {}
+        self.live = 1  # alive + suspect, self included
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    def get(self, name: str) -> Member | None:
+        return self._members.get(name)
+
+    def __getitem__(self, name: str) -> Member:
+        return self._members[name]
+
+    def values(self) -> Iterator[Member]:
+        return iter(self._members.values())
+
+    def names(self) -> list[str]:
+        return list(self._members)
+
+    def admits(self, name: str, incarnation: int) -> bool:
+        """False for a reaped peer's stale incarnation (its tombstone outranks it)."""
+        tomb = self._tombstones.get(name)
+        return tomb is None or incarnation > tomb[0]
+
+    def add(self, m: Member) -> None:
+        self._tombstones.pop(m.name, None)
+        self._members[m.name] = m
+        self._idx[m.name] = len(self._others)
+        self._others.append(m.name)
+        if m.live:
+            self.live += 1
+        else:
+            self._down[m.name] = None
+
+    def set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> bool:
+        """Apply a state; True if the peer became live again."""
+        was_live = m.live
+        m.incarnation = incarnation
+        m.status = status
+        m.since = now
+        if m.name == self.local:
+            return False
+        if was_live and not m.live:
+            self.live -= 1
+            self._down[m.name] = None
+        elif m.live and not was_live:
+            self.live += 1
+            self._down.pop(m.name, None)
+            return True
+        return False
+
+    def sample(
+        self, k: int, exclude: tuple[str, ...], include_dead_since: float | None = None
+    ) -> list[str]:
+        """Up to k distinct random live peers (and dead ones that died after the horizon)."""
+        others = self._others
+        if not others or k <= 0:
+            return []
+        limit = 3 * k + 8
+        if len(others) <= limit:
+            pool = others[:]
+            self._rng.shuffle(pool)
+        else:
+            pool = [others[self._rng.randrange(len(others))] for _ in range(limit)]
+        chosen: list[str] = []
+        for name in pool:
+            if name in chosen or name in exclude:
+                continue
+            m = self._members[name]
+            if m.live or (
+                include_dead_since is not None
+                and m.status == "dead"
+                and m.since >= include_dead_since
+            ):
+                chosen.append(name)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    def random_dead(self) -> str | None:
+        dead = [n for n in self._down if self._members[n].status == "dead"]
+        return None if not dead else dead[self._rng.randrange(len(dead))]
+
+    def reap(self, now: float, dead_reap_s: float, tombstone_s: float) -> list[str]:
+        """Forget peers dead or left for longer than `dead_reap_s`; remember a tombstone."""
+        cutoff = now - dead_reap_s
+        gone = [n for n in self._down if self._members[n].since <= cutoff]
+        for name in gone:
+            m = self._members.pop(name)
+            self._down.pop(name, None)
+            self._tombstones[name] = (m.incarnation, now + tombstone_s)
+            i = self._idx.pop(name)
+            last = self._others.pop()
+            if last != name:
+                self._others[i] = last
+                self._idx[last] = i
+        for name in [n for n, (_, until) in self._tombstones.items() if until <= now]:
+            del self._tombstones[name]
+        return gone
