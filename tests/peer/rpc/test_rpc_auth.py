@@ -76,7 +76,9 @@ async def test_nonce_is_single_use(make_server: ServerFactory, raw_clients) -> N
     assert reply[2]["code"] == "auth_failed"
 
 
-async def test_auth_timeout_closes_idle_unauthenticated(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_auth_timeout_closes_idle_unauthenticated(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     server = await make_server(secret="s")
     raw: RawClient = await raw_clients(server.port)
     note = await raw.recv(timeout=5)

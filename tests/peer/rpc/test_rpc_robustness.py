@@ -4,6 +4,7 @@ connection only, keeps serving everyone else, and counts each fault."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgpack
 from conftest import TEST_LIMITS, RawClient, ServerFactory
@@ -16,7 +17,9 @@ async def still_serving(port: int) -> None:
         assert await client.call("ping") == "pong"
 
 
-async def test_third_party_client_calls_ping_and_info(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_third_party_client_calls_ping_and_info(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     server = await make_server(info=lambda: {"peer_id": "p9"})
     raw: RawClient = await raw_clients(server.port)
     assert await raw.call(1, "ping") == [1, 1, None, "pong"]
@@ -35,7 +38,9 @@ async def test_third_party_client_calls_ping_and_info(make_server: ServerFactory
     assert got == {100 + i: 2 * i for i in range(10)}
 
 
-async def test_garbage_bytes_close_only_that_connection(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_garbage_bytes_close_only_that_connection(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     server = await make_server()
     bystander: RawClient = await raw_clients(server.port)
     assert (await bystander.call(1, "ping"))[3] == "pong"
@@ -49,7 +54,9 @@ async def test_garbage_bytes_close_only_that_connection(make_server: ServerFacto
     await still_serving(server.port)
 
 
-async def test_wrong_shapes_get_errors_and_connection_stays(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_shapes_get_errors_and_connection_stays(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     server = await make_server()
     raw: RawClient = await raw_clients(server.port)
     await raw.send_obj([0, 5, 42, []])  # method not a string, msgid readable
@@ -65,15 +72,15 @@ async def test_wrong_shapes_get_errors_and_connection_stays(make_server: ServerF
     assert server.stats["bad_messages"] == 6
 
 
-async def test_oversized_frame_closes_that_connection(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_frame_closes_that_connection(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     server = await make_server()
     raw: RawClient = await raw_clients(server.port)
     # a bin header declaring 64 MiB, then more bytes than max_frame_bytes: cut off at the bound
     header = b"\x94\x00\x01\xa4echo\x91\xc6" + (64 * 1024 * 1024).to_bytes(4, "big")
-    try:
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
         await raw.send(header + b"x" * (TEST_LIMITS.max_frame_bytes + 1000))
-    except (ConnectionResetError, BrokenPipeError):
-        pass
     note = await raw.recv()
     assert note is None or note[2][0]["code"] == "too_large"
     assert await raw.closed_by_peer()
@@ -82,10 +89,8 @@ async def test_oversized_frame_closes_that_connection(make_server: ServerFactory
     chunk = b"\xc5\x80\x00" + b"y" * 0x8000  # bin16 of 32 KiB
     n = TEST_LIMITS.max_frame_bytes // len(chunk) + 4
     header = b"\x94\x00\x02\xa4echo\x91\xdc" + n.to_bytes(2, "big")
-    try:
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
         await raw2.send(header + chunk * n)
-    except (ConnectionResetError, BrokenPipeError):
-        pass
     assert await raw2.closed_by_peer()
     assert server.stats["oversized_frames"] == 2
     await still_serving(server.port)
@@ -113,7 +118,9 @@ async def test_slow_but_steady_frame_completes(make_server: ServerFactory, raw_c
     assert (await raw.recv())[3] == b"z" * 1000
 
 
-async def test_busy_when_one_read_overflows_the_backlog(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_busy_when_one_read_overflows_the_backlog(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     gate = asyncio.Event()
 
     async def wait(i: int) -> int:
@@ -139,7 +146,9 @@ async def test_busy_when_one_read_overflows_the_backlog(make_server: ServerFacto
     assert server.stats["busy_rejections"] == 3
 
 
-async def test_dropped_mid_frame_and_mid_call_are_counted(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+async def test_dropped_mid_frame_and_mid_call_are_counted(
+    make_server: ServerFactory, raw_clients
+) -> None:  # type: ignore[no-untyped-def]
     started = asyncio.Event()
 
     async def hang() -> None:

@@ -88,9 +88,11 @@ async def test_errors_map_to_stable_codes(
         {"boom": boom, "typed": typed, "unencodable": unencodable, "sync_ok": sync_ok}
     )
     async with await connect(server) as client:
-        with caplog.at_level(logging.ERROR, logger="peer.rpc.server"):
-            with pytest.raises(RemoteError) as err:
-                await client.call("boom")
+        with (
+            caplog.at_level(logging.ERROR, logger="peer.rpc.server"),
+            pytest.raises(RemoteError) as err,
+        ):
+            await client.call("boom")
         assert err.value.code == "internal"
         assert "KeyError" in err.value.message
         assert any("boom" in r.getMessage() for r in caplog.records)
