@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from gossip.config import GossipConfig
 from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
-from gossip.errors import AuthError, ConfigError, RemoteError
+from gossip.errors import AuthError, RemoteError
 from gossip.membership import Member, MemberTable, digest_newer, supersedes
 from gossip.probing import Probe, ProbeOrder, Relay
 from gossip.suspicion import LocalHealth, Suspicion
@@ -41,6 +41,7 @@ from gossip.wire import (
     Digest,
     Gossip,
     Left,
+    Load,
     MemberState,
     Nack,
     Ping,
@@ -349,14 +350,6 @@ class GossipCore:
             self._schedule_publish(now)
         return self._flush()
 
-    def set_meta(self, meta: PeerMeta, now: float) -> list[Effect]:
-        """Replace the whole metadata record (same name)."""
-        if meta.name != self.name:
-            raise ConfigError("metadata must keep the peer's name")
-        self._local.meta = meta
-        self._schedule_publish(now)
-        return self._flush()
-
     def record_transfer(self, dst: str, nbytes: int, seconds: float, now: float) -> list[Effect]:
         self._local.bw.record(dst, nbytes, seconds, now)
         self._schedule_publish(now)
@@ -477,7 +470,7 @@ class GossipCore:
         elif isinstance(b, Left):
             self._on_left(b, now)
         else:
-            self._on_digest(b, now)
+            self._on_load(b, now)
 
     def _refute(self, incarnation: int) -> None:
         self._incarnation = max(self._incarnation, incarnation) + 1
@@ -577,6 +570,22 @@ class GossipCore:
         self._set_state(m, lft.incarnation, "left", now)
         self._queue.put(("m", lft.name), encode_broadcast(lft))
 
+    def _on_load(self, u: Load, now: float) -> None:
+        if u.name == self.name:
+            if u.version > self._local.digest.version:
+                self._publish_meta(now, at_least=u.version + 1)
+            return
+        m = self._members.get(u.name)
+        if m is None or u.version <= m.digest.version:
+            return
+        meta = replace(
+            m.digest.meta, capacity=u.capacity, queued_s=u.queued_s, active_shares=u.active_shares
+        )
+        m.digest = Digest(u.name, u.version, meta, u.bandwidth)
+        m.digest_at = now
+        self._queue.put(("d", u.name), encode_broadcast(u))
+        self._notify(m)
+
     def _on_digest(self, d: Digest, now: float) -> None:
         if d.name == self.name:
             if d.version > self._local.digest.version:
@@ -588,7 +597,7 @@ class GossipCore:
             return
         m.digest = d
         m.digest_at = now
-        self._queue.put(("d", d.name), encode_broadcast(d))
+        self._queue.put(("d", d.name), encode_broadcast(Load.of(d)))
         self._notify(m)
 
     def _set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> None:
@@ -613,7 +622,7 @@ class GossipCore:
         me = self._members[self.name]
         me.digest = digest
         me.digest_at = now
-        self._queue.put(("d", self.name), encode_broadcast(digest))
+        self._queue.put(("d", self.name), encode_broadcast(Load.of(digest)))
         self._notify(me)
 
     # -- gossip, push-pull, join, reaping ----------------------------------------------------

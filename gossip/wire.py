@@ -3,7 +3,7 @@
 A datagram is `MAGIC_PLAIN + body` or `MAGIC_SIGNED + tag(32) + body`, where the tag is
 HMAC-SHA256(secret, body). The body is a stream of msgpack arrays: one primary message (ping,
 ack, nack, ping-req or gossip) followed by any number of piggybacked broadcasts (alive, suspect,
-dead, left, digest). Broadcasts are encoded once when queued, so building a datagram is a
+dead, left, load). Broadcasts are encoded once when queued, so building a datagram is a
 concatenation. A push-pull payload uses the same framing around one msgpack map. Everything
 decoded from the network is validated here; anything wrong raises DecodeError or AuthError.
 """
@@ -26,7 +26,7 @@ TAG_LEN = 32
 MAX_ITEMS = 256
 
 PING, ACK, NACK, PING_REQ, GOSSIP = 1, 2, 3, 4, 5
-ALIVE, SUSPECT, DEAD, LEFT, DIGEST = 10, 11, 12, 13, 14
+ALIVE, SUSPECT, DEAD, LEFT, LOAD = 10, 11, 12, 13, 15
 
 
 class Ping(NamedTuple):
@@ -67,6 +67,22 @@ class Digest(NamedTuple):
     bandwidth: tuple[tuple[str, float], ...]
 
 
+class Load(NamedTuple):
+    """A load update: the changing part of a digest (the rest travels with Alive)."""
+
+    name: str
+    version: int
+    capacity: float
+    queued_s: float
+    active_shares: int
+    bandwidth: tuple[tuple[str, float], ...]
+
+    @staticmethod
+    def of(d: Digest) -> Load:
+        m = d.meta
+        return Load(d.name, d.version, m.capacity, m.queued_s, m.active_shares, d.bandwidth)
+
+
 class Alive(NamedTuple):
     name: str
     incarnation: int
@@ -91,7 +107,7 @@ class Left(NamedTuple):
 
 
 Primary = Ping | Ack | Nack | PingReq | Gossip
-Broadcast = Alive | Suspect | Dead | Left | Digest
+Broadcast = Alive | Suspect | Dead | Left | Load
 
 
 class MemberState(NamedTuple):
@@ -123,13 +139,18 @@ def _enc_addr(addr: Addr) -> list[Any]:
     return [addr[0], addr[1]]
 
 
+def _flat_row(row: tuple[tuple[str, float], ...]) -> list[Any]:
+    flat: list[Any] = []
+    for peer, rate in row:
+        flat.append(peer)
+        flat.append(rate)
+    return flat
+
+
 def _digest_list(d: Digest) -> list[Any]:
     m = d.meta
     host = m.gossip_addr[0]
-    flat: list[Any] = []
-    for peer, rate in d.bandwidth:
-        flat.append(peer)
-        flat.append(rate)
+    flat = _flat_row(d.bandwidth)
     return [
         d.name,
         d.version,
@@ -178,7 +199,17 @@ def encode_broadcast(msg: Broadcast) -> bytes:
         return _pack([DEAD, msg.name, msg.incarnation, msg.src])
     if isinstance(msg, Left):
         return _pack([LEFT, msg.name, msg.incarnation])
-    return _pack([DIGEST, *_digest_list(msg)])
+    return _pack(
+        [
+            LOAD,
+            msg.name,
+            msg.version,
+            msg.capacity,
+            msg.queued_s,
+            msg.active_shares,
+            _flat_row(msg.bandwidth),
+        ]
+    )
 
 
 def encode_push_pull(pp: PushPull) -> bytes:
@@ -224,6 +255,12 @@ def _addr(v: Any) -> Addr:
     return (host, _int(v[1], 0, 65535))
 
 
+def _row(flat: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * 1024:
+        raise DecodeError("bad bandwidth row")
+    return tuple((_name(flat[i]), _float(flat[i + 1])) for i in range(0, len(flat), 2))
+
+
 def _digest(v: Any) -> Digest:
     if not isinstance(v, list) or len(v) != 14:
         raise DecodeError("bad digest")
@@ -234,10 +271,7 @@ def _digest(v: Any) -> Digest:
         raise DecodeError("bad digest host")
     rhost = host if v[4] is None else v[4]
     hhost = host if v[6] is None else v[6]
-    flat = v[13]
-    if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * 1024:
-        raise DecodeError("bad bandwidth row")
-    row = tuple((_name(flat[i]), _float(flat[i + 1])) for i in range(0, len(flat), 2))
+    row = _row(v[13])
     try:
         meta = PeerMeta(
             name=name,
@@ -289,8 +323,8 @@ def _decode_broadcast(v: Any) -> Broadcast:
         return Dead(_name(v[1]), _int(v[2]), _name(v[3]))
     if kind == LEFT and n == 3:
         return Left(_name(v[1]), _int(v[2]))
-    if kind == DIGEST and n == 15:
-        return _digest(v[1:])
+    if kind == LOAD and n == 7:
+        return Load(_name(v[1]), _int(v[2]), _float(v[3]), _float(v[4]), _int(v[5]), _row(v[6]))
     raise DecodeError(f"unknown broadcast {kind!r}")
 
 

@@ -17,6 +17,7 @@ from gossip.wire import (
     Digest,
     Gossip,
     Left,
+    Load,
     MemberState,
     Nack,
     Ping,
@@ -59,7 +60,7 @@ BROADCASTS = [
     Suspect("a", 2, "b"),
     Dead("a", 2, "b"),
     Left("a", 5),
-    digest("z"),
+    Load("z", 3, 120.0, 1.25, 2, (("b", 1024.0),)),
 ]
 
 
@@ -82,9 +83,12 @@ def test_push_pull_round_trip_and_limit():
         codec.decode_push_pull(data, 10)
 
 
-def test_digest_stays_small():
-    # An alive with a full digest must leave room for many per 1400-byte datagram.
-    assert len(encode_broadcast(Alive("p0001", 1, digest("p0001")))) < 120
+def test_broadcasts_stay_small():
+    # An alive with a full digest must leave room for many per 1400-byte datagram, and a load
+    # update (the frequent one) is a fraction of that.
+    assert len(encode_broadcast(Alive("p0001", 1, digest("p0001")))) < 130
+    d = Digest("p0001", 7, meta("p0001"), ())
+    assert len(encode_broadcast(Load.of(d))) < 40
 
 
 def test_forged_and_unsigned_datagrams_rejected():
@@ -125,9 +129,11 @@ def test_malformed_primary(obj):
     "obj",
     [
         [10, "a", 1, [0] * 14],
-        [14, *(["a", 1, "h", 1, None, 1, None, 1, "1", "m", -5.0, 0.0, 0, []])],
-        [14, *(["a", 1, "h", 1, None, 1, None, 1, "1", "m", float("nan"), 0.0, 0, []])],
-        [14, *(["a", 1, "h", 1, None, 1, None, 1, "1", "m", 1.0, 0.0, 0, ["b"]])],
+        [15, "a", 1, -5.0, 0.0, 0, []],
+        [15, "a", 1, float("nan"), 0.0, 0, []],
+        [15, "a", 1, 1.0, 0.0, 0, ["b"]],
+        [15, "a", 1, 1.0, 0.0, -1, []],
+        [14, "a", 1, "h", 1, None, 1, None, 1, "1", "m", 1.0, 0.0, 0, []],
         [10, "x", 1, ["a", 1, "h", 1, None, 1, None, 1, "1", "m", 1.0, 0.0, 0, []]],
         [11, "a", 1],
     ],
