@@ -29,6 +29,7 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 128)")
     p.add_argument("--json", type=Path, default=None, help="write the training summary here")
     p.set_defaults(func=_cmd_train)
+    register_more(model)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -56,4 +57,189 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")
+    return 0
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="local diffusers model dir (default: shipped)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+
+
+def register_more(model: Any) -> None:
+    p = model.add_parser(
+        "score",
+        help="label agreement of generated digits (SVC judge)",
+        description="Generate N class-conditional samples (labels cycle 0-9) and report how "
+        "many an SVC trained on the real digits labels as the requested digit.",
+    )
+    _add_model_arg(p)
+    p.add_argument("--n", type=int, default=500, help="samples (default 500)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--scheduler", default="ddim", help="ddim or ddpm (default ddim)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
+    p.add_argument("--batch", type=int, default=50, help="images per forward (default 50)")
+    p.add_argument("--grid", type=Path, default=None, help="also write a PNG grid of samples")
+    p.add_argument("--write-card", action="store_true", help="record the result in the card")
+    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.set_defaults(func=_cmd_score)
+
+    p = model.add_parser("info", help="print the model card and config")
+    _add_model_arg(p)
+    p.add_argument("--json", type=Path, default=None, help="write the info here")
+    p.set_defaults(func=_cmd_info)
+
+    p = model.add_parser(
+        "check",
+        help="measure the exactness contracts (chain split, batch, tile PSNR) and calibrate",
+    )
+    _add_model_arg(p)
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--halo", type=int, action="append", default=None, help="halo(s) (default 4)")
+    p.add_argument("--canvas", type=int, action="append", default=None, help="canvas side(s)")
+    p.add_argument("--label", type=int, default=None, help="repair label (default: none)")
+    p.add_argument("--images", type=Path, default=None, help="write repair images (PNG) here")
+    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.set_defaults(func=_cmd_check)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from peer.diffusion.backend import load_backend
+
+    return load_backend(args.model, device=args.device, threads=args.threads)
+
+
+def _emit(result: dict[str, Any], path: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from peer.diffusion.card import read_card, write_card
+    from peer.diffusion.images import encode_png, image_grid
+    from peer.diffusion.quality import DigitScorer
+
+    try:
+        be = _load(args)
+        if be.num_classes != 10 or be.sample_size != 16 or be.in_channels != 1:
+            print("error: score needs a 16x16 one-channel model with 10 classes", file=sys.stderr)
+            return 2
+        if args.n < 1 or args.batch < 1:
+            print("error: --n and --batch must be >= 1", file=sys.stderr)
+            return 2
+        scorer = DigitScorer.fit(size=16, seed=0)
+        labels = np.arange(args.n) % 10
+        seeds = [args.seed + i for i in range(args.n)]
+        t0 = time.monotonic()
+        chunks = []
+        for k in tqdm(range(0, args.n, args.batch), desc="sample", unit="batch"):
+            lab = [int(v) for v in labels[k : k + args.batch]]
+            chunks.append(be.generate(lab, seeds[k : k + args.batch], args.steps, args.scheduler))
+        images = np.concatenate(chunks)
+        seconds = time.monotonic() - t0
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = scorer.agreement(images, labels)
+    result.update(
+        model_id=be.model_id,
+        scheduler=args.scheduler,
+        steps=args.steps,
+        seed=args.seed,
+        threads=args.threads,
+        sampling_seconds=round(seconds, 2),
+    )
+    if args.grid is not None:
+        order = [i for c in range(10) for i in np.flatnonzero(labels == c)[:10]]
+        args.grid.write_bytes(encode_png(image_grid([images[i] for i in order], cols=10)))
+    if args.write_card:
+        card = read_card(be.model_dir) or {"name": be.model_id}
+        entries = [
+            q
+            for q in (card.get("quality") or [])
+            if (q.get("scheduler"), q.get("steps")) != (args.scheduler, args.steps)
+        ]
+        entry = {k: result[k] for k in ("agreement", "n", "scheduler", "steps", "seed", "scorer")}
+        entry["per_class"] = result["per_class"]
+        entry["scorer_heldout_accuracy"] = result["scorer_heldout_accuracy"]
+        card["quality"] = [*entries, entry]
+        write_card(be.model_dir, card)
+    _emit(result, args.json)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from peer.diffusion.card import read_card
+
+    try:
+        be = _load(args)
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _emit({"backend": be.describe(), "card": read_card(be.model_dir)}, args.json)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from peer.diffusion.backend import load_backend
+    from peer.diffusion.checks import batch_vs_single, chain_split, tile_vs_untiled
+    from peer.diffusion.images import encode_png, image_grid
+
+    halos = args.halo or [4]
+    canvases = args.canvas or [32, 48]
+    try:
+        be = _load(args)
+        todo = len(halos) * len(canvases) + 4
+        bar = tqdm(total=todo, desc="check", unit="part")
+        result: dict[str, Any] = {"backend": be.describe(), "chain_split": [], "tile": []}
+        for sched in ("ddim", "ddpm"):
+            result["chain_split"].append(
+                chain_split(
+                    lambda: load_backend(args.model, device=args.device, threads=args.threads),
+                    sched,
+                    args.steps,
+                    args.steps // 2,
+                    label=3 if be.num_classes else None,
+                    seed=11,
+                )
+            )
+            bar.update(1)
+        labels: list[int | None] = [3, 3, 7, 1, 0] if be.num_classes else [None] * 5
+        seeds = [11, 12, 13, 14, 15]
+        result["batch"] = [
+            batch_vs_single(be, labels, seeds, args.steps, s) for s in ("ddim", "ddpm")
+        ]
+        bar.update(1)
+        panels = []
+        for side in canvases:
+            for halo in halos:
+                report, imgs = tile_vs_untiled(be, side, halo, args.steps, 5, label=args.label)
+                result["tile"].append(report)
+                panels.append(imgs)
+                bar.update(1)
+        cost = be.calibrate()
+        result["calibration"] = cost.to_wire()
+        bar.update(1)
+        bar.close()
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.images is not None:
+        args.images.mkdir(parents=True, exist_ok=True)
+        for report, (canvas, untiled, tiled) in zip(result["tile"], panels, strict=True):
+            diff = np.clip(np.abs(untiled.astype(int) - tiled.astype(int)) * 4, 0, 255)
+            grid = image_grid([canvas, untiled, tiled, diff.astype(np.uint8)], cols=4)
+            name = f"tile_{report['canvas']}_halo{report['halo']}.png"
+            (args.images / name).write_bytes(encode_png(grid))
+    _emit(result, args.json)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ def save_tiny_model(path: Path, seed: int = 0, classes: int | None = 10) -> Path
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model() -> Callable[..., Path]:
+    return save_tiny_model
 
 
 @pytest.fixture(scope="session")
