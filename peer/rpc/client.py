@@ -270,8 +270,10 @@ class RpcClient:
         (default ``limits.call_timeout``; None waits forever), ``ConnectionLost`` if the
         connection closes first, ``EncodeError`` if the params cannot be sent.
         """
-        result, _ = await self.call_measured(method, params, timeout)
-        return result
+        response = (await self._roundtrip(method, params, timeout))[0]
+        if response.error is not None:
+            raise RemoteError.from_wire(response.error)
+        return response.result
 
     async def call_measured(
         self,
@@ -280,8 +282,20 @@ class RpcClient:
         timeout: float | EllipsisType | None = ...,
     ) -> tuple[Any, CallInfo]:
         """Like ``call`` with params as one sequence; also returns what the call moved."""
+        response, sent, size, span, seconds = await self._roundtrip(method, params, timeout)
+        if response.error is not None:
+            raise RemoteError.from_wire(response.error)
+        return response.result, CallInfo(sent, size, span, seconds)
+
+    async def _roundtrip(
+        self,
+        method: str,
+        params: list[Any] | tuple[Any, ...],
+        timeout: float | EllipsisType | None,
+    ) -> tuple[Response, int, int, tuple[int, float] | None, float]:
         proto = self._proto
-        if not proto.is_open:
+        transport = proto.transport
+        if transport is None or transport.is_closing():
             raise ConnectionLost(proto.failure.message if proto.failure else "connection closed")
         limit = self.limits.call_timeout if timeout is ... else timeout
         if limit is not None and not limit > 0:
@@ -312,10 +326,7 @@ class RpcClient:
             self._active -= 1
             if self._slot_waiters:
                 self._wake_one()
-        info = CallInfo(len(frame), size, span, loop.time() - started)
-        if response.error is not None:
-            raise RemoteError.from_wire(response.error)
-        return response.result, info
+        return response, len(frame), size, span, loop.time() - started
 
     async def _wait_for_slot(self) -> None:
         while self._active >= self._max_in_flight:

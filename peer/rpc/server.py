@@ -173,7 +173,8 @@ class _ServerConnection(FrameProtocol):
         self._in_flight = 0
         self._backlog: deque[tuple[int, str, Handler, list[Any]]] = deque()
         self._reading_paused = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._task_seq = 0
         self._auth_timer: asyncio.TimerHandle | None = None
         self._builtins: dict[str, Handler] = {
             "hello": self._hello,
@@ -206,7 +207,7 @@ class _ServerConnection(FrameProtocol):
         self._backlog.clear()
         if self._tasks:
             self.stats["dropped_mid_call"] += len(self._tasks)
-            for task in self._tasks:
+            for task in self._tasks.values():
                 task.cancel()
 
     def frame_failed(self, error: FrameError) -> None:
@@ -272,13 +273,13 @@ class _ServerConnection(FrameProtocol):
             return
         if type(res) is CoroutineType or inspect.isawaitable(res):
             self._in_flight += 1
-            task = self.loop.create_task(self._finish(msgid, method, res))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._task_seq += 1
+            key = self._task_seq
+            self._tasks[key] = self.loop.create_task(self._finish(key, msgid, method, res))
         else:
             self._reply(msgid, res)
 
-    async def _finish(self, msgid: int, method: str, awaitable: Any) -> None:
+    async def _finish(self, key: int, msgid: int, method: str, awaitable: Any) -> None:
         try:
             try:
                 result = await awaitable
@@ -296,6 +297,7 @@ class _ServerConnection(FrameProtocol):
         except RpcError:
             pass  # the connection went away while we waited to write
         finally:
+            self._tasks.pop(key, None)
             self._in_flight -= 1
             if self._backlog or self._reading_paused:
                 self._pump_backlog()
@@ -367,17 +369,21 @@ class _ServerConnection(FrameProtocol):
             self.send_error(self._map_exception(msg.method, fn, msg.params, exc))
             return
         if inspect.isawaitable(res):
-            task = self.loop.create_task(self._finish_notification(msg.method, res))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._task_seq += 1
+            key = self._task_seq
+            self._tasks[key] = self.loop.create_task(
+                self._finish_notification(key, msg.method, res)
+            )
 
-    async def _finish_notification(self, method: str, awaitable: Any) -> None:
+    async def _finish_notification(self, key: int, method: str, awaitable: Any) -> None:
         try:
             await awaitable
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.send_error(self._map_exception(method, None, [], exc))
+        finally:
+            self._tasks.pop(key, None)
 
     # -- built-in methods -----------------------------------------------------------------
     def _hello(self, version: object) -> dict[str, Any]:
