@@ -57,6 +57,7 @@ def register(groups: dict[str, Any]) -> None:
     d.add_argument("--rounds", type=int, default=1, help="passes over the peers per policy")
     d.add_argument("--no-quotas", action="store_true", help="do not use cgroup CPU quotas")
     d.add_argument("--json", help="write the results JSON here")
+    d.add_argument("--model", help="local diffusers model dir for every peer (default: shipped)")
     d.set_defaults(func=cmd_demo)
 
     c = groups["cluster"].add_parser("up", help="start N local peers; Ctrl-C stops them all")
@@ -70,6 +71,7 @@ def register(groups: dict[str, Any]) -> None:
     c.add_argument("--policy", choices=POLICIES, default="onnx")
     c.add_argument("--logs", default="cluster-logs", help="directory for the peers' logs")
     c.add_argument("--json", help="write the peers' addresses here once the cluster is up")
+    c.add_argument("--model", help="local diffusers model dir for every peer (default: shipped)")
     c.set_defaults(func=cmd_cluster_up)
 
     b = groups["bench"].add_parser("policy", help="policy (ONNX) and planner decision latency")
@@ -228,6 +230,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         quotas=q,
         threads=args.threads,
         policy=args.policy,
+        extra_args=("--model", args.model) if args.model else (),
     )
     cluster = LocalCluster(spec, Path(args.logs))
     try:
@@ -295,4 +298,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         use_quotas=not args.no_quotas,
         json_path=args.json,
+        model=args.model,
     )

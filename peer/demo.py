@@ -45,16 +45,16 @@ def _label_agreement(images: list[np.ndarray], labels: list[int]) -> float | Non
 _SCORER: Any = None
 
 
-def _repair_canvas(client: Client, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """A 32x32 canvas of four generated digits with a hole across the middle."""
+def _repair_canvas(client: Client, steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A 32x32 canvas of four generated digits; the top-left one is masked out (to redraw)."""
     res, _ = client.generate(
         count=4, label=None, steps=steps, seed=123, mode="local", policy="local"
     )
     imgs = decode_images(res["result"])
     canvas = np.block([[imgs[0], imgs[1]], [imgs[2], imgs[3]]]).astype(np.uint8)
     mask = np.zeros_like(canvas)
-    mask[10:22, 6:26] = 255
-    return canvas, mask
+    mask[3:13, 3:13] = 255
+    return canvas, mask, int(res["result"]["labels"][0])
 
 
 def run_demo(
@@ -65,9 +65,14 @@ def run_demo(
     rounds: int = 1,
     use_quotas: bool = True,
     json_path: str | None = None,
+    model: str | None = None,
 ) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    spec = ClusterSpec(peers=peers, quotas=DEMO_QUOTAS if use_quotas else None)
+    spec = ClusterSpec(
+        peers=peers,
+        quotas=DEMO_QUOTAS if use_quotas else None,
+        extra_args=("--model", model) if model else (),
+    )
     t_start = time.perf_counter()
     cluster = LocalCluster(spec, out / "logs")
     try:
@@ -103,7 +108,7 @@ def run_demo(
 
 def _run_requests(clients: list[Client], steps: int, rounds: int, out: Path) -> dict[str, Any]:
     rng = random.Random(7)
-    canvas, mask = _repair_canvas(clients[0], steps)
+    canvas, mask, label0 = _repair_canvas(clients[0], steps)
     from PIL import Image
 
     Image.fromarray(canvas, mode="L").save(out / "repair-input.png")

@@ -302,6 +302,7 @@ class Node:
         assert self.runner is not None
         runner = self.runner
         area = req.image.shape[0] * req.image.shape[1] / float(self.native**2)
+        area *= runner.rows(req.label)
         t0 = time.perf_counter()
         img, st = await self.executor.run(
             lambda: runner.repair(req.image, req.mask, req.steps, req.seed, req.label),
@@ -314,6 +315,10 @@ class Node:
         from peer.diffusion import plan_tiles
 
         return list(plan_tiles(h, w, tile=self.native, halo=4))
+
+    def repair_rows(self, label: int | None) -> int:
+        assert self.runner is not None
+        return self.runner.rows(label)
 
     def tile_area(self, tile: Any) -> float:
         assert self.runner is not None

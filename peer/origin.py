@@ -76,6 +76,8 @@ class Cluster(Protocol):
 
     def tile_area(self, tile: Any) -> float: ...
 
+    def repair_rows(self, label: int | None) -> int: ...
+
     def blend(self, shape: tuple[int, int], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray: ...
 
     def encode_png(self, img: np.ndarray) -> bytes: ...
@@ -156,14 +158,15 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
     policy = req.policy or cluster.default_policy
     h, w = req.image.shape
     tiles = cluster.plan_tiles(h, w)
+    rows = cluster.repair_rows(req.label)
     work = Work(
         kind="repair",
         units=max(len(tiles), 1),
         steps=req.steps,
         bytes_per_unit=64,
         share_bytes=2 * h * w,
-        area_units=h * w / float(cluster.native**2),
-        tile_area=cluster.tile_area(tiles[0]) if tiles else 1.0,
+        area_units=rows * h * w / float(cluster.native**2),
+        tile_area=rows * (cluster.tile_area(tiles[0]) if tiles else 1.0),
     )
     t_plan = time.perf_counter()
     plan = cluster.planner.plan(

@@ -44,6 +44,7 @@ class TilesShare:
     tiles: tuple[Any, ...]  # peer.diffusion.Tile
     steps: int
     seed: int
+    label: int | None = None  # None: the model averages over every class (costs num_classes)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def encode_share(share: GenerateShare | TilesShare | ChainShare) -> dict[str, An
             "tiles": [tile_to_wire(t) for t in share.tiles],
             "steps": share.steps,
             "seed": share.seed,
+            "label": share.label,
         }
     return {
         "kind": "chain",
@@ -138,7 +140,10 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
         tiles = tuple(tile_from_wire(t, h, w) for t in _need(d, "tiles", list))
         if not tiles or len(tiles) > 4096:
             raise BadRequest("invalid_params", "a tiles share needs 1..4096 tiles")
-        return TilesShare(canvas.astype(np.uint8), mask, tiles, steps, _need(d, "seed", int))
+        label = d.get("label")
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
+            raise BadRequest("invalid_params", "label must be an integer or nil")
+        return TilesShare(canvas.astype(np.uint8), mask, tiles, steps, _need(d, "seed", int), label)
     if kind == "chain":
         state = d.get("state")
         if state is not None and not isinstance(state, dict):
@@ -166,6 +171,11 @@ class ShareRunner:
         self.cost = cost
         self.native = native
 
+    def rows(self, label: int | None) -> int:
+        """Forward rows per repaired window: an unlabelled repair averages every class."""
+        n = getattr(self.backend, "num_classes", None)
+        return int(n) if label is None and n else 1
+
     def tile_area(self, tile: Any) -> float:
         h, w = _tile_window(tile)
         return (h * w) / float(self.native * self.native)
@@ -174,7 +184,8 @@ class ShareRunner:
         if isinstance(share, GenerateShare):
             return self.cost.predict(share.images, share.steps)
         if isinstance(share, TilesShare):
-            return self.cost.predict(sum(self.tile_area(t) for t in share.tiles), share.steps)
+            area = sum(self.tile_area(t) for t in share.tiles) * self.rows(share.label)
+            return self.cost.predict(area, share.steps)
         return self.cost.predict(1, share.stop - share.start)
 
     def run(self, share: GenerateShare | TilesShare | ChainShare) -> Any:
@@ -187,9 +198,9 @@ class ShareRunner:
             return np.asarray(out, dtype=np.uint8)
         if isinstance(share, TilesShare):
             outs = self.backend.repair_tiles(
-                share.canvas, share.mask, list(share.tiles), share.steps, share.seed
+                share.canvas, share.mask, list(share.tiles), share.steps, share.seed, share.label
             )
-            area = sum(self.tile_area(t) for t in share.tiles)
+            area = sum(self.tile_area(t) for t in share.tiles) * self.rows(share.label)
             self.cost.observe(area, share.steps, time.perf_counter() - t0)
             return [np.asarray(o) for o in outs]
         return self.run_chain(share, t0)
@@ -216,7 +227,7 @@ class ShareRunner:
         t0 = time.perf_counter()
         out = np.asarray(self.backend.repair(image, mask, steps, seed, label=label), dtype=np.uint8)
         area = image.shape[0] * image.shape[1] / float(self.native * self.native)
-        self.cost.observe(area, steps, time.perf_counter() - t0)
+        self.cost.observe(area * self.rows(label), steps, time.perf_counter() - t0)
         return out
 
 
