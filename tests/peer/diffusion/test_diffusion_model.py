@@ -1,0 +1,51 @@
+"""The shipped digits16 model: it loads offline, draws the requested digits, and tiles well."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from peer.diffusion import Backend, ChainState, load_backend
+from peer.diffusion.card import read_card
+from peer.diffusion.checks import tile_vs_untiled
+from peer.diffusion.quality import DigitScorer
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Backend:
+    return load_backend(device="cpu", threads=1)
+
+
+def test_shipped_model_loads_with_card(shipped: Backend) -> None:
+    assert shipped.model_id.startswith("digits16@")
+    assert (shipped.sample_size, shipped.num_classes, shipped.in_channels) == (16, 10, 1)
+    assert 1_000_000 < shipped.describe()["parameters"] < 1_200_000
+    card = read_card(shipped.model_dir)
+    assert card is not None and card["training"]["steps_done"] == card["config"]["steps"]
+    assert card["quality"] and all(q["agreement"] >= 0.9 for q in card["quality"])
+
+
+def test_label_agreement_of_shipped_model(shipped: Backend) -> None:
+    scorer = DigitScorer.fit(size=16, seed=0)
+    labels = np.arange(100) % 10
+    seeds = [10_000 + i for i in range(100)]
+    images = shipped.generate([int(v) for v in labels], seeds, 20, "ddim")
+    result = scorer.agreement(images, labels)
+    assert result["agreement"] >= 0.9, result
+
+
+def test_chain_split_on_trained_weights(shipped: Backend) -> None:
+    other = load_backend(device="cpu", threads=1)
+    for scheduler in ("ddim", "ddpm"):
+        st = shipped.run_steps(shipped.start_chain(8, 3, 30, scheduler), 11)
+        resumed = ChainState.from_wire(msgpack.unpackb(msgpack.packb(st.to_wire())))
+        a = other.finish_chain(other.run_steps(resumed, 30))
+        assert np.array_equal(a, shipped.generate([8], [3], 30, scheduler)[0])
+
+
+@pytest.mark.parametrize("side", [32, 48])
+def test_tile_repair_psnr_against_untiled(shipped: Backend, side: int) -> None:
+    report, _ = tile_vs_untiled(shipped, side, halo=4, steps=20, seed=5, label=None)
+    assert report["known_region_kept"]
+    assert report["psnr_db"] >= 25.0, report
