@@ -139,7 +139,7 @@ def _run_requests(clients: list[Client], steps: int, rounds: int, out: Path) -> 
         _save_grid(images[:32], out / f"batch-{policy}.png")
         ti = rng.randrange(n)
         res, wall = clients[ti].repair(
-            canvas, mask, steps=steps, seed=5, mode="tile", policy=policy
+            canvas, mask, steps=steps, seed=5, mode="tile", policy=policy, label=label0
         )
         tile = _summary(res, wall, f"p{ti}")
         Image.fromarray(decode_images(res["result"])[0], mode="L").save(
