@@ -29,6 +29,7 @@ from typing import Any, cast
 import msgpack
 
 from peer.rpc.client import RpcClient
+from peer.rpc.connection import set_socket_buffers
 from peer.rpc.limits import Limits
 from peer.rpc.server import RpcServer
 
@@ -69,10 +70,12 @@ def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
+    """The same socket settings the RPC connections use (``Limits.bulk()``)."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_socket_buffers(sock, Limits.bulk().socket_buffer_bytes)
 
 
 class _RawEchoServer(asyncio.Protocol):

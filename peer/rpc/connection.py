@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 ERROR_NOTIFICATION = "rpc.error"
 
 
+def set_socket_buffers(sock: socket.socket, size: int | None) -> None:
+    """Ask for kernel send/receive buffers of ``size`` bytes (capped by the OS)."""
+    if size is None:
+        return
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
 class FrameProtocol(asyncio.Protocol):
     """Framing, backpressure and frame timing; subclasses handle messages."""
 
@@ -68,6 +77,7 @@ class FrameProtocol(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_socket_buffers(sock, self.limits.socket_buffer_bytes)
         self.transport.set_write_buffer_limits(high=self.limits.write_high_water)
 
     def data_received(self, data: bytes) -> None:

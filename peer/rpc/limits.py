@@ -35,6 +35,9 @@ class Limits:
     call_timeout: float | None = field(default=60.0)
     # Transport write buffer high-water mark; writers wait in ``drain()`` above it.
     write_high_water: int = field(default=1 * MiB)
+    # Kernel socket buffers (SO_SNDBUF/SO_RCVBUF) in bytes; None keeps the OS autotuning.
+    # Large values let a whole frame sit in the kernel, so fewer wake-ups per frame.
+    socket_buffer_bytes: int | None = field(default=None)
 
     def __post_init__(self) -> None:
         for name in (
@@ -54,6 +57,8 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"Limits.{name} must be a non-negative int, got {value!r}")
+        if self.socket_buffer_bytes is not None and self.socket_buffer_bytes < 4096:
+            raise ValueError("Limits.socket_buffer_bytes must be None or at least 4096")
         for name in ("frame_timeout", "auth_timeout", "call_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -92,6 +97,7 @@ class Limits:
             frame_timeout=120.0,
             call_timeout=300.0,
             write_high_water=4 * MiB,
+            socket_buffer_bytes=4 * MiB,
         )
 
     def with_(self, **changes: object) -> Limits:
