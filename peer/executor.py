@@ -54,6 +54,14 @@ class Executor:
     completed: int = 0
     failed: int = 0
     busy_s: float = 0.0
+    on_change: Callable[[], None] | None = None  # called on the loop when the backlog changes
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # a faulty listener must not stop the executor
+                self.on_change = None
 
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amcoedge-exec")
@@ -82,6 +90,7 @@ class Executor:
         except asyncio.QueueFull:
             raise Overloaded(f"{self.max_queued} shares already queued on this peer") from None
         self._waiting.append(item)
+        self._changed()
         result: tuple[T, RunStats] = await item.future
         return result
 
@@ -118,6 +127,7 @@ class Executor:
                 continue
             started = time.monotonic()
             self._running = _Running(item, started)
+            self._changed()
             try:
                 value = await loop.run_in_executor(self._pool, item.fn)
             except Exception as exc:
@@ -134,6 +144,7 @@ class Executor:
             finally:
                 self.busy_s += time.monotonic() - started
                 self._running = None
+                self._changed()
 
     async def close(self) -> None:
         if self._task is not None:

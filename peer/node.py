@@ -45,7 +45,7 @@ from peer.viewstate import states_from_view
 log = logging.getLogger("amcoedge.node")
 
 VERSION = "1"
-META_PERIOD_S = 0.2
+META_PERIOD_S = 0.1
 PROBE_PERIOD_S = 2.0
 
 
@@ -200,14 +200,21 @@ class Node:
             with contextlib.suppress(Exception):
                 self.gossip.record_transfer(name, nbytes=nbytes, seconds=seconds)
 
+    def _publish(self) -> None:
+        """Backlog, active shares and capacity into gossip (rate-limited by the gossip core)."""
+        if self.gossip is None:
+            return
+        with contextlib.suppress(Exception):
+            self.gossip.update_meta(
+                queued_s=self.executor.queued_s(),
+                active_shares=self.executor.active,
+                capacity=self.cost.capacity(),
+            )
+
     async def _publish_loop(self) -> None:
+        self.executor.on_change = self._publish  # publish at once when work comes and goes
         while True:
-            with contextlib.suppress(Exception):
-                self.gossip.update_meta(
-                    queued_s=self.executor.queued_s(),
-                    active_shares=self.executor.active,
-                    capacity=self.cost.capacity(),
-                )
+            self._publish()
             await asyncio.sleep(META_PERIOD_S)
 
     async def _probe_loop(self) -> None:
