@@ -17,7 +17,6 @@ faults that break the stream close that connection only. Everything is counted i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections import deque
@@ -443,13 +442,3 @@ class _ServerConnection(FrameProtocol):
         if not self.authed and self.is_open:
             self.stats["auth_timeouts"] += 1
             self.close_with(RpcError("not authenticated in time", code="auth_timeout"))
-
-
-async def serve_forever(server: RpcServer, host: str, port: int) -> None:
-    """Start ``server`` and run until cancelled, then close it."""
-    await server.start(host, port)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await server.close()

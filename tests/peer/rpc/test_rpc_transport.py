@@ -427,3 +427,65 @@ def test_uvloop_round_trip() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) == [2 * i for i in range(50)]
+
+
+async def _scripted_server(reply: bytes | None) -> asyncio.Server:
+    """Reads one request, then writes ``reply`` (raw bytes) or nothing, and keeps the socket."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        if reply is not None:
+            writer.write(reply)
+            await writer.drain()
+        await reader.read()  # hold the connection until the client goes
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        (b"\xc1\xc1", "unusable data"),
+        (b"\x93\x07\x01\x02", "invalid message"),
+    ],
+)
+async def test_client_survives_a_hostile_server(reply: bytes, match: str) -> None:
+    server = await _scripted_server(reply)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await RpcClient.connect("127.0.0.1", port, handshake=False)
+        with pytest.raises(ConnectionLost, match=match):
+            await client.call("ping", timeout=5)
+        assert client.closed
+        await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_silent_server_times_out_the_handshake() -> None:
+    server = await _scripted_server(None)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(RpcTimeout, match="handshake"):
+            await RpcClient.connect("127.0.0.1", port, timeout=0.2)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_unknown_msgid_responses_are_ignored() -> None:
+    import msgpack
+
+    server = await _scripted_server(msgpack.packb([1, 999, None, "stray"]))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await RpcClient.connect("127.0.0.1", port, handshake=False)
+        with pytest.raises(RpcTimeout):
+            await client.call("ping", timeout=0.2)
+        assert client.late_responses == 1
+        await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
