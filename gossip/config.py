@@ -63,6 +63,13 @@ class GossipConfig:
         4 * 1024 * 1024, "refuse absurd push-pull frames (10k peers fit comfortably)"
     )
     join_retry_s: float = _f(1.0, "retry seeds this often until one answers")
+    join_sync_rounds: int = _f(
+        2,
+        "after joining, this many extra push-pulls with random peers: peers that joined at the "
+        "same moment learn each other by anti-entropy instead of waiting for gossip to carry "
+        "every alive message (that is what bounds join time at 1000 peers)",
+    )
+    join_sync_interval_s: float = _f(1.0, "spacing of those post-join push-pulls")
     dead_reap_s: float = _f(
         30.0, "forget dead and left peers after this long (memberlist GossipToTheDeadTime)"
     )
@@ -91,6 +98,7 @@ class GossipConfig:
             "push_pull_interval_s",
             "push_pull_timeout_s",
             "join_retry_s",
+            "join_sync_interval_s",
             "meta_min_interval_s",
             "suspicion_mult",
         )
@@ -110,6 +118,8 @@ class GossipConfig:
             raise ConfigError("udp_payload_max must be within [200, 65000]")
         if not 0 < self.bandwidth_alpha <= 1:
             raise ConfigError("bandwidth_alpha must be within (0, 1]")
+        if self.join_sync_rounds < 0:
+            raise ConfigError("join_sync_rounds must be >= 0")
         if self.bandwidth_row_max < 0 or self.inbound_queue < 1:
             raise ConfigError("bandwidth_row_max >= 0 and inbound_queue >= 1")
 
@@ -128,6 +138,7 @@ class GossipConfig:
             push_pull_interval_s=5.0,
             push_pull_timeout_s=2.0,
             join_retry_s=0.2,
+            join_sync_interval_s=0.3,
             dead_reap_s=10.0,
             gossip_to_dead_s=3.0,
             meta_min_interval_s=0.1,

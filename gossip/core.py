@@ -121,6 +121,8 @@ class GossipCore:
         self._next_push_pull = now + config.push_pull_interval_s * (1 + self._rng.random())
         self._next_reap = now + _REAP_CHECK_S
         self._join_retry_at: float | None = None
+        self._sync_left = 0
+        self._next_sync = now
         self._out: list[Effect] = []
         self.counters: dict[str, int] = {
             "probes": 0,
@@ -128,6 +130,7 @@ class GossipCore:
             "indirect_probes": 0,
             "suspicions_raised": 0,
             "deaths_declared": 0,
+            "suspicions_reprieved": 0,
             "refutations": 0,
             "dropped_malformed": 0,
             "dropped_auth": 0,
@@ -226,6 +229,8 @@ class GossipCore:
                 times.append(p.indirect_at)
         if self._join_retry_at is not None:
             times.append(self._join_retry_at)
+        if self._sync_left:
+            times.append(self._next_sync)
         if self._local.due is not None:
             times.append(self._local.due)
         for r in self._relays.values():
@@ -258,9 +263,14 @@ class GossipCore:
             relay = self._relays.pop(seq)
             self._send(relay.requester_addr, Nack(relay.orig_seq, self.name))
         for name in [n for n, s in self._suspicions.items() if now >= s.deadline()]:
-            s = self._suspicions.pop(name)
+            s = self._suspicions[name]
             m = self._members.get(name)
-            if m is not None and m.status == "suspect" and m.incarnation == s.incarnation:
+            if m is None or m.status != "suspect" or m.incarnation != s.incarnation:
+                del self._suspicions[name]
+            elif s.final_seq is None:
+                self._final_probe(s, m, now)
+            else:
+                del self._suspicions[name]
                 self.counters["deaths_declared"] += 1
                 self._on_dead(Dead(name, m.incarnation, self.name), now)
         if now >= self._next_gossip:
@@ -279,6 +289,12 @@ class GossipCore:
                 self._push_pull_to(self._members[dead].addr, join=False)
         if self._join_retry_at is not None and now >= self._join_retry_at:
             self._send_join(now)
+        if self._sync_left and now >= self._next_sync:
+            self._sync_left -= 1
+            self._next_sync = now + cfg.join_sync_interval_s
+            target = self._members.sample(1, exclude=())
+            if target:
+                self._push_pull_to(self._members[target[0]].addr, join=False)
         if self._local.due is not None and now >= self._local.due:
             self._publish_meta(now)
         if now >= self._next_reap:
@@ -322,8 +338,7 @@ class GossipCore:
             return self._flush()
         self._merge_remote(pp, now)
         if not self._joined:
-            self._joined = True
-            self._join_retry_at = None
+            self._on_joined(now)
         return self._flush()
 
     def push_pull_failed(self, addr: Addr, join: bool, now: float) -> list[Effect]:
@@ -413,6 +428,21 @@ class GossipCore:
                 PingReq(p.seq, p.target, target.addr, self.name, self._addr),
             )
 
+    def _final_probe(self, s: Suspicion, m: Member, now: float) -> None:
+        """Before declaring a suspect dead, probe it once more, directly and indirectly.
+
+        The ping carries the suspicion (buddy system); a peer that refuted long ago answers
+        with its alive message piggybacked. This closes the gap where loss kept every copy of
+        a refutation away from this one peer.
+        """
+        seq = self._next_seq()
+        s.final_seq = seq
+        s.final_deadline = now + self._health.scale(self.config.probe_interval_s)
+        buddy = encode_broadcast(Suspect(m.name, m.incarnation, self.name))
+        self._send(m.addr, Ping(seq, m.name, self.name, self._addr), extra=buddy)
+        for h in self._members.sample(self.config.indirect_checks, exclude=(m.name,)):
+            self._send(self._members[h].addr, PingReq(seq, m.name, m.addr, self.name, self._addr))
+
     def _probe_failed(self, p: Probe, now: float) -> None:
         self._probe = None
         self.counters["probe_failures"] += 1
@@ -443,6 +473,12 @@ class GossipCore:
             relay = self._relays.pop(msg.seq, None)
             if relay is not None and relay.target == msg.src:
                 self._send(relay.requester_addr, Ack(relay.orig_seq, msg.src))
+                return
+            susp = self._suspicions.get(msg.src)
+            if susp is not None and susp.final_seq == msg.seq:
+                # The suspect answered our last-chance probe: it lives; wait for its refutation.
+                self.counters["suspicions_reprieved"] += 1
+                susp.restart(now, self.name)
         elif isinstance(msg, Nack):
             p = self._probe
             if p is not None and p.seq == msg.seq:
@@ -693,9 +729,15 @@ class GossipCore:
                 self._on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
             if known:
                 self._on_digest(ms.digest, now)
-        if len(self._members) > 1:
-            self._joined = True
-            self._join_retry_at = None
+        if len(self._members) > 1 and not self._joined:
+            self._on_joined(now)
+
+    def _on_joined(self, now: float) -> None:
+        self._joined = True
+        self._join_retry_at = None
+        if self._seeds:
+            self._sync_left = self.config.join_sync_rounds
+            self._next_sync = now + self.config.join_sync_interval_s
 
     def _reap(self, now: float) -> None:
         cfg = self.config

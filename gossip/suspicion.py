@@ -2,6 +2,7 @@
 
 A suspicion starts at `max_s` and, as k independent peers confirm it, shrinks towards `min_s`
 on a log curve (memberlist's `remainingSuspicionTime`, a pure function of its inputs here).
+When it expires the core probes the suspect one last time; an answer restarts the suspicion.
 Local health ("awareness") is a small saturating counter: failed probes without the expected
 nacks and having to refute a suspicion about ourselves raise it; successful probes lower it.
 Probe timers are multiplied by (health + 1), so a slow peer slows its own verdicts instead of
@@ -24,7 +25,16 @@ def suspicion_timeout(confirmations: int, expected: int, min_s: float, max_s: fl
 class Suspicion:
     """One suspicion of one peer at one incarnation."""
 
-    __slots__ = ("confirmers", "expected", "incarnation", "max_s", "min_s", "start")
+    __slots__ = (
+        "confirmers",
+        "expected",
+        "final_deadline",
+        "final_seq",
+        "incarnation",
+        "max_s",
+        "min_s",
+        "start",
+    )
 
     def __init__(
         self,
@@ -41,6 +51,8 @@ class Suspicion:
         self.expected = expected
         self.min_s = min_s
         self.max_s = max_s
+        self.final_seq: int | None = None  # the last-chance probe, once the timeout expired
+        self.final_deadline: float | None = None
 
     def confirm(self, src: str) -> bool:
         """Record an independent confirmation; True if it is new and counts."""
@@ -49,7 +61,16 @@ class Suspicion:
         self.confirmers.add(src)
         return True
 
+    def restart(self, now: float, by: str) -> None:
+        """The suspect answered: start over with one (our own) suspicion."""
+        self.start = now
+        self.confirmers = {by}
+        self.final_seq = None
+        self.final_deadline = None
+
     def deadline(self) -> float:
+        if self.final_deadline is not None:
+            return self.final_deadline
         confirmations = len(self.confirmers) - 1
         return self.start + suspicion_timeout(confirmations, self.expected, self.min_s, self.max_s)
 

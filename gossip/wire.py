@@ -261,9 +261,28 @@ def _row(flat: Any) -> tuple[tuple[str, float], ...]:
     return tuple((_name(flat[i]), _float(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
+_DIGEST_MEMO: dict[tuple[Any, ...], Digest] = {}
+
+
 def _digest(v: Any) -> Digest:
-    if not isinstance(v, list) or len(v) != 14:
+    """A validated digest; memoised, since push-pulls carry the same digests again and again."""
+    if not isinstance(v, list) or len(v) != 14 or not isinstance(v[13], list):
         raise DecodeError("bad digest")
+    try:
+        key = (*v[:13], *v[13])
+        hit = _DIGEST_MEMO.get(key)
+    except TypeError:  # an unhashable element: certainly malformed
+        raise DecodeError("bad digest") from None
+    if hit is not None:
+        return hit
+    d = _decode_digest(v)
+    if len(_DIGEST_MEMO) >= _MEMO_MAX:
+        _DIGEST_MEMO.clear()
+    _DIGEST_MEMO[key] = d
+    return d
+
+
+def _decode_digest(v: list[Any]) -> Digest:
     name = _name(v[0])
     version = _int(v[1])
     host = v[2]
