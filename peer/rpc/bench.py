@@ -3,8 +3,9 @@
 Both paths put the same bytes on the wire (``[0, id, "echo", [payload]]`` out,
 ``[1, id, nil, payload]`` back) over one TCP connection on loopback to a server in a separate
 process; the raw path has no RPC layer (no validation, registry, futures table, tasks or
-timeouts). Calls are sequential, in alternating blocks of raw and RPC calls so that load from
-other processes affects both alike.
+timeouts). Calls are sequential, in rotating blocks of raw and RPC calls so that load from
+other processes affects all alike. Both processes call ``tuning.retain_heap()`` unless told not
+to (it affects the raw and RPC paths alike; the report says whether it was on).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from peer.rpc.client import RpcClient
 from peer.rpc.connection import set_socket_buffers
 from peer.rpc.limits import Limits
 from peer.rpc.server import RpcServer
+from peer.rpc.tuning import DEFAULT_TOP_PAD, retain_heap
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -48,6 +50,7 @@ class BenchConfig:
     warmup: int = 200
     block: int = 50  # calls per alternating block
     use_uvloop: bool = True
+    retain_heap: bool = True  # peer.rpc.tuning.retain_heap() in both processes
     progress: bool = True
     profile_path: str | None = None
 
@@ -150,7 +153,9 @@ async def _serve(conn: Connection, max_frame: int) -> None:
     await rpc.close()
 
 
-def _server_main(conn: Connection, use_uvloop: bool, max_frame: int) -> None:
+def _server_main(conn: Connection, use_uvloop: bool, max_frame: int, keep_heap: bool) -> None:
+    if keep_heap:
+        retain_heap()
     _run(_serve(conn, max_frame), use_uvloop)
 
 
@@ -243,11 +248,12 @@ async def _measure(
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Start the echo server process, measure, and return the JSON-able report."""
     _, loop_name = _new_loop_factory(cfg.use_uvloop)
+    heap_kept = retain_heap() if cfg.retain_heap else False
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(
         target=_server_main,
-        args=(child, cfg.use_uvloop, Limits.bulk().max_frame_bytes),
+        args=(child, cfg.use_uvloop, Limits.bulk().max_frame_bytes, cfg.retain_heap),
         daemon=True,
     )
     proc.start()
@@ -273,6 +279,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bench": "rpc",
         "loop": loop_name,
+        "malloc_top_pad_bytes": DEFAULT_TOP_PAD if heap_kept else None,
         "transport": "tcp loopback 127.0.0.1, one connection, server in a separate process",
         "python": platform.python_version(),
         "msgpack": ".".join(map(str, msgpack.version)),

@@ -42,6 +42,7 @@ def _bench_rpc(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         block=args.block,
         use_uvloop=args.loop == "uvloop",
+        retain_heap=not args.no_retain_heap,
         progress=not args.no_progress,
         profile_path=args.profile,
     )
@@ -84,6 +85,11 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--block", type=_positive, default=50, help="calls per alternating block")
     p.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (both sides)"
+    )
+    p.add_argument(
+        "--no-retain-heap",
+        action="store_true",
+        help="leave glibc's heap trimming on (see peer.rpc.tuning)",
     )
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the RPC client calls")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,8 +1,9 @@
 """The asyncio shell shared by both ends of a connection.
 
-An ``asyncio.Protocol`` that feeds received bytes straight into the pure ``Framer`` (no
-``StreamReader`` copy), hands complete messages to ``message_received``, writes each frame with
-one ``transport.write`` and exposes write backpressure as ``drain()``. It also watches frames
+An ``asyncio.BufferedProtocol`` that reads into one reusable buffer and feeds it straight into
+the pure ``Framer`` (no ``StreamReader``, no bytes object per read), hands complete messages to
+``message_received``, writes each frame with one ``transport.write`` and exposes write
+backpressure as ``drain()``. It also watches frames
 that span several reads: their first-to-last-byte time bounds slow senders (``frame_timeout``)
 and, for large frames, measures the peer's sending rate (``frame_span``).
 """
@@ -34,8 +35,15 @@ def set_socket_buffers(sock: socket.socket, size: int | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
-class FrameProtocol(asyncio.Protocol):
-    """Framing, backpressure and frame timing; subclasses handle messages."""
+READ_BUFFER_BYTES = 256 * 1024
+
+
+class FrameProtocol(asyncio.BufferedProtocol):
+    """Framing, backpressure and frame timing; subclasses handle messages.
+
+    Reads land in one reusable buffer (``BufferedProtocol``) and are copied once, into the
+    framer's unpacker; no bytes object is allocated per read.
+    """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -50,6 +58,7 @@ class FrameProtocol(asyncio.Protocol):
         self._partial_bytes = 0
         self._frame_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
         # For the message being handled: (bytes after the first read, seconds) when its frame
         # spanned several reads, else None.
         self.frame_span: tuple[int, float] | None = None
@@ -80,7 +89,13 @@ class FrameProtocol(asyncio.Protocol):
             set_socket_buffers(sock, self.limits.socket_buffer_bytes)
         self.transport.set_write_buffer_limits(high=self.limits.write_high_water)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         framer = self.framer
         try:
             items = framer.feed(data)
