@@ -81,11 +81,16 @@ def solo_finish(arr: CandidateArrays, units: int) -> FloatArray:
     return arr.wait + arr.own + arr.fixed + units * arr.per_unit
 
 
+def request_scale(arr: CandidateArrays, units: int) -> float:
+    """``T0``: the best greedy-aware solo finish over the candidates (seconds, > 0)."""
+    return max(float(np.min(solo_finish(arr, units))), 1e-6)
+
+
 def build_features(arr: CandidateArrays, units: int, deadline_s: float) -> NDArray[np.float32]:
     """The network input: shape ``(N, N_FEATURES)``, float32, in candidate order."""
     n = len(arr)
     solo = solo_finish(arr, units)
-    t0 = max(float(np.min(solo)), 1e-6)
+    t0 = request_scale(arr, units)
     inv = 1.0 / t0
     aware = arr.wait + arr.own
     work = units * arr.per_unit
@@ -107,5 +112,5 @@ def build_features(arr: CandidateArrays, units: int, deadline_s: float) -> NDArr
     out[:, 13] = min(d, 10.0) / 10.0
     out[:, 14] = float(np.mean(aware)) * inv
     out[:, 15] = float(np.mean(arr.age))
-    np.clip(out, -50.0, 50.0, out=out)
+    np.clip(out, -1e6, 1e6, out=out)
     return out.astype(np.float32)

@@ -120,7 +120,7 @@ class LearnedRecruiter(Recruiter):
 
     def infer(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (out,) = self.model.run({self.model.input_names[0]: feats})
-        width = actions.N_ACTIONS + len(actions.HEDGES)
+        width = actions.N_ACTIONS + actions.N_HEDGES
         if out.shape != (feats.shape[0], width):
             raise ModelError(f"unexpected output shape {out.shape}, expected (N, {width})")
         q, score = actions.split_output(out)

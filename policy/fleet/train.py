@@ -27,11 +27,18 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from policy.fleet.actions import ACTIONS, CAPS, HEDGES, N_ACTIONS, action_mask, decode
+from policy.fleet.actions import (
+    ACTIONS,
+    AGE_HEDGES,
+    CAPS,
+    N_ACTIONS,
+    action_mask,
+    decode,
+)
 from policy.fleet.features import FEATURE_NAMES, N_FEATURES, build_features
 from policy.fleet.heuristics import Choice
-from policy.fleet.network import NetConfig, RecruiterNet
-from policy.fleet.sim import RequestCtx, SimConfig, make_trace, run
+from policy.fleet.network import CLAMP, NetConfig, RecruiterNet
+from policy.fleet.sim import Outcome, RequestCtx, SimConfig, make_trace, run
 
 KIND = "fleet-recruiter"
 PEER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -56,19 +63,36 @@ class TrainConfig:
     fresh_prob: float = 0.25
     fail_penalty: float = 0.5  # x deadline added to a failed request's cost
     cost_clip: float = 200.0
+    corr_weight: float = 1.0
     net: NetConfig = field(default_factory=NetConfig)
 
 
-def numpy_q(
-    params: dict[str, NDArray[np.float32]], feats: NDArray[np.float32]
-) -> NDArray[np.float32]:
-    """The network's Q-values in numpy (fast single-request forward for data collection)."""
-    h = np.maximum(feats @ params["encoder.0.weight"].T + params["encoder.0.bias"], 0.0)
-    h = np.maximum(h @ params["encoder.2.weight"].T + params["encoder.2.bias"], 0.0)
+_SOLO = FEATURE_NAMES.index("solo_finish_over_t0")
+_AGE = FEATURE_NAMES.index("view_age_over_t0")
+_AWARE = FEATURE_NAMES.index("aware_wait_over_t0")
+_LOG_T0 = FEATURE_NAMES.index("log_t0")
+Chooser = Callable[
+    [NDArray[np.float32], NDArray[np.bool_], np.random.Generator], tuple[int, NDArray[np.float32]]
+]
+
+
+def numpy_forward(
+    p: dict[str, NDArray[np.float32]], feats: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The network in numpy, ``(q, score)``: a fast single-request forward for data collection."""
+    x = np.clip(feats, -CLAMP, CLAMP)
+    h = np.maximum(x @ p["encoder.0.weight"].T + p["encoder.0.bias"], 0.0)
+    h = np.maximum(h @ p["encoder.2.weight"].T + p["encoder.2.bias"], 0.0)
     ctx = np.concatenate([h.mean(0), h.max(0)])
-    z = np.maximum(params["head.0.weight"] @ ctx + params["head.0.bias"], 0.0)
-    out: NDArray[np.float32] = params["head.2.weight"] @ z + params["head.2.bias"]
-    return out
+    z = np.maximum(p["head.0.weight"] @ ctx + p["head.0.bias"], 0.0)
+    q = p["head.2.weight"] @ z + p["head.2.bias"]
+    both = np.concatenate([h, np.broadcast_to(ctx, (h.shape[0], ctx.shape[0]))], axis=1)
+    c = np.maximum(both @ p["corr.0.weight"].T + p["corr.0.bias"], 0.0)
+    corr = np.maximum(c @ p["corr.2.weight"].T + p["corr.2.bias"], 0.0)
+    solo = feats[:, _SOLO : _SOLO + 1]
+    age = feats[:, _AGE : _AGE + 1] * np.asarray(AGE_HEDGES, dtype=np.float32)
+    score = np.concatenate([-(solo + age), -(solo + corr)], axis=1).astype(np.float32)
+    return q.astype(np.float32), score
 
 
 @dataclass(slots=True)
@@ -78,6 +102,8 @@ class _Run:
     valid: NDArray[np.bool_]  # (R, A)
     action: NDArray[np.int64]
     target: NDArray[np.float32]
+    corr_target: NDArray[np.float32]  # (R, n): realised extra wait over T0, chosen candidates
+    corr_mask: NDArray[np.bool_]  # (R, n)
 
 
 def _sample_config(rng: np.random.Generator, tc: TrainConfig) -> SimConfig:
@@ -89,31 +115,30 @@ def _sample_config(rng: np.random.Generator, tc: TrainConfig) -> SimConfig:
 
 
 def collect(
-    cfg: SimConfig,
-    seed: int,
-    choose: Callable[[NDArray[np.float32], NDArray[np.bool_], np.random.Generator], int],
-    tc: TrainConfig,
+    cfg: SimConfig, seed: int, choose: Chooser, tc: TrainConfig
 ) -> tuple[_Run, dict[str, float]]:
     """Run one simulated episode with ``choose`` picking actions; returns its replay block."""
     trace = make_trace(cfg, seed)
     rows: dict[int, tuple[NDArray[np.float32], NDArray[np.bool_], int, float]] = {}
+    realised: dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
 
     def recruit(ctx: RequestCtx, rng: np.random.Generator) -> Choice:
         f = build_features(ctx.arr, ctx.units, ctx.deadline_s)
         valid = action_mask(len(ctx.arr))
-        a = choose(f, valid, rng)
-        t0 = math.exp(float(f[0, FEATURE_NAMES.index("log_t0")]))
-        rows[ctx.index] = (f, valid, a, t0)
-        return decode(ctx.arr, ctx.units, a)
+        a, score = choose(f, valid, rng)
+        rows[ctx.index] = (f, valid, a, math.exp(float(f[0, _LOG_T0])))
+        return decode(ctx.arr, ctx.units, a, score)
 
-    res = run(trace, recruit, seed=seed, time_decisions=False, track_jobs=True)
+    def observe(ctx: RequestCtx, out: Outcome) -> None:
+        realised[ctx.index] = (out.positions, out.realised_wait)
+
+    res = run(trace, recruit, seed=seed, observer=observe, time_decisions=False, track_jobs=True)
     # metrics and externality cover the post-warm-up requests; keep the same rows
     skip = trace.times.shape[0] - res.makespan.shape[0]
     if res.externality is None:
         raise RuntimeError("run did not track jobs")
     cost_all = res.makespan + res.externality + tc.fail_penalty * res.failed * trace.deadline[skip:]
     keep = [q for q in range(skip, trace.times.shape[0]) if q in rows]
-    cost = np.array([cost_all[q - skip] for q in keep])
     r = len(keep)
     n = cfg.n_peers
     feats = np.zeros((r, n, N_FEATURES), dtype=np.float32)
@@ -121,43 +146,47 @@ def collect(
     valid = np.zeros((r, N_ACTIONS), dtype=bool)
     action = np.zeros(r, dtype=np.int64)
     target = np.zeros(r, dtype=np.float32)
+    corr_t = np.zeros((r, n), dtype=np.float32)
+    corr_m = np.zeros((r, n), dtype=bool)
     for i, q in enumerate(keep):
         f, v, a, t0 = rows[q]
-        feats[i, : f.shape[0]] = f
-        mask[i, : f.shape[0]] = True
+        k = f.shape[0]
+        feats[i, :k] = f
+        mask[i, :k] = True
         valid[i] = v
         action[i] = a
-        target[i] = -min(float(cost[i]) / t0, tc.cost_clip)
+        target[i] = -min(float(cost_all[q - skip]) / t0, tc.cost_clip)
+        pos, waits = realised[q]
+        corr_t[i, pos] = np.clip(waits / t0 - f[pos, _AWARE], 0.0, CLAMP)
+        corr_m[i, pos] = True
     stats = {
         "avg_makespan": float(np.mean(res.makespan)),
         "failure_rate": float(np.mean(res.failed)),
     }
-    return _Run(feats, mask, valid, action, target), stats
+    return _Run(feats, mask, valid, action, target, corr_t, corr_m), stats
 
 
-def _batch(
-    runs: list[_Run], rng: np.random.Generator, tc: TrainConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(runs: list[_Run], rng: np.random.Generator, tc: TrainConfig) -> list[torch.Tensor]:
     picks = rng.integers(len(runs), size=tc.batch_runs)
     n = max(runs[int(p)].feats.shape[1] for p in picks)
-    fs, ms, acts, tgs = [], [], [], []
+    parts: list[list[np.ndarray]] = [[] for _ in range(6)]
     for p in picks:
         run_ = runs[int(p)]
         rows = rng.integers(run_.feats.shape[0], size=tc.batch_per_run)
-        f = np.zeros((rows.shape[0], n, N_FEATURES), dtype=np.float32)
-        m = np.zeros((rows.shape[0], n), dtype=bool)
-        f[:, : run_.feats.shape[1]] = run_.feats[rows]
-        m[:, : run_.mask.shape[1]] = run_.mask[rows]
-        fs.append(f)
-        ms.append(m)
-        acts.append(run_.action[rows])
-        tgs.append(run_.target[rows])
-    return (
-        torch.from_numpy(np.concatenate(fs)),
-        torch.from_numpy(np.concatenate(ms)),
-        torch.from_numpy(np.concatenate(acts)),
-        torch.from_numpy(np.concatenate(tgs)),
-    )
+        k = run_.feats.shape[1]
+        b = rows.shape[0]
+        f = np.zeros((b, n, N_FEATURES), dtype=np.float32)
+        m = np.zeros((b, n), dtype=bool)
+        ct = np.zeros((b, n), dtype=np.float32)
+        cm = np.zeros((b, n), dtype=bool)
+        f[:, :k] = run_.feats[rows]
+        m[:, :k] = run_.mask[rows]
+        ct[:, :k] = run_.corr_target[rows]
+        cm[:, :k] = run_.corr_mask[rows]
+        arrays: tuple[np.ndarray, ...] = (f, m, run_.action[rows], run_.target[rows], ct, cm)
+        for lst, arr in zip(parts, arrays, strict=True):
+            lst.append(arr)
+    return [torch.from_numpy(np.concatenate(lst)) for lst in parts]
 
 
 def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -187,11 +216,11 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
             g: np.random.Generator,
             eps: float = eps,
             params: dict[str, NDArray[np.float32]] = params,
-        ) -> int:
+        ) -> tuple[int, NDArray[np.float32]]:
+            q, score = numpy_forward(params, f)
             if g.random() < eps:
-                return int(g.choice(np.flatnonzero(valid)))
-            q = numpy_q(params, f)
-            return int(np.argmax(np.where(valid, q, -np.inf)))
+                return int(g.choice(np.flatnonzero(valid))), score
+            return int(np.argmax(np.where(valid, q, -np.inf))), score
 
         cfg = _sample_config(rng, tc)
         block, stats = collect(cfg, int(rng.integers(2**31)), choose, tc)
@@ -200,9 +229,12 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
             replay.pop(0)
         net.train()
         for _ in range(tc.steps_per_run):
-            f, m, a, y = _batch(replay, rng, tc)
-            q = net.q_batch(f, m).gather(1, a.unsqueeze(1)).squeeze(1)
+            f, m, a, y, ct, cm = _batch(replay, rng, tc)
+            q_all, corr = net.batch(f, m)
+            q = q_all.gather(1, a.unsqueeze(1)).squeeze(1)
             loss = torch.nn.functional.smooth_l1_loss(q, y)
+            if bool(cm.any()):
+                loss = loss + tc.corr_weight * torch.nn.functional.smooth_l1_loss(corr[cm], ct[cm])
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -231,7 +263,7 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
         "feature_names": list(FEATURE_NAMES),
         "actions": [list(a) for a in ACTIONS],
         "caps": list(CAPS),
-        "hedges": list(HEDGES),
+        "age_hedges": list(AGE_HEDGES),
         "train": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(tc).items()},
         "episodes": episode,
         "log": log,

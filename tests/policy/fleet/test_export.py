@@ -9,7 +9,15 @@ import torch
 
 from policy.export import export_checkpoint
 from policy.fleet import Request, make_recruiter
-from policy.fleet.actions import HEDGES, N_ACTIONS, action_mask, decode, split_output
+from policy.fleet.actions import (
+    AGE_HEDGES,
+    LEARNED,
+    N_ACTIONS,
+    N_HEDGES,
+    action_mask,
+    decode,
+    split_output,
+)
 from policy.fleet.features import N_FEATURES, CandidateArrays, build_features
 from policy.fleet.network import RecruiterNet
 from policy.fleet.onnx_export import PARITY_SIZES, export_net, parity
@@ -37,7 +45,7 @@ def test_peer_axis_is_dynamic(tiny_onnx: Path) -> None:
     m = OrtModel(tiny_onnx)
     for n in (1, 7, 64):
         (y,) = m.run({"features": np.zeros((n, N_FEATURES), dtype=np.float32)})
-        assert y.shape == (n, N_ACTIONS + len(HEDGES))
+        assert y.shape == (n, N_ACTIONS + N_HEDGES)
 
 
 def test_score_output_ranks_by_hedged_solo_finish() -> None:
@@ -56,8 +64,11 @@ def test_score_output_ranks_by_hedged_solo_finish() -> None:
     feats = build_features(arr, 6, 10.0)
     with torch.inference_mode():
         q, score = split_output(net(torch.from_numpy(feats)).numpy())
-    assert q.shape == (N_ACTIONS,) and score.shape == (n, len(HEDGES))
-    for h_i, h in enumerate(HEDGES):
+    assert q.shape == (N_ACTIONS,) and score.shape == (n, N_HEDGES)
+    solo0 = arr.wait + arr.own + arr.fixed + 6 * arr.per_unit
+    # the learned hedge never makes a candidate look better than greedy-aware does
+    assert np.all(-score[:, LEARNED] >= solo0 / solo0.min() - 1e-5)
+    for h_i, h in enumerate(AGE_HEDGES):
         solo = arr.wait + arr.own + h * arr.age + arr.fixed + 6 * arr.per_unit
         assert np.array_equal(np.argsort(-score[:, h_i]), np.argsort(solo))
     for a in np.flatnonzero(action_mask(n)):
@@ -89,24 +100,28 @@ def test_train_export_load_and_simulate_end_to_end(tmp_path: Path) -> None:
         assert np.all(res.makespan > 0)
 
 
-def test_training_is_seeded(tmp_path: Path) -> None:
-    tc = TrainConfig(minutes=10.0, seed=3, requests_per_run=60, steps_per_run=1, batch_per_run=8)
-    # one episode each: stop the clock right after the first
+def test_training_is_seeded_and_numpy_forward_matches_torch() -> None:
     from policy.fleet import train as train_mod
 
-    a = train_mod.collect(
-        train_mod._sample_config(np.random.default_rng(3), tc),
-        5,
-        lambda f, v, g: int(g.choice(np.flatnonzero(v))),
-        tc,
-    )[0]
-    b = train_mod.collect(
-        train_mod._sample_config(np.random.default_rng(3), tc),
-        5,
-        lambda f, v, g: int(g.choice(np.flatnonzero(v))),
-        tc,
-    )[0]
+    torch.manual_seed(0)
+    net = RecruiterNet()
+    params = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    feats = np.random.default_rng(0).normal(0, 2, (7, N_FEATURES)).astype(np.float32)
+    q_np, s_np = train_mod.numpy_forward(params, feats)
+    with torch.inference_mode():
+        q_t, s_t = split_output(net(torch.from_numpy(feats)).numpy())
+    assert np.allclose(q_np, q_t, atol=1e-5) and np.allclose(s_np, s_t, atol=1e-5)
+
+    def choose(f, v, g):  # type: ignore[no-untyped-def]
+        return int(g.choice(np.flatnonzero(v))), train_mod.numpy_forward(params, f)[1]
+
+    tc = TrainConfig(requests_per_run=60)
+    cfg = train_mod._sample_config(np.random.default_rng(3), tc)
+    a = train_mod.collect(cfg, 5, choose, tc)[0]
+    b = train_mod.collect(cfg, 5, choose, tc)[0]
     assert np.array_equal(a.action, b.action) and np.array_equal(a.target, b.target)
+    assert np.array_equal(a.corr_target, b.corr_target)
+    assert np.all(a.corr_target >= 0) and a.corr_mask.any()
 
 
 @pytest.mark.parametrize("units", [1, 5])
