@@ -305,16 +305,23 @@ class RpcClient:
             await self._wait_for_slot()
         self._active += 1
         try:
-            msgid = self._next_msgid()
+            pending = proto.pending
+            msgid = self._msgid + 1 if self._msgid < MAX_MSGID else 0
+            if msgid in pending:
+                msgid = self._next_msgid()
+            self._msgid = msgid
             frame = proto.encoder.request(msgid, method, params)
             fut: asyncio.Future[_Delivery] = loop.create_future()
-            pending = proto.pending
             pending[msgid] = fut
             started = loop.time()
             if limit is not None:
                 self._deadlines.add(msgid, started, limit, fut, method)
             try:
-                proto.write(frame)
+                if transport.is_closing():
+                    raise ConnectionLost(
+                        proto.failure.message if proto.failure else "connection closed"
+                    )
+                transport.write(frame)
                 if proto.write_paused:
                     await proto.drain()
                 response, size, span = await fut

@@ -103,7 +103,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self.frame_failed(exc)
             return
         transport = self.transport
-        for item, size in zip(items, framer.frame_sizes, strict=True):
+        for item, size in zip(items, framer.frame_sizes):  # noqa: B905 (same length)
             self.frame_size = size
             if self._partial_since is not None:
                 self.frame_span = (

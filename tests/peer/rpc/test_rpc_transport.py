@@ -489,3 +489,27 @@ async def test_unknown_msgid_responses_are_ignored() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_msgids_wrap_around_and_skip_ids_in_use(make_server: ServerFactory) -> None:
+    from peer.rpc.framer import MAX_MSGID
+
+    gate = asyncio.Event()
+
+    async def wait(i: int) -> int:
+        await gate.wait()
+        return i
+
+    server = await make_server({"wait": wait})
+    async with await connect(server) as client:
+        client._msgid = MAX_MSGID - 2
+        first = [asyncio.create_task(client.call("wait", i)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        # ids MAX-1, MAX, 0, 1 are in flight; force the counter back onto them
+        client._msgid = MAX_MSGID - 2
+        second = asyncio.create_task(client.call("wait", 99))
+        await asyncio.sleep(0.05)
+        assert client._msgid == 2
+        gate.set()
+        assert await asyncio.gather(*first) == [0, 1, 2, 3]
+        assert await second == 99
