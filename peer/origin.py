@@ -157,7 +157,10 @@ def _put_images(images: list[np.ndarray | None], idx: Sequence[int], out: Any) -
 async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str, Any]:
     policy = req.policy or cluster.default_policy
     h, w = req.image.shape
-    tiles = cluster.plan_tiles(h, w)
+    all_tiles = cluster.plan_tiles(h, w)
+    # only windows that hold masked pixels are work; the others keep the input as it is
+    tiles = [t for t in all_tiles if req.mask[t.y0 : t.y1, t.x0 : t.x1].any()]
+    kept = [(t, req.image[t.y0 : t.y1, t.x0 : t.x1].copy()) for t in all_tiles if t not in tiles]
     rows = cluster.repair_rows(req.label)
     work = Work(
         kind="repair",
@@ -176,7 +179,9 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
     cluster.emit(job, "plan", **plan.to_json())
     cluster.record_dispatch(plan)
     rl = RunLog(t0=time.perf_counter())
-    if plan.mode == "local":
+    if not tiles:
+        img = req.image.copy()  # nothing masked: nothing to repair
+    elif plan.mode == "local":
         img, timing = await cluster.run_local_repair(req, job)
         timing.start_s, timing.end_s = 0.0, time.perf_counter() - rl.t0
         rl.timings.append(timing)
@@ -207,14 +212,14 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         )
         if any(o is None for o in outs):
             raise PeerError("tiles missing after execution")
-        img = cluster.blend(
-            (h, w), [(t, o) for t, o in zip(tiles, outs, strict=True) if o is not None]
-        )
+        parts = [(t, o) for t, o in zip(tiles, outs, strict=True) if o is not None]
+        img = cluster.blend((h, w), sorted(parts + kept, key=lambda p: all_tiles.index(p[0])))
     makespan = time.perf_counter() - rl.t0
     return {
         "images": [_b64png(cluster, np.asarray(img, dtype=np.uint8))],
         "plan": plan.to_json(),
-        "tiles": len(tiles),
+        "tiles": len(all_tiles),
+        "tiles_repaired": len(tiles),
         "replans": rl.replans,
         "timing": _timing(rl, makespan, plan_s),
     }

@@ -204,11 +204,15 @@ class Planner:
 
     def plan_mode(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
         """Plan in one given mode, without checking that it applies (re-planning uses this)."""
-        if mode == "local" or policy == "local":
+        if mode == "local" or (policy == "local" and mode == "batch"):
             return self._local(peers, work, mode, policy)
         cands = candidates(peers, work, mode)
         units = work.steps if mode == "steps" else work.units
-        rec = self.recruiters.decide(policy, units, cands)
+        if policy == "local":  # tiles or steps, all on this peer
+            me = next(i for i, c in enumerate(cands) if c.peer.is_self)
+            rec = RecruitResult([me], None, False, "local", "heuristic", None)
+        else:
+            rec = self.recruiters.decide(policy, units, cands)
         if mode == "steps":
             return self._chain(cands, work, rec, policy)
         return self._split(cands, work, mode, rec, policy)
