@@ -9,6 +9,7 @@ output directory.
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import sys
@@ -91,6 +92,8 @@ def run_demo(
     finally:
         cluster.stop()
     results["setup"] = {
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "peers": peers,
         "steps": steps,
         "rounds": rounds,
@@ -216,8 +219,10 @@ def _fmt(x: float | None) -> str:
 
 
 def _print_table(results: dict[str, Any]) -> None:
+    setup = results["setup"]
     print()
-    print(f"make-span (s) per policy and mode; {results['setup']['quotas']}")
+    print(f"make-span (s) per policy and mode; {setup['quotas']}")
+    print(f"machine: {setup['cpus']} CPUs, 1-minute load average {setup['load_average_1m']}")
     print(
         f"{'policy':<8} {'batch(8) mean':>13} {'vs local':>9} {'tile':>7} {'steps':>7} {'label agr.':>10}  provider / peers in batch plans"
     )
