@@ -98,7 +98,7 @@ class _ClientProtocol(FrameProtocol):
 
     def lost(self, exc: Exception | None) -> None:
         if self.failure is None:
-            why = f" ({self.remote_error})" if self.remote_error is not None else ""
+            why = f" (peer reported {self.remote_error})" if self.remote_error is not None else ""
             if exc is not None and not why:
                 why = f" ({type(exc).__name__}: {exc})"
             self.failure = ConnectionLost(f"connection to {self.peername} closed{why}")
@@ -141,7 +141,7 @@ class _Deadlines:
 
     def _fire(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        now = self._loop.time() + 0.001  # timers may fire up to a clock tick early
         due = self._due
         expired = [msgid for msgid, entry in due.items() if entry[0] <= now]
         for msgid in expired:

@@ -240,7 +240,9 @@ class _ServerConnection(FrameProtocol):
         stats = self.stats
         stats["calls"] += 1
         method = msg.method
-        fn = self._builtins.get(method) or self.server.handlers.get(method)
+        fn = self._builtins.get(method)
+        if fn is None:
+            fn = self.server.handlers.get(method)
         if fn is None:
             stats["unknown_methods"] += 1
             self._reply_error(msg.msgid, RpcError(f"no method {method!r}", code="unknown_method"))
