@@ -76,9 +76,11 @@ def _train(args: argparse.Namespace) -> int:
         "episodes": ckpt["episodes"],
         "seed": args.seed,
         "minutes": args.minutes,
+        "command": f"amcoedge policy train --out {args.out} --minutes {args.minutes:g} --seed {args.seed}",
         "parity_max_abs_diff": parity(load_net(ckpt), onnx_path),
     }
-    (out / "train.json").write_text(json.dumps({**summary, "log": ckpt["log"]}) + "\n")
+    meta = {**summary, "train_config": ckpt["train"], "net": ckpt["net"], "log": ckpt["log"]}
+    (out / "recruiter.json").write_text(json.dumps(meta) + "\n")
     _write_json(summary, None)
     return 0
 
@@ -110,6 +112,16 @@ def _grid(args: argparse.Namespace) -> int:
     table = markdown_table(res)
     if args.markdown:
         Path(args.markdown).write_text(table)
+    if args.card:
+        from policy.fleet.bench import onnx_latency
+        from policy.fleet.card import write_card
+        from policy.fleet.recruiters import DEFAULT_MODEL
+
+        model = Path(args.model) if args.model else DEFAULT_MODEL
+        meta_path = model.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        cmd = "amcoedge policy grid " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
+        write_card(Path(args.card), meta, res, table, onnx_latency(model_path=model), cmd)
     _write_json(res["checks"], None)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
@@ -150,5 +162,6 @@ def register(groups: dict[str, Any]) -> None:
     )
     common(g)
     g.add_argument("--markdown", default=None, help="write the Markdown table here")
+    g.add_argument("--card", default=None, help="write the model card (Markdown) here")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_grid)
