@@ -373,8 +373,11 @@ class Node:
             work = decode_share(params.get("share"))
         except BadRequest as exc:
             raise RpcError(exc.message, code="invalid_params") from None
-        assert self.runner is not None
+        if self.runner is None:
+            raise RpcError("this peer is still starting", code="busy")
         runner = self.runner
+        from peer.diffusion import DiffusionError
+
         try:
             out, st = await self.executor.run(
                 lambda: runner.run(work), runner.predict(work), params["job"]
@@ -383,6 +386,8 @@ class Node:
             raise RpcError(str(exc), code="busy") from None
         except BadRequest as exc:
             raise RpcError(exc.message, code="invalid_params") from None
+        except DiffusionError as exc:
+            raise RpcError(f"{type(exc).__name__}: {exc}", code="invalid_params") from None
         except Exception as exc:
             raise RpcError(f"{type(exc).__name__}: {exc}", code="internal") from None
         res: dict[str, Any] = {"queue_s": st.queue_s, "compute_s": st.compute_s, "peer": self.name}
