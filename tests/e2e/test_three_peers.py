@@ -182,3 +182,10 @@ def test_dead_peer_share_is_replanned(peers: Peers) -> None:
     for i in range(6):
         alone = gen(peers.urls[1], count=1, label=2, steps=STEPS, seed=70 + i, mode="local")
         assert np.array_equal(decode_images(alone)[0], decode_images(result)[i])
+
+
+def test_sigterm_stops_a_peer_cleanly(peers: Peers) -> None:
+    proc = peers.procs[1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert "stopped" in peers.logs[1].read_text()
