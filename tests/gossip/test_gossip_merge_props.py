@@ -7,11 +7,23 @@ from functools import reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossip import GossipConfig, GossipCore
 from gossip.dissemination import BroadcastQueue
 from gossip.membership import digest_newer, merge_digest, merge_state, state_key, supersedes
 from gossip.suspicion import LocalHealth, suspicion_timeout
 from gossip.view import STATUSES, PeerMeta
-from gossip.wire import Digest
+from gossip.wire import (
+    Alive,
+    Codec,
+    Dead,
+    Digest,
+    Gossip,
+    Left,
+    Load,
+    Suspect,
+    encode_broadcast,
+    encode_primary,
+)
 
 states = st.tuples(st.integers(0, 20), st.sampled_from(STATUSES))
 
@@ -145,3 +157,66 @@ def test_queue_prefers_fewest_transmits_then_freshest():
     assert q.take(25, 5) == [b"w" * 10, b"n" * 10]
     q.put("old", b"O" * 10)  # replacing resets the count
     assert q.transmits("old") == 0
+
+
+# -- the same rules inside the core: any delivery order gives the same table -------------------
+
+NAMES = ("b", "c", "d")
+
+
+def _peer_digest(name: str, version: int = 0) -> Digest:
+    a = (f"10.0.0.{ord(name)}", 7000)
+    return Digest(name, version, PeerMeta(name, a, a, a, "1", "m", 1.0, 0.0, 0), ())
+
+
+messages = st.one_of(
+    st.builds(lambda n, i: Alive(n, i, _peer_digest(n)), st.sampled_from(NAMES), st.integers(0, 4)),
+    st.builds(Suspect, st.sampled_from(NAMES), st.integers(0, 4), st.sampled_from(NAMES)),
+    st.builds(Dead, st.sampled_from(NAMES), st.integers(0, 4), st.sampled_from(NAMES)),
+    st.builds(Left, st.sampled_from(NAMES), st.integers(0, 4)),
+    st.builds(
+        lambda n, v, q: Load(n, v, 1.0, q, 0, ()),
+        st.sampled_from(NAMES),
+        st.integers(1, 4),
+        st.sampled_from([0.0, 1.0]),
+    ),
+)
+
+
+def _apply_all(msgs: list) -> dict[str, tuple[int, str, int]]:
+    me = PeerMeta("a", ("10.0.0.1", 7000), ("10.0.0.1", 7000), ("10.0.0.1", 8000))
+    core = GossipCore(me, GossipConfig.lan(), 0.0, seed=1)
+    codec = Codec(None)
+    head = encode_primary(Gossip("x"))
+    for n in NAMES:  # everyone is introduced first (unknown peers' suspicions are ignored)
+        core.handle(
+            codec.seal(head + encode_broadcast(Alive(n, 0, _peer_digest(n)))), ("h", 1), 0.0
+        )
+    for t, m in enumerate(msgs):
+        core.handle(codec.seal(head + encode_broadcast(m)), ("h", 1), 0.001 * (t + 1))
+    return {
+        n: (core._members[n].incarnation, core._members[n].status, core.digest_version(n) or 0)
+        for n in NAMES
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(messages, max_size=12), st.randoms())
+def test_core_table_is_order_independent(msgs, rnd):
+    shuffled = msgs[:]
+    rnd.shuffle(shuffled)
+    first = _apply_all(msgs)
+    assert first == _apply_all(shuffled)
+    for n in NAMES:
+        states = [(0, "alive")] + [
+            (m.incarnation, STATUSES[_rank(m)]) for m in msgs if _is_state(m, n)
+        ]
+        assert (first[n][0], first[n][1]) == reduce(merge_state, states)
+
+
+def _is_state(m, name: str) -> bool:
+    return not isinstance(m, Load) and m.name == name
+
+
+def _rank(m) -> int:
+    return {Alive: 0, Suspect: 1, Dead: 2, Left: 3}[type(m)]
