@@ -141,11 +141,18 @@ async def _serve(conn: Connection, max_frame: int) -> None:
     await rpc.start("127.0.0.1", 0)
     done = loop.create_future()
 
-    def _stop() -> None:
-        if not done.done():
+    def _control() -> None:
+        # "cpu": report this process's CPU seconds; anything else (or EOF): stop.
+        try:
+            msg = conn.recv()
+        except EOFError:
+            msg = "stop"
+        if msg == "cpu":
+            conn.send(time.process_time())
+        elif not done.done():
             done.set_result(None)
 
-    loop.add_reader(conn.fileno(), _stop)
+    loop.add_reader(conn.fileno(), _control)
     conn.send((raw.sockets[0].getsockname()[1], rpc.port))
     await done
     loop.remove_reader(conn.fileno())
@@ -171,7 +178,11 @@ def _summary(samples_ns: Sequence[int]) -> dict[str, float]:
 
 
 async def _measure(
-    cfg: BenchConfig, raw_port: int, rpc_port: int, profiler: cProfile.Profile | None
+    cfg: BenchConfig,
+    raw_port: int,
+    rpc_port: int,
+    control: Connection,
+    profiler: cProfile.Profile | None,
 ) -> list[dict[str, Any]]:
     loop = asyncio.get_running_loop()
     limits = Limits.bulk()
@@ -180,6 +191,11 @@ async def _measure(
     )
     rpc = await RpcClient.connect("127.0.0.1", rpc_port, limits=limits)
     clock = time.perf_counter_ns
+
+    def server_cpu() -> float:
+        control.send("cpu")
+        return float(control.recv())
+
     rows: list[dict[str, Any]] = []
     bar = None
     if cfg.progress:
@@ -187,6 +203,7 @@ async def _measure(
 
         total = sum(3 * (cfg.n_large if s >= MiB else cfg.n) for s in cfg.sizes)
         bar = tqdm(total=total, desc="bench rpc", unit="call", file=sys.stderr)
+    paths = ("raw", "echo", "echo_sync")
     try:
         for size in cfg.sizes:
             payload = os.urandom(size)
@@ -197,27 +214,31 @@ async def _measure(
                 for method in ("echo", "echo_sync"):
                     if await rpc.call(method, payload) != payload:
                         raise RuntimeError(f"rpc {method} returned a different payload")
-            samples: dict[str, list[int]] = {"raw": [], "echo": [], "echo_sync": []}
-            order = ["raw", "echo", "echo_sync"]
+            samples: dict[str, list[int]] = {p: [] for p in paths}
+            cpu = {p: [0.0, 0.0] for p in paths}  # client, server CPU seconds
+            order = list(paths)
             done = 0
             while done < n:
                 k = min(cfg.block, n - done)
                 for which in order:
                     out = samples[which]
+                    c0, s0 = time.process_time(), server_cpu()
                     if which == "raw":
                         for _ in range(k):
                             t0 = clock()
                             await raw.echo(payload)
                             out.append(clock() - t0)
-                        continue
-                    if profiler is not None and which == "echo":
-                        profiler.enable()
-                    for _ in range(k):
-                        t0 = clock()
-                        await rpc.call(which, payload)
-                        out.append(clock() - t0)
-                    if profiler is not None:
-                        profiler.disable()
+                    else:
+                        if profiler is not None and which == "echo":
+                            profiler.enable()
+                        for _ in range(k):
+                            t0 = clock()
+                            await rpc.call(which, payload)
+                            out.append(clock() - t0)
+                        if profiler is not None:
+                            profiler.disable()
+                    cpu[which][0] += time.process_time() - c0
+                    cpu[which][1] += server_cpu() - s0
                 order.append(order.pop(0))  # rotate who goes first
                 done += k
                 if bar is not None:
@@ -231,17 +252,27 @@ async def _measure(
                     "raw_us": raw_s,
                     "rpc_us": rpc_s,
                     "rpc_sync_handler_us": sync_s,
-                    "ratio_sync_handler_median": round(sync_s["median"] / raw_s["median"], 3),
                     "ratio_median": round(rpc_s["median"] / raw_s["median"], 3),
                     "ratio_p99": round(rpc_s["p99"] / raw_s["p99"], 3),
+                    "ratio_sync_handler_median": round(sync_s["median"] / raw_s["median"], 3),
                     "rpc_overhead_us_median": round(rpc_s["median"] - raw_s["median"], 2),
+                    # CPU seconds (user + system) per call in each process: less
+                    # sensitive than wall time to other load on the machine.
+                    "cpu_us_per_call": {
+                        {"raw": "raw", "echo": "rpc", "echo_sync": "rpc_sync_handler"}[p]: {
+                            "client": round(cpu[p][0] / n * 1e6, 2),
+                            "server": round(cpu[p][1] / n * 1e6, 2),
+                        }
+                        for p in paths
+                    },
                 }
             )
     finally:
         if bar is not None:
             bar.close()
         await rpc.close()
-        raw._transport.close() if raw._transport is not None else None
+        if raw._transport is not None:
+            raw._transport.close()
     return rows
 
 
@@ -263,7 +294,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         raw_port, rpc_port = parent.recv()
         profiler = cProfile.Profile() if cfg.profile_path else None
         load_before = os.getloadavg()
-        rows = _run(_measure(cfg, raw_port, rpc_port, profiler), cfg.use_uvloop)
+        rows = _run(_measure(cfg, raw_port, rpc_port, parent, profiler), cfg.use_uvloop)
         load_after = os.getloadavg()
     finally:
         parent.send("stop")
@@ -286,6 +317,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "warmup": cfg.warmup,
+        "profiled": profiler is not None,
+        "cpu_note": "cpu_us_per_call is time.process_time() (user+system CPU) per call",
         "sizes": rows,
     }
     small = [r for r in rows if r["payload_bytes"] <= 1024]

@@ -150,11 +150,25 @@ class Framer:
         if self.broken is not None:
             raise self.broken
         n = len(data)
-        if self._fed + n - self._boundary <= self._max_frame:  # the common case: it all fits
-            self._unpacker.feed(data)
-            self._fed += n
-            return self._decode([])
-        out: list[Message | Invalid] = []
+        fed = self._fed + n
+        if fed - self._boundary <= self._max_frame:  # the common case: it all fits
+            unpacker = self._unpacker
+            unpacker.feed(data)
+            self._fed = fed
+            out: list[Message | Invalid] = []
+            sizes: list[int] = []
+            self.frame_sizes = sizes
+            boundary = self._boundary
+            try:
+                for obj in unpacker:
+                    end = unpacker.tell()
+                    sizes.append(end - boundary)
+                    boundary = self._boundary = end
+                    out.append(classify(obj))
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                return self._undecodable(exc, out)
+            return out
+        out = []
         self.frame_sizes = []
         view = memoryview(data)
         offset = 0
@@ -186,13 +200,14 @@ class Framer:
                 self._boundary = end
                 out.append(classify(obj))
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            text = str(exc) or "invalid msgpack"
-            if "exceeds max" in text:
-                return self._fail(FrameTooLarge(f"value too large: {text}"), out)
-            return self._fail(
-                FrameError(f"undecodable bytes: {type(exc).__name__}: {text}"[:300]), out
-            )
+            return self._undecodable(exc, out)
         return out
+
+    def _undecodable(self, exc: Exception, out: list[Message | Invalid]) -> list[Message | Invalid]:
+        text = str(exc) or "invalid msgpack"
+        if "exceeds max" in text:
+            return self._fail(FrameTooLarge(f"value too large: {text}"), out)
+        return self._fail(FrameError(f"undecodable bytes: {type(exc).__name__}: {text}"[:300]), out)
 
     def _fail(self, error: FrameError, out: list[Message | Invalid]) -> list[Message | Invalid]:
         self.broken = error
