@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gossip.config import GossipConfig
-from gossip.core import Notify
+from gossip.effects import Notify
 from gossip.sim import NetConfig, SimCluster
 
 

@@ -22,27 +22,23 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from gossip.config import GossipConfig
 from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
+from gossip.effects import Effect, PushPullCall, Send
 from gossip.errors import AuthError, RemoteError
-from gossip.membership import Member, MemberTable, digest_newer, supersedes
+from gossip.membership import Member, Membership, MemberTable
 from gossip.probing import Probe, ProbeOrder, Relay
 from gossip.suspicion import LocalHealth, Suspicion
 from gossip.view import Addr, PeerMeta, PeerStatus, PeerView, View
 from gossip.wire import (
     Ack,
     Alive,
-    Broadcast,
     Codec,
     Dead,
-    Digest,
     Gossip,
-    Left,
-    Load,
-    MemberState,
     Nack,
     Ping,
     PingReq,
@@ -54,33 +50,7 @@ from gossip.wire import (
     encode_push_pull,
 )
 
-
-class Send(NamedTuple):
-    addr: Addr
-    data: bytes
-
-
-class PushPullCall(NamedTuple):
-    """Open a stream to `addr`, send `payload`, pass the reply to `push_pull_reply`."""
-
-    addr: Addr
-    payload: bytes
-    join: bool
-
-
-class Notify(NamedTuple):
-    """A peer's status or metadata changed."""
-
-    name: str
-    status: PeerStatus
-    incarnation: int
-    meta_version: int
-
-
-Effect = Send | PushPullCall | Notify
-
 _REAP_CHECK_S = 1.0
-_META_FIELDS = ("capacity", "queued_s", "active_shares")
 
 
 class GossipCore:
@@ -102,8 +72,6 @@ class GossipCore:
         self._local = LocalMeta(
             meta, config.bandwidth_alpha, config.meta_min_interval_s, config.bandwidth_row_max, now
         )
-        self._incarnation = 0
-        self._leaving = False
         self._joined = False
         self._seeds: list[Addr] = []
         digest = self._local.digest
@@ -113,7 +81,6 @@ class GossipCore:
         self._gossip_order = ProbeOrder(self._rng)
         self._probe: Probe | None = None
         self._relays: dict[int, Relay] = {}
-        self._suspicions: dict[str, Suspicion] = {}
         self._health = LocalHealth(config.awareness_max, config.lifeguard)
         self._seq = self._rng.randrange(1 << 30)
         self._next_probe = now + self._rng.uniform(0, config.probe_interval_s)
@@ -139,13 +106,24 @@ class GossipCore:
             "push_pull_in": 0,
             "push_pull_failed": 0,
         }
+        self._ms = Membership(
+            self.name,
+            config,
+            self._members,
+            self._queue,
+            self._local,
+            self._health,
+            self.counters,
+            self._out,
+            self._on_live,
+        )
         self._queue.put(("m", self.name), encode_broadcast(Alive(self.name, 0, digest)))
 
     # -- read-only accessors -----------------------------------------------------------------
 
     @property
     def incarnation(self) -> int:
-        return self._incarnation
+        return self._ms.incarnation
 
     @property
     def health(self) -> int:
@@ -198,11 +176,11 @@ class GossipCore:
         peers: dict[str, PeerView] = {}
         for m in self._members.values():
             if m.name == self.name:
-                status: PeerStatus = "left" if self._leaving else "alive"
+                status: PeerStatus = "left" if self._ms.leaving else "alive"
                 peers[m.name] = PeerView(
                     m.name,
                     status,
-                    self._incarnation,
+                    self._ms.incarnation,
                     self._local.meta,
                     max(0.0, now - self._local.at),
                     self._local.bw.as_dict(),
@@ -220,7 +198,7 @@ class GossipCore:
 
     def next_deadline(self) -> float:
         times = [self._next_gossip, self._next_reap, self._next_push_pull]
-        if not self._leaving:
+        if not self._ms.leaving:
             times.append(self._next_probe)
         p = self._probe
         if p is not None:
@@ -235,7 +213,7 @@ class GossipCore:
             times.append(self._local.due)
         for r in self._relays.values():
             times.append(r.deadline)
-        for s in self._suspicions.values():
+        for s in self._ms.suspicions.values():
             times.append(s.deadline())
         return min(times)
 
@@ -257,22 +235,22 @@ class GossipCore:
                 self._send_indirect(p)
             if now >= p.end:
                 self._probe_failed(p, now)
-        if self._probe is None and not self._leaving and now >= self._next_probe:
+        if self._probe is None and not self._ms.leaving and now >= self._next_probe:
             self._start_probe(now)
         for seq in [s for s, r in self._relays.items() if now >= r.deadline]:
             relay = self._relays.pop(seq)
             self._send(relay.requester_addr, Nack(relay.orig_seq, self.name))
-        for name in [n for n, s in self._suspicions.items() if now >= s.deadline()]:
-            s = self._suspicions[name]
+        for name in [n for n, s in self._ms.suspicions.items() if now >= s.deadline()]:
+            s = self._ms.suspicions[name]
             m = self._members.get(name)
             if m is None or m.status != "suspect" or m.incarnation != s.incarnation:
-                del self._suspicions[name]
+                del self._ms.suspicions[name]
             elif s.final_seq is None:
                 self._final_probe(s, m, now)
             else:
-                del self._suspicions[name]
+                del self._ms.suspicions[name]
                 self.counters["deaths_declared"] += 1
-                self._on_dead(Dead(name, m.incarnation, self.name), now)
+                self._ms.on_dead(Dead(name, m.incarnation, self.name), now)
         if now >= self._next_gossip:
             self._next_gossip = now + cfg.gossip_interval_s
             self._gossip(now)
@@ -281,7 +259,7 @@ class GossipCore:
             target = self._members.sample(1, exclude=())
             if target:
                 self._push_pull_to(self._members[target[0]].addr, join=False)
-            elif self._seeds and not self._leaving:
+            elif self._seeds and not self._ms.leaving:
                 self._send_join(now)  # isolated: go back to the seeds
             dead = self._members.random_dead()
             if dead is not None:
@@ -296,7 +274,7 @@ class GossipCore:
             if target:
                 self._push_pull_to(self._members[target[0]].addr, join=False)
         if self._local.due is not None and now >= self._local.due:
-            self._publish_meta(now)
+            self._ms.publish_meta(now)
         if now >= self._next_reap:
             self._next_reap = now + _REAP_CHECK_S
             self._reap(now)
@@ -310,7 +288,7 @@ class GossipCore:
             self._count_drop(exc)
             return []
         for b in broadcasts:
-            self._on_broadcast(b, now)
+            self._ms.on_broadcast(b, now)
         self._on_primary(primary, src_addr, now)
         return self._flush()
 
@@ -362,22 +340,19 @@ class GossipCore:
             changes["active_shares"] = active_shares
         if changes:
             self._local.meta = replace(self._local.meta, **changes)  # validates in __post_init__
-            self._schedule_publish(now)
+            self._ms.schedule_publish(now)
         return self._flush()
 
     def record_transfer(self, dst: str, nbytes: int, seconds: float, now: float) -> list[Effect]:
         self._local.bw.record(dst, nbytes, seconds, now)
-        self._schedule_publish(now)
+        self._ms.schedule_publish(now)
         return self._flush()
 
     def leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave; keep gossiping so the news spreads, stop probing."""
-        if not self._leaving:
-            self._leaving = True
+        if not self._ms.leaving:
             self._probe = None
-            me = self._members[self.name]
-            me.status = "left"
-            self._queue.put(("m", self.name), encode_broadcast(Left(self.name, self._incarnation)))
+            self._ms.leave()
         return self._flush()
 
     @property
@@ -454,7 +429,7 @@ class GossipCore:
         if m is not None and m.live:
             # Raises a suspicion, or confirms one we heard of (Lifeguard's independent confirmation).
             self.counters["suspicions_raised"] += 1
-            self._on_suspect(Suspect(p.target, m.incarnation, self.name), now)
+            self._ms.on_suspect(Suspect(p.target, m.incarnation, self.name), now)
 
     # -- primary messages --------------------------------------------------------------------
 
@@ -474,7 +449,7 @@ class GossipCore:
             if relay is not None and relay.target == msg.src:
                 self._send(relay.requester_addr, Ack(relay.orig_seq, msg.src))
                 return
-            susp = self._suspicions.get(msg.src)
+            susp = self._ms.suspicions.get(msg.src)
             if susp is not None and susp.final_seq == msg.seq:
                 # The suspect answered our last-chance probe: it lives; wait for its refutation.
                 self.counters["suspicions_reprieved"] += 1
@@ -493,173 +468,6 @@ class GossipCore:
                 )
                 self._send(msg.target_addr, Ping(seq, msg.target, self.name, self._addr))
         # Gossip carries only broadcasts, already merged.
-
-    # -- broadcasts (membership and digests) -------------------------------------------------
-
-    def _on_broadcast(self, b: Broadcast, now: float) -> None:
-        if isinstance(b, Alive):
-            self._on_alive(b, now)
-        elif isinstance(b, Suspect):
-            self._on_suspect(b, now)
-        elif isinstance(b, Dead):
-            self._on_dead(b, now)
-        elif isinstance(b, Left):
-            self._on_left(b, now)
-        else:
-            self._on_load(b, now)
-
-    def _refute(self, incarnation: int) -> None:
-        self._incarnation = max(self._incarnation, incarnation) + 1
-        self._members[self.name].incarnation = self._incarnation
-        self.counters["refutations"] += 1
-        self._health.apply(1)
-        self._queue.put(
-            ("m", self.name),
-            encode_broadcast(Alive(self.name, self._incarnation, self._local.digest)),
-        )
-
-    def _accused(self, incarnation: int) -> None:
-        """Someone suspects us (or declared us dead or gone): refute, or repeat a refutation."""
-        if self._leaving:
-            return
-        if incarnation >= self._incarnation:
-            self._refute(incarnation)
-        elif self._queue.transmits(("m", self.name)) is None:
-            # A stale accusation still circulates: re-announce our current incarnation.
-            self._queue.put(
-                ("m", self.name),
-                encode_broadcast(Alive(self.name, self._incarnation, self._local.digest)),
-            )
-
-    def _on_alive(self, a: Alive, now: float) -> None:
-        name = a.name
-        if name == self.name:
-            if a.incarnation > self._incarnation and not self._leaving:
-                self._refute(a.incarnation)
-            self._on_digest(a.digest, now)
-            return
-        m = self._members.get(name)
-        if m is None:
-            if not self._members.admits(name, a.incarnation):
-                return
-            m = Member(name, a.incarnation, "alive", a.digest, now)
-            self._members.add(m)
-            self._order.add(name)
-            self._gossip_order.add(name)
-            self._queue.put(("m", name), encode_broadcast(a))
-            self._notify(m)
-            self._on_digest(a.digest, now)
-            return
-        if supersedes((a.incarnation, "alive"), m.state):
-            self._set_state(m, a.incarnation, "alive", now)
-            self._queue.put(("m", name), encode_broadcast(a))
-        self._on_digest(a.digest, now)
-
-    def _on_suspect(self, s: Suspect, now: float) -> None:
-        if s.name == self.name:
-            self._accused(s.incarnation)
-            return
-        m = self._members.get(s.name)
-        if m is None or s.incarnation < m.incarnation:
-            return
-        susp = self._suspicions.get(s.name)
-        if m.status == "suspect" and susp is not None and s.incarnation == susp.incarnation:
-            if susp.confirm(s.src):
-                self._queue.put(("m", s.name), encode_broadcast(s))
-            return
-        if not supersedes((s.incarnation, "suspect"), m.state):
-            return
-        self._set_state(m, s.incarnation, "suspect", now)
-        n = self._members.live
-        expected = min(self.config.indirect_checks, max(0, n - 2))
-        self._suspicions[s.name] = Suspicion(
-            s.incarnation,
-            now,
-            s.src,
-            expected,
-            self.config.suspicion_min_s(n),
-            self.config.suspicion_max_s(n),
-        )
-        self._queue.put(("m", s.name), encode_broadcast(s))
-
-    def _on_dead(self, d: Dead, now: float) -> None:
-        if d.name == self.name:
-            self._accused(d.incarnation)
-            return
-        m = self._members.get(d.name)
-        if m is None or d.incarnation < m.incarnation:
-            return
-        if not supersedes((d.incarnation, "dead"), m.state):
-            return
-        self._set_state(m, d.incarnation, "dead", now)
-        self._queue.put(("m", d.name), encode_broadcast(d))
-
-    def _on_left(self, lft: Left, now: float) -> None:
-        if lft.name == self.name:
-            self._accused(lft.incarnation)
-            return
-        m = self._members.get(lft.name)
-        if m is None or lft.incarnation < m.incarnation:
-            return
-        if not supersedes((lft.incarnation, "left"), m.state):
-            return
-        self._set_state(m, lft.incarnation, "left", now)
-        self._queue.put(("m", lft.name), encode_broadcast(lft))
-
-    def _on_load(self, u: Load, now: float) -> None:
-        if u.name == self.name:
-            if u.version > self._local.digest.version:
-                self._publish_meta(now, at_least=u.version + 1)
-            return
-        m = self._members.get(u.name)
-        if m is None or u.version <= m.digest.version:
-            return
-        meta = replace(
-            m.digest.meta, capacity=u.capacity, queued_s=u.queued_s, active_shares=u.active_shares
-        )
-        m.digest = Digest(u.name, u.version, meta, u.bandwidth)
-        m.digest_at = now
-        self._queue.put(("d", u.name), encode_broadcast(u))
-        self._notify(m)
-
-    def _on_digest(self, d: Digest, now: float) -> None:
-        if d.name == self.name:
-            if d.version > self._local.digest.version:
-                # A record from a previous life of this peer outranks ours: jump past it.
-                self._publish_meta(now, at_least=d.version + 1)
-            return
-        m = self._members.get(d.name)
-        if m is None or not digest_newer(d, m.digest):
-            return
-        m.digest = d
-        m.digest_at = now
-        self._queue.put(("d", d.name), encode_broadcast(Load.of(d)))
-        self._notify(m)
-
-    def _set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> None:
-        if status != "suspect":
-            self._suspicions.pop(m.name, None)
-        if self._members.set_state(m, incarnation, status, now):
-            self._order.add(m.name)
-            self._gossip_order.add(m.name)
-        self._notify(m)
-
-    def _notify(self, m: Member) -> None:
-        self._out.append(Notify(m.name, m.status, m.incarnation, m.digest.version))
-
-    # -- metadata ----------------------------------------------------------------------------
-
-    def _schedule_publish(self, now: float) -> None:
-        if self._local.changed(now):
-            self._publish_meta(now)
-
-    def _publish_meta(self, now: float, at_least: int = 0) -> None:
-        digest = self._local.publish(now, at_least)
-        me = self._members[self.name]
-        me.digest = digest
-        me.digest_at = now
-        self._queue.put(("d", self.name), encode_broadcast(Load.of(digest)))
-        self._notify(me)
 
     # -- gossip, push-pull, join, reaping ----------------------------------------------------
 
@@ -691,14 +499,8 @@ class GossipCore:
             self._send(members[name].addr, Gossip(self.name), require_broadcasts=True)
 
     def _state_payload(self, join: bool) -> bytes:
-        members = []
-        for m in self._members.values():
-            if m.name == self.name:
-                status: PeerStatus = "left" if self._leaving else "alive"
-                members.append(MemberState(m.name, self._incarnation, status, self._local.digest))
-            else:
-                members.append(MemberState(m.name, m.incarnation, m.status, m.digest))
-        return self.codec.seal(encode_push_pull(PushPull(self.name, join, tuple(members))))
+        pp = PushPull(self.name, join, self._ms.state_members())
+        return self.codec.seal(encode_push_pull(pp))
 
     def _push_pull_to(self, addr: Addr, join: bool) -> None:
         self.counters["push_pull_out"] += 1
@@ -710,25 +512,7 @@ class GossipCore:
         self._join_retry_at = now + self.config.join_retry_s
 
     def _merge_remote(self, pp: PushPull, now: float) -> None:
-        for ms in pp.members:
-            if ms.name == self.name:
-                stale = ms.incarnation > self._incarnation or (
-                    ms.status != "alive" and ms.incarnation == self._incarnation
-                )
-                if stale and not self._leaving:
-                    self._refute(ms.incarnation)
-                self._on_digest(ms.digest, now)
-                continue
-            known = ms.name in self._members
-            if ms.status == "alive" or (not known and ms.status == "suspect"):
-                self._on_alive(Alive(ms.name, ms.incarnation, ms.digest), now)
-            if ms.status == "left":
-                self._on_left(Left(ms.name, ms.incarnation), now)
-            elif ms.status != "alive":
-                # memberlist's rule: a remote "dead" only makes us suspect, never dead at once.
-                self._on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
-            if known:
-                self._on_digest(ms.digest, now)
+        self._ms.merge_remote(pp, now)
         if len(self._members) > 1 and not self._joined:
             self._on_joined(now)
 
@@ -762,7 +546,11 @@ class GossipCore:
         key = "dropped_auth" if isinstance(exc, AuthError) else "dropped_malformed"
         self.counters[key] += 1
 
+    def _on_live(self, name: str) -> None:
+        self._order.add(name)
+        self._gossip_order.add(name)
+
     def _flush(self) -> list[Effect]:
-        out = self._out
-        self._out = []
+        out = self._out[:]
+        self._out.clear()  # the list is shared with the membership rules
         return out

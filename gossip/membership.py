@@ -1,4 +1,4 @@
-"""Membership records and the merge rules, as pure functions.
+"""Membership: the merge rules, the member table, and the rules that apply broadcasts.
 
 A peer's membership state is (incarnation, status). States are totally ordered by
 (incarnation, rank) with alive < suspect < dead < left at one incarnation, and a merge keeps the
@@ -10,10 +10,28 @@ ordered by version, with a deterministic tie-break so replicas agree even on a c
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
 
+from gossip.config import GossipConfig
+from gossip.digests import LocalMeta
+from gossip.dissemination import BroadcastQueue
+from gossip.effects import Notify
+from gossip.suspicion import LocalHealth, Suspicion
 from gossip.view import STATUS_RANK, Addr, PeerStatus
-from gossip.wire import Digest
+from gossip.wire import (
+    Alive,
+    Broadcast,
+    Dead,
+    Digest,
+    Left,
+    Load,
+    MemberState,
+    PushPull,
+    Suspect,
+    encode_broadcast,
+)
 
 State = tuple[int, PeerStatus]
 
@@ -193,3 +211,239 @@ class MemberTable:
         for name in [n for n, (_, until) in self._tombstones.items() if until <= now]:
             del self._tombstones[name]
         return gone
+
+
+class Membership:
+    """The membership rules of one peer: incarnations, refutation, suspicion, digests.
+
+    Applies alive / suspect / dead / left broadcasts and load updates in the merge order above,
+    queues what must be re-gossiped, refutes accusations against this peer by raising its
+    incarnation, and starts suspicion timers (the core expires them). Shares the member table,
+    broadcast queue and output list with the core that owns it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: GossipConfig,
+        table: MemberTable,
+        queue: BroadcastQueue,
+        local: LocalMeta,
+        health: LocalHealth,
+        counters: dict[str, int],
+        out: list[Any],
+        on_live: Callable[[str], None],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.table = table
+        self.queue = queue
+        self.local = local
+        self.health = health
+        self.counters = counters
+        self.out = out
+        self.on_live = on_live
+        self.incarnation = 0
+        self.leaving = False
+        self.suspicions: dict[str, Suspicion] = {}
+
+    def leave(self) -> None:
+        self.leaving = True
+        self.table[self.name].status = "left"
+        self.queue.put(("m", self.name), encode_broadcast(Left(self.name, self.incarnation)))
+
+    def state_members(self) -> tuple[MemberState, ...]:
+        out = []
+        for m in self.table.values():
+            if m.name == self.name:
+                status: PeerStatus = "left" if self.leaving else "alive"
+                out.append(MemberState(m.name, self.incarnation, status, self.local.digest))
+            else:
+                out.append(MemberState(m.name, m.incarnation, m.status, m.digest))
+        return tuple(out)
+
+    # -- broadcasts -------------------------------------------------
+
+    def on_broadcast(self, b: Broadcast, now: float) -> None:
+        if isinstance(b, Alive):
+            self.on_alive(b, now)
+        elif isinstance(b, Suspect):
+            self.on_suspect(b, now)
+        elif isinstance(b, Dead):
+            self.on_dead(b, now)
+        elif isinstance(b, Left):
+            self.on_left(b, now)
+        else:
+            self.on_load(b, now)
+
+    def refute(self, incarnation: int) -> None:
+        self.incarnation = max(self.incarnation, incarnation) + 1
+        self.table[self.name].incarnation = self.incarnation
+        self.counters["refutations"] += 1
+        self.health.apply(1)
+        self.queue.put(
+            ("m", self.name),
+            encode_broadcast(Alive(self.name, self.incarnation, self.local.digest)),
+        )
+
+    def accused(self, incarnation: int) -> None:
+        """Someone suspects us (or declared us dead or gone): refute, or repeat a refutation."""
+        if self.leaving:
+            return
+        if incarnation >= self.incarnation:
+            self.refute(incarnation)
+        elif self.queue.transmits(("m", self.name)) is None:
+            # A stale accusation still circulates: re-announce our current incarnation.
+            self.queue.put(
+                ("m", self.name),
+                encode_broadcast(Alive(self.name, self.incarnation, self.local.digest)),
+            )
+
+    def on_alive(self, a: Alive, now: float) -> None:
+        name = a.name
+        if name == self.name:
+            if a.incarnation > self.incarnation and not self.leaving:
+                self.refute(a.incarnation)
+            self.on_digest(a.digest, now)
+            return
+        m = self.table.get(name)
+        if m is None:
+            if not self.table.admits(name, a.incarnation):
+                return
+            m = Member(name, a.incarnation, "alive", a.digest, now)
+            self.table.add(m)
+            self.on_live(name)
+            self.queue.put(("m", name), encode_broadcast(a))
+            self.notify(m)
+            self.on_digest(a.digest, now)
+            return
+        if supersedes((a.incarnation, "alive"), m.state):
+            self.set_state(m, a.incarnation, "alive", now)
+            self.queue.put(("m", name), encode_broadcast(a))
+        self.on_digest(a.digest, now)
+
+    def on_suspect(self, s: Suspect, now: float) -> None:
+        if s.name == self.name:
+            self.accused(s.incarnation)
+            return
+        m = self.table.get(s.name)
+        if m is None or s.incarnation < m.incarnation:
+            return
+        susp = self.suspicions.get(s.name)
+        if m.status == "suspect" and susp is not None and s.incarnation == susp.incarnation:
+            if susp.confirm(s.src):
+                self.queue.put(("m", s.name), encode_broadcast(s))
+            return
+        if not supersedes((s.incarnation, "suspect"), m.state):
+            return
+        self.set_state(m, s.incarnation, "suspect", now)
+        n = self.table.live
+        expected = min(self.config.indirect_checks, max(0, n - 2))
+        self.suspicions[s.name] = Suspicion(
+            s.incarnation,
+            now,
+            s.src,
+            expected,
+            self.config.suspicion_min_s(n),
+            self.config.suspicion_max_s(n),
+        )
+        self.queue.put(("m", s.name), encode_broadcast(s))
+
+    def on_dead(self, d: Dead, now: float) -> None:
+        if d.name == self.name:
+            self.accused(d.incarnation)
+            return
+        m = self.table.get(d.name)
+        if m is None or d.incarnation < m.incarnation:
+            return
+        if not supersedes((d.incarnation, "dead"), m.state):
+            return
+        self.set_state(m, d.incarnation, "dead", now)
+        self.queue.put(("m", d.name), encode_broadcast(d))
+
+    def on_left(self, lft: Left, now: float) -> None:
+        if lft.name == self.name:
+            self.accused(lft.incarnation)
+            return
+        m = self.table.get(lft.name)
+        if m is None or lft.incarnation < m.incarnation:
+            return
+        if not supersedes((lft.incarnation, "left"), m.state):
+            return
+        self.set_state(m, lft.incarnation, "left", now)
+        self.queue.put(("m", lft.name), encode_broadcast(lft))
+
+    def on_load(self, u: Load, now: float) -> None:
+        if u.name == self.name:
+            if u.version > self.local.digest.version:
+                self.publish_meta(now, at_least=u.version + 1)
+            return
+        m = self.table.get(u.name)
+        if m is None or u.version <= m.digest.version:
+            return
+        meta = replace(
+            m.digest.meta, capacity=u.capacity, queued_s=u.queued_s, active_shares=u.active_shares
+        )
+        m.digest = Digest(u.name, u.version, meta, u.bandwidth)
+        m.digest_at = now
+        self.queue.put(("d", u.name), encode_broadcast(u))
+        self.notify(m)
+
+    def on_digest(self, d: Digest, now: float) -> None:
+        if d.name == self.name:
+            if d.version > self.local.digest.version:
+                # A record from a previous life of this peer outranks ours: jump past it.
+                self.publish_meta(now, at_least=d.version + 1)
+            return
+        m = self.table.get(d.name)
+        if m is None or not digest_newer(d, m.digest):
+            return
+        m.digest = d
+        m.digest_at = now
+        self.queue.put(("d", d.name), encode_broadcast(Load.of(d)))
+        self.notify(m)
+
+    def set_state(self, m: Member, incarnation: int, status: PeerStatus, now: float) -> None:
+        if status != "suspect":
+            self.suspicions.pop(m.name, None)
+        if self.table.set_state(m, incarnation, status, now):
+            self.on_live(m.name)
+        self.notify(m)
+
+    def notify(self, m: Member) -> None:
+        self.out.append(Notify(m.name, m.status, m.incarnation, m.digest.version))
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def schedule_publish(self, now: float) -> None:
+        if self.local.changed(now):
+            self.publish_meta(now)
+
+    def publish_meta(self, now: float, at_least: int = 0) -> None:
+        digest = self.local.publish(now, at_least)
+        me = self.table[self.name]
+        me.digest = digest
+        me.digest_at = now
+        self.queue.put(("d", self.name), encode_broadcast(Load.of(digest)))
+        self.notify(me)
+
+    def merge_remote(self, pp: PushPull, now: float) -> None:
+        for ms in pp.members:
+            if ms.name == self.name:
+                stale = ms.incarnation > self.incarnation or (
+                    ms.status != "alive" and ms.incarnation == self.incarnation
+                )
+                if stale and not self.leaving:
+                    self.refute(ms.incarnation)
+                self.on_digest(ms.digest, now)
+                continue
+            known = ms.name in self.table
+            if ms.status == "alive" or (not known and ms.status == "suspect"):
+                self.on_alive(Alive(ms.name, ms.incarnation, ms.digest), now)
+            if ms.status == "left":
+                self.on_left(Left(ms.name, ms.incarnation), now)
+            elif ms.status != "alive":
+                # memberlist's rule: a remote "dead" only makes us suspect, never dead at once.
+                self.on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
+            if known:
+                self.on_digest(ms.digest, now)

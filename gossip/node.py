@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from gossip.config import GossipConfig
-from gossip.core import Effect, GossipCore, Notify, PushPullCall, Send
+from gossip.core import GossipCore
+from gossip.effects import Effect, Notify, PushPullCall, Send
 from gossip.errors import ConfigError, GossipError, RemoteError, StateError, TransportError
 from gossip.transport import DatagramTransport, Dialer, MemoryNetwork
 from gossip.udp import TcpPushPullServer, UdpTransport, tcp_dial

@@ -17,7 +17,8 @@ from functools import partial
 from typing import Any
 
 from gossip.config import GossipConfig
-from gossip.core import GossipCore, Notify, PushPullCall, Send
+from gossip.core import GossipCore
+from gossip.effects import Notify, PushPullCall, Send
 from gossip.errors import ConfigError, RemoteError
 from gossip.transport import OnDatagram, check_datagram
 from gossip.view import Addr, PeerMeta

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gossip.config import GossipConfig
-from gossip.core import Notify
+from gossip.effects import Notify
 from gossip.sim import NetConfig, SimCluster
 
 

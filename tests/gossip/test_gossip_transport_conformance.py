@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gossip import GossipConfig, GossipCore, PeerMeta, TransportError
-from gossip.core import Send
+from gossip.effects import Send
 from gossip.sim import NetConfig, SimNetwork
 from gossip.transport import MAX_DATAGRAM, DatagramTransport, MemoryNetwork
 from gossip.udp import UdpTransport

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossip import AuthError, DecodeError, GossipConfig, GossipCore, PeerMeta
-from gossip.core import Send
+from gossip.effects import Send
 from gossip.wire import (
     Ack,
     Alive,
