@@ -4,6 +4,14 @@ The wire is the public msgpack-RPC spec (``[0, msgid, method, params]``,
 ``[1, msgid, error, result]``, ``[2, method, params]``) as a plain stream of msgpack arrays, so a
 third-party msgpack-RPC client can call ``ping`` and ``info`` on a server without a secret.
 Errors travel in the error slot as ``{"code": str, "message": str}``.
+
+    server = RpcServer(handlers={"run_share": run_share}, secret=secret, info=lambda: {...})
+    await server.start("0.0.0.0", 7001)
+    pool = RpcPool(secret=secret, on_transfer=bandwidth.observe)
+    result = await pool.call(("10.0.0.2", 7001), "run_share", share, timeout=30.0)
+
+``RemoteError`` (the peer answered with an error), ``RpcTimeout`` and ``ConnectionLost`` are
+the peer's faults; ``EncodeError`` and ``TensorError`` are ours.
 """
 
 from peer.rpc.client import CallInfo, RpcClient

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from peer.rpc.bench import DEFAULT_SIZES, BenchConfig, run_bench
@@ -94,11 +93,3 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the RPC client calls")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_bench_rpc)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="amcoedge-bench-rpc")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    register({"bench": sub})
-    ns = parser.parse_args(["rpc", *sys.argv[1:]])
-    sys.exit(ns.func(ns))
