@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     from policy.fleet.train import TrainConfig, load_net, train
 
     torch.set_num_threads(1)
-    tc = TrainConfig(minutes=args.minutes, seed=args.seed)
+    tc = TrainConfig(minutes=args.minutes, seed=args.seed, episodes=args.episodes)
     out = Path(args.out)
     ckpt = train(tc, out, progress=not args.quiet)
     onnx_path = out / "recruiter.onnx"
@@ -76,7 +76,8 @@ def _train(args: argparse.Namespace) -> int:
         "episodes": ckpt["episodes"],
         "seed": args.seed,
         "minutes": args.minutes,
-        "command": f"amcoedge policy train --out {args.out} --minutes {args.minutes:g} --seed {args.seed}",
+        "command": f"amcoedge policy train --out {args.out} --minutes {args.minutes:g} --seed {args.seed}"
+        + (f" --episodes {args.episodes}" if args.episodes else ""),
         "parity_max_abs_diff": parity(load_net(ckpt), onnx_path),
     }
     meta = {**summary, "train_config": ckpt["train"], "net": ckpt["net"], "log": ckpt["log"]}
@@ -135,6 +136,12 @@ def register(groups: dict[str, Any]) -> None:
     t.add_argument("--out", required=True, help="output directory (checkpoint, ONNX, log)")
     t.add_argument("--minutes", type=float, default=15.0, help="wall-clock training budget")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="stop after this many episodes (reproducible: epsilon decays by episode count)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

@@ -48,6 +48,7 @@ PEER_WEIGHTS = (0.3, 0.4, 0.4, 0.6, 0.6, 1.5, 1.5, 1.5, 1.2, 1.5, 0.6, 0.6)
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     minutes: float = 15.0
+    episodes: int | None = None  # stop after this many episodes (epsilon then decays by episode)
     seed: int = 0
     requests_per_run: int = 1200
     steps_per_run: int = 24
@@ -204,9 +205,11 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
     last_loss = float("nan")
     while True:
         elapsed = time.monotonic() - start
-        if elapsed >= budget:
+        if elapsed >= budget or (tc.episodes is not None and episode >= tc.episodes):
             break
         frac = elapsed / budget
+        if tc.episodes is not None:
+            frac = max(frac, episode / tc.episodes)
         eps = tc.eps_end + (tc.eps_start - tc.eps_end) * max(0.0, 1.0 - frac / tc.eps_frac)
         params = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
 

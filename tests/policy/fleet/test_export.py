@@ -131,3 +131,14 @@ def test_single_peer_fleet(tiny_onnx: Path, units: int) -> None:
     rec = make_recruiter("learned", model_path=tiny_onnx)
     d = rec.decide(Request(units=units), [Candidate("me", True, 0.3, 0.0, 0.05, 0.02)])
     assert d.selected == (0,) and d.shares == (1.0,)
+
+
+def test_training_by_episode_count_is_reproducible(tmp_path: Path) -> None:
+    tc = TrainConfig(
+        minutes=10.0, episodes=2, seed=4, requests_per_run=60, steps_per_run=2, batch_per_run=8
+    )
+    a = train(tc, tmp_path / "a", progress=False)
+    b = train(tc, tmp_path / "b", progress=False)
+    assert a["episodes"] == b["episodes"] == 2
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
