@@ -108,6 +108,8 @@ class ChainState:
             raise ChainStateError(f"step {step} of {total} is out of range")
         if label < NO_LABEL:
             raise ChainStateError(f"invalid label {label}")
+        if not 0 <= seed < 2**63:
+            raise ChainStateError(f"seed {seed} is out of range")
         state = cls(
             model_id=get("model_id", str),
             scheduler=get("scheduler", str),

@@ -93,6 +93,7 @@ def test_chain_errors(tiny: Backend, make_tiny_model: Callable[..., Path], tmp_p
         lambda d: d.update(label="3"),
         lambda d: d.update(label=-5),
         lambda d: d.update(seed=True),
+        lambda d: d.update(seed=-3),
     ],
 )
 def test_from_wire_rejects_bad_states(tiny: Backend, mutate: object) -> None:
