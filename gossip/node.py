@@ -17,7 +17,7 @@ from typing import Any
 from gossip.config import GossipConfig
 from gossip.core import GossipCore
 from gossip.effects import Effect, Notify, PushPullCall, Send
-from gossip.errors import ConfigError, GossipError, RemoteError, StateError, TransportError
+from gossip.errors import ConfigError, StateError, TransportError
 from gossip.transport import DatagramTransport, Dialer, MemoryNetwork
 from gossip.udp import TcpPushPullServer, UdpTransport, tcp_dial
 from gossip.view import Addr, PeerMeta, View, check_addr
@@ -74,6 +74,7 @@ class GossipNode:
             "push_pull_bytes_out": 0,
             "push_pull_bytes_in": 0,
             "push_pull_skipped": 0,
+            "push_pull_errors": 0,
             "subscriber_errors": 0,
         }
 
@@ -322,7 +323,8 @@ class GossipNode:
                 )
         except asyncio.CancelledError:
             raise
-        except (GossipError, RemoteError, OSError, TimeoutError, ValueError):
+        except Exception:  # any failure of the remote side or the host's dialer is a remote fault
+            self._stats["push_pull_errors"] += 1
             self._apply(core.push_pull_failed(call.addr, call.join, time.monotonic()))
             return
         if not isinstance(reply, bytes | bytearray):

@@ -236,3 +236,27 @@ async def test_join_retried_until_seed_starts():
     finally:
         await late.stop()
         await seed.stop()
+
+
+async def test_failing_host_dialer_is_a_remote_fault():
+    registry: dict[tuple[str, int], GossipNode] = {}
+    failures = [3]
+
+    async def flaky(addr: tuple[str, int], payload: bytes) -> bytes:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("rpc connection reset")
+        return await registry[addr].handle_push_pull(payload)
+
+    a = GossipNode(meta("fa"), bind=("127.0.0.1", 0), config=LOCAL, push_pull_dialer=flaky)
+    b = GossipNode(meta("fb"), bind=("127.0.0.1", 0), config=LOCAL, push_pull_dialer=flaky)
+    try:
+        await a.start()
+        registry[a.address] = a
+        await b.start(seeds=[a.address])
+        registry[b.address] = b
+        assert await wait_for(lambda: all_see_all([a, b]))
+        assert b.stats["push_pull_errors"] >= 1 and b.stats["push_pull_failed"] >= 1
+    finally:
+        await a.stop()
+        await b.stop()

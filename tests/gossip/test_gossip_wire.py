@@ -206,3 +206,19 @@ def test_datagrams_fit_payload_limit():
                 sizes.append(len(e.data))
     assert sizes and max(sizes) <= cfg.udp_payload_max
     assert max(sizes) > cfg.udp_payload_max - 200  # and they are well filled
+
+
+def test_push_pull_with_wrong_secret_is_refused_and_counted():
+    core = _core(secret=b"k")
+    other = GossipCore(meta("x", 7001), GossipConfig.lan(), 0.0, secret=b"other", seed=2)
+    with pytest.raises(AuthError):
+        core.handle_push_pull(other._state_payload(join=True), 1.0)
+    with pytest.raises(DecodeError):
+        core.handle_push_pull(b"\xa8" + b"\x00" * 10, 1.0)
+    assert core.counters["dropped_auth"] == 1 and core.counters["dropped_malformed"] == 1
+    assert core.status_of("x") is None
+    good = GossipCore(meta("y", 7002), GossipConfig.lan(), 0.0, secret=b"k", seed=3)
+    reply, _ = core.handle_push_pull(good._state_payload(join=True), 1.0)
+    assert core.status_of("y") == "alive"
+    good.push_pull_reply(reply, 1.0)
+    assert good.status_of("me") == "alive" and good.joined
