@@ -1,0 +1,1 @@
+"""Trained policy models shipped as package data."""
