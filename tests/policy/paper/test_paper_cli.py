@@ -205,3 +205,19 @@ def test_reproduce_smoke(tmp_path: Path) -> None:
     assert "11.04%" in report and "44.86%" in report and "Quick mode" in report
     # 3 distinct points x 4 methods x 1 seed
     assert len(res["runs"]) == 12  # type: ignore[arg-type]
+
+
+def test_shipped_model_matches_its_checkpoint() -> None:
+    import onnxruntime as ort
+
+    from policy.export import build_exportable
+
+    models = Path(__file__).resolve().parents[3] / "policy" / "models"
+    ck = load_checkpoint(models / "adadqn.pt")
+    assert ck["kind"] == "adadqn" and ck["episodes"] == 500
+    ex = build_exportable(ck)
+    sess = ort.InferenceSession(str(models / "adadqn.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 5, (32, 6)).astype(np.float32)
+    with torch.no_grad():
+        ref = ex.module(torch.from_numpy(x)).numpy()
+    assert float(np.max(np.abs(sess.run(None, {"state": x})[0] - ref))) <= 1e-5
