@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
+import resource
 import socket
 import statistics
 import sys
@@ -33,7 +34,7 @@ from peer.rpc.client import RpcClient
 from peer.rpc.connection import set_socket_buffers
 from peer.rpc.limits import Limits
 from peer.rpc.server import RpcServer
-from peer.rpc.tuning import DEFAULT_TOP_PAD, retain_heap
+from peer.rpc.tuning import DEFAULT_MMAP_THRESHOLD, DEFAULT_TOP_PAD, retain_heap
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -148,7 +149,7 @@ async def _serve(conn: Connection, max_frame: int) -> None:
         except EOFError:
             msg = "stop"
         if msg == "cpu":
-            conn.send(time.process_time())
+            conn.send(_usage())
         elif not done.done():
             done.set_result(None)
 
@@ -158,6 +159,12 @@ async def _serve(conn: Connection, max_frame: int) -> None:
     loop.remove_reader(conn.fileno())
     raw.close()
     await rpc.close()
+
+
+def _usage() -> tuple[float, int]:
+    """CPU seconds (user + system) and minor page faults of this process so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_minflt
 
 
 def _server_main(conn: Connection, use_uvloop: bool, max_frame: int, keep_heap: bool) -> None:
@@ -192,9 +199,10 @@ async def _measure(
     rpc = await RpcClient.connect("127.0.0.1", rpc_port, limits=limits)
     clock = time.perf_counter_ns
 
-    def server_cpu() -> float:
+    def server_usage() -> tuple[float, int]:
         control.send("cpu")
-        return float(control.recv())
+        cpu_s, faults = control.recv()
+        return float(cpu_s), int(faults)
 
     rows: list[dict[str, Any]] = []
     bar = None
@@ -215,14 +223,15 @@ async def _measure(
                     if await rpc.call(method, payload) != payload:
                         raise RuntimeError(f"rpc {method} returned a different payload")
             samples: dict[str, list[int]] = {p: [] for p in paths}
-            cpu = {p: [0.0, 0.0] for p in paths}  # client, server CPU seconds
+            # per path: client CPU s, server CPU s, client minor faults, server minor faults
+            cpu = {p: [0.0, 0.0, 0.0, 0.0] for p in paths}
             order = list(paths)
             done = 0
             while done < n:
                 k = min(cfg.block, n - done)
                 for which in order:
                     out = samples[which]
-                    c0, s0 = time.process_time(), server_cpu()
+                    (c0, cf0), (s0, sf0) = _usage(), server_usage()
                     if which == "raw":
                         for _ in range(k):
                             t0 = clock()
@@ -237,8 +246,12 @@ async def _measure(
                             out.append(clock() - t0)
                         if profiler is not None:
                             profiler.disable()
-                    cpu[which][0] += time.process_time() - c0
-                    cpu[which][1] += server_cpu() - s0
+                    (c1, cf1), (s1, sf1) = _usage(), server_usage()
+                    acc = cpu[which]
+                    acc[0] += c1 - c0
+                    acc[1] += s1 - s0
+                    acc[2] += cf1 - cf0
+                    acc[3] += sf1 - sf0
                 order.append(order.pop(0))  # rotate who goes first
                 done += k
                 if bar is not None:
@@ -262,6 +275,8 @@ async def _measure(
                         {"raw": "raw", "echo": "rpc", "echo_sync": "rpc_sync_handler"}[p]: {
                             "client": round(cpu[p][0] / n * 1e6, 2),
                             "server": round(cpu[p][1] / n * 1e6, 2),
+                            "client_minor_faults": round(cpu[p][2] / n, 1),
+                            "server_minor_faults": round(cpu[p][3] / n, 1),
                         }
                         for p in paths
                     },
@@ -310,7 +325,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "bench": "rpc",
         "loop": loop_name,
-        "malloc_top_pad_bytes": DEFAULT_TOP_PAD if heap_kept else None,
+        "malloc_tuning": (
+            {"top_pad": DEFAULT_TOP_PAD, "mmap_threshold": DEFAULT_MMAP_THRESHOLD}
+            if heap_kept
+            else None
+        ),
         "transport": "tcp loopback 127.0.0.1, one connection, server in a separate process",
         "python": platform.python_version(),
         "msgpack": ".".join(map(str, msgpack.version)),
@@ -318,7 +337,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "warmup": cfg.warmup,
         "profiled": profiler is not None,
-        "cpu_note": "cpu_us_per_call is time.process_time() (user+system CPU) per call",
+        "cpu_note": "cpu_us_per_call: user+system CPU microseconds and minor page faults per call",
         "sizes": rows,
     }
     small = [r for r in rows if r["payload_bytes"] <= 1024]
