@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 
 import pytest
@@ -20,4 +21,7 @@ def test_refuses_negative_values() -> None:
     reason="mallopt is glibc-only",
 )
 def test_applies_on_glibc() -> None:
-    assert retain_heap() is True
+    # In a child process: the setting is process-wide and must not leak into this one.
+    code = "from peer.rpc.tuning import retain_heap; print(retain_heap())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
