@@ -299,7 +299,8 @@ class Membership:
                 encode_broadcast(Alive(self.name, self.incarnation, self.local.digest)),
             )
 
-    def on_alive(self, a: Alive, now: float) -> None:
+    def on_alive(self, a: Alive, now: float, gossip_new: bool = True) -> None:
+        """Apply an alive message; `gossip_new=False` learns a new peer without re-gossiping it."""
         name = a.name
         if name == self.name:
             if a.incarnation > self.incarnation and not self.leaving:
@@ -313,7 +314,8 @@ class Membership:
             m = Member(name, a.incarnation, "alive", a.digest, now)
             self.table.add(m)
             self.on_live(name)
-            self.queue.put(("m", name), encode_broadcast(a))
+            if gossip_new:
+                self.queue.put(("m", name), encode_broadcast(a))
             self.notify(m)
             self.on_digest(a.digest, now)
             return
@@ -439,7 +441,12 @@ class Membership:
                 continue
             known = ms.name in self.table
             if ms.status == "alive" or (not known and ms.status == "suspect"):
-                self.on_alive(Alive(ms.name, ms.incarnation, ms.digest), now)
+                # Peers first heard of in a full state are not re-gossiped (the sender's own
+                # record excepted): whole-state transfers at join would otherwise make every
+                # peer re-broadcast every other peer, N^2 x retransmits messages in all.
+                self.on_alive(
+                    Alive(ms.name, ms.incarnation, ms.digest), now, gossip_new=ms.name == pp.src
+                )
             if ms.status == "left":
                 self.on_left(Left(ms.name, ms.incarnation), now)
             elif ms.status != "alive":
