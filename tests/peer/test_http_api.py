@@ -4,6 +4,7 @@ do-nothing backend; the real model runs in tests/e2e."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -177,3 +178,19 @@ async def test_async_job_events_and_png(node: Node) -> None:
             peers = (await r.json())["peers"]
         assert [p["name"] for p in peers] == ["solo"]
         assert {"status", "addresses", "capacity", "backlog_s", "age_s"} <= set(peers[0])
+
+
+async def test_submit_cli_writes_pngs_and_json(node: Node, tmp_path: Any) -> None:
+    from peer.cli import build_parser
+
+    out, js = tmp_path / "imgs", tmp_path / "res.json"
+    argv = ["submit", "--peer", f"127.0.0.1:{node.http_port}", "--count", "3", "--steps", "2"]
+    argv += ["--mode", "local", "--out", str(out), "--json", str(js)]
+    args = build_parser().parse_args(argv)
+    assert await asyncio.to_thread(args.func, args) == 0
+    assert len(list(out.glob("*.png"))) == 3
+    assert json.loads(js.read_text())["state"] == "done"
+    bad = build_parser().parse_args(
+        ["submit", "--peer", f"127.0.0.1:{node.http_port}", "--count", "0"]
+    )
+    assert await asyncio.to_thread(bad.func, bad) == 1
