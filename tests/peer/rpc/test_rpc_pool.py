@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from conftest import TEST_LIMITS, ServerFactory
 
-from peer.rpc import ConnectionLost, RpcPool, RpcServer, pack_tensor, unpack_tensor
+from peer.rpc import (
+    PROTOCOL_VERSION,
+    ConnectionLost,
+    RpcPool,
+    RpcServer,
+    pack_tensor,
+    unpack_tensor,
+)
 
 
 async def test_one_connection_per_peer_shared_by_concurrent_calls(
@@ -112,3 +119,42 @@ async def test_secret_pool(make_server: ServerFactory) -> None:
         await pool.close()
     with pytest.raises(ConnectionLost):
         await pool.call(("127.0.0.1", server.port), "ping")
+
+
+async def test_on_transfer_times_the_wire_not_the_handler() -> None:
+    """A peer that thinks for a while, then trickles its answer out: the report covers the
+    trickle (bytes after the first read, first read to last byte), not the thinking."""
+    import msgpack
+
+    chunk, chunks, gap, compute = 40_000, 10, 0.02, 0.8
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unpacker = msgpack.Unpacker(raw=False)
+        while data := await reader.read(65536):
+            unpacker.feed(data)
+            for msg in unpacker:
+                if msg[2] == "hello":
+                    writer.write(msgpack.packb([1, msg[1], None, {"protocol": PROTOCOL_VERSION}]))
+                    continue
+                await asyncio.sleep(compute)
+                frame = msgpack.packb([1, msg[1], None, b"p" * (chunk * chunks)])
+                step = len(frame) // chunks + 1
+                for i in range(0, len(frame), step):
+                    writer.write(frame[i : i + step])
+                    await writer.drain()
+                    await asyncio.sleep(gap)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reports: list[tuple[int, float]] = []
+    pool = RpcPool(limits=TEST_LIMITS, on_transfer=lambda a, n, s: reports.append((n, s)))
+    try:
+        assert len(await pool.call(("127.0.0.1", port), "blob")) == chunk * chunks
+        [(nbytes, seconds)] = reports
+        assert chunk * (chunks - 3) <= nbytes < chunk * chunks + 100
+        assert (chunks - 2) * gap <= seconds < compute  # sleeps only overshoot
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
