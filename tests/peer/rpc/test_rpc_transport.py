@@ -167,7 +167,10 @@ async def test_timeout_then_connection_still_usable(make_server: ServerFactory) 
         assert isinstance(err.value, TimeoutError)
         assert await client.call("ping", timeout=5.0) == "pong"
         release.set()
-        await asyncio.sleep(0.1)
+        for _ in range(500):
+            if client.late_responses:
+                break
+            await asyncio.sleep(0.01)
         assert client.late_responses == 1
         assert client.in_flight == 0
         with pytest.raises(ValueError):
@@ -181,7 +184,7 @@ async def test_mixed_timeouts_expire_in_order(make_server: ServerFactory) -> Non
 
     server = await make_server({"sleep": sleep})
     async with await connect(server) as client:
-        slow = asyncio.create_task(client.call("sleep", 5.0, timeout=0.4))
+        slow = asyncio.create_task(client.call("sleep", 5.0, timeout=1.5))
         fast = asyncio.create_task(client.call("sleep", 5.0, timeout=0.1))
         ok = asyncio.create_task(client.call("sleep", 0.05, timeout=2.0))
         assert await ok == 0.05
@@ -240,7 +243,11 @@ async def test_in_flight_bound_and_backlog(make_server: ServerFactory) -> None:
     async with await RpcClient.connect("127.0.0.1", server.port, limits=loose) as client:
         n = TEST_LIMITS.max_in_flight + TEST_LIMITS.max_backlog + 5
         tasks = [asyncio.create_task(client.call("slow", i)) for i in range(n)]
-        await asyncio.sleep(0.3)
+        for _ in range(500):
+            if running == TEST_LIMITS.max_in_flight:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # give any excess a chance to (wrongly) start
         gate.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
     # The server ran at most max_in_flight at once; the rest waited in the backlog or in
