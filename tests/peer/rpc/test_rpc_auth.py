@@ -79,7 +79,7 @@ async def test_nonce_is_single_use(make_server: ServerFactory, raw_clients) -> N
 async def test_auth_timeout_closes_idle_unauthenticated(
     make_server: ServerFactory, raw_clients
 ) -> None:  # type: ignore[no-untyped-def]
-    server = await make_server(secret="s")
+    server = await make_server(secret="s", limits=TEST_LIMITS.with_(auth_timeout=0.3))
     raw: RawClient = await raw_clients(server.port)
     note = await raw.recv(timeout=5)
     assert note[0] == 2 and note[1] == "rpc.error"

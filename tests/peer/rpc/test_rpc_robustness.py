@@ -97,7 +97,7 @@ async def test_oversized_frame_closes_that_connection(
 
 
 async def test_slowloris_half_frame_is_cut_off(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
-    server = await make_server()
+    server = await make_server(limits=TEST_LIMITS.with_(frame_timeout=0.3))
     raw: RawClient = await raw_clients(server.port)
     frame = msgpack.packb([0, 1, "echo", [b"z" * 1000]])
     await raw.send(frame[:500])
