@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ from peer.errors import PeerError
 
 class ClusterError(PeerError):
     code = "cluster_failed"
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here (even where a shell ignored SIGINT),
+    so ``finally`` blocks stop the peers and remove the cgroups."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -193,6 +210,18 @@ class LocalCluster:
         return len(alive) >= n
 
     def stop(self, grace: float = 8.0) -> None:
+        """Stop every peer and remove the cgroups; a second Ctrl-C does not cut this short."""
+        try:
+            old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals stay as they are
+            old = {}
+        try:
+            self._stop(grace)
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, grace: float) -> None:
         for p in self.procs:
             if p.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

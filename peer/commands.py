@@ -213,7 +213,7 @@ def _read_png(path: str) -> Any:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from peer.cluster import ClusterError, ClusterSpec, LocalCluster
+    from peer.cluster import ClusterSpec, LocalCluster, stop_on_signals
 
     try:
         q = tuple(float(x) for x in args.quotas.split(",")) if args.quotas else None
@@ -233,6 +233,13 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         extra_args=("--model", args.model) if args.model else (),
     )
     cluster = LocalCluster(spec, Path(args.logs))
+    with stop_on_signals():
+        return _cluster_up(cluster, args)
+
+
+def _cluster_up(cluster: Any, args: argparse.Namespace) -> int:
+    from peer.cluster import ClusterError
+
     try:
         cluster.start()
         print(
@@ -289,14 +296,16 @@ def cmd_bench_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from peer.cluster import stop_on_signals
     from peer.demo import run_demo
 
-    return run_demo(
-        out=Path(args.out),
-        peers=args.peers,
-        steps=args.steps,
-        rounds=args.rounds,
-        use_quotas=not args.no_quotas,
-        json_path=args.json,
-        model=args.model,
-    )
+    with stop_on_signals():
+        return run_demo(
+            out=Path(args.out),
+            peers=args.peers,
+            steps=args.steps,
+            rounds=args.rounds,
+            use_quotas=not args.no_quotas,
+            json_path=args.json,
+            model=args.model,
+        )
