@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 from collections import deque
 from typing import Any, cast
 
@@ -36,13 +37,23 @@ def set_socket_buffers(sock: socket.socket, size: int | None) -> None:
 
 
 READ_BUFFER_BYTES = 256 * 1024
+_thread_state = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """One read buffer per thread, shared by all its connections: a transport fills it and
+    hands it to ``buffer_updated`` synchronously, which copies it into the framer at once."""
+    buf: memoryview | None = getattr(_thread_state, "buffer", None)
+    if buf is None:
+        buf = _thread_state.buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+    return buf
 
 
 class FrameProtocol(asyncio.BufferedProtocol):
     """Framing, backpressure and frame timing; subclasses handle messages.
 
-    Reads land in one reusable buffer (``BufferedProtocol``) and are copied once, into the
-    framer's unpacker; no bytes object is allocated per read.
+    Reads land in a reusable per-thread buffer (``BufferedProtocol``) and are copied once,
+    into the framer's unpacker; no bytes object is allocated per read.
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -58,7 +69,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._partial_bytes = 0
         self._frame_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
-        self._read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+        self._read_buffer = _read_buffer()
         # For the message being handled: (bytes after the first read, seconds) when its frame
         # spanned several reads, else None.
         self.frame_span: tuple[int, float] | None = None
