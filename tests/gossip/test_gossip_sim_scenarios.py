@@ -35,7 +35,7 @@ def test_crash_is_suspected_then_dead_everywhere():
     c.run_until(t0 + 8.0, lambda: status_everywhere(c, victim) == {"dead"})
     assert status_everywhere(c, victim) == {"dead"}
     first_suspect = rec.first(victim, "suspect", after=t0)
-    assert first_suspect is not None and first_suspect - t0 < 2.0
+    assert first_suspect is not None and first_suspect - t0 < 3.0  # ~1.58 periods on average
     assert c.net.now - t0 <= 6.0
     # Nobody else was declared dead.
     assert {e.name for _, _, e in rec.dead_events()} == {victim}
