@@ -6,7 +6,7 @@ from gossip_simutil import cluster, converged, run_to_convergence, start_all, st
 
 from gossip.config import GossipConfig
 from gossip.sim import NetConfig
-from gossip.wire import Codec, Gossip, Suspect, encode_broadcast, encode_primary
+from gossip.wire import Alive, Codec, Gossip, Suspect, encode_broadcast, encode_primary
 
 
 def test_join_converges_and_is_deterministic():
@@ -190,3 +190,45 @@ def test_restarted_peer_rejoins_with_higher_incarnation():
     c.start(4, [0])
     ok = c.run_until(c.net.now + 10.0, lambda: status_everywhere(c, name) == {"alive"})
     assert ok and p.core.incarnation > 0
+
+
+def test_duplication_and_reordering_are_harmless():
+    net = NetConfig(loss=0.02, duplicate=0.3, jitter_s=0.02)
+    c, rec = cluster(25, net=net, seed=9)
+    start_all(c)
+    t0 = run_to_convergence(c, 10.0)
+    c.run_until(t0 + 60.0)
+    assert rec.dead_events() == []
+    victim = c.peers[11].core.name
+    t1 = c.net.now
+    c.crash(11)
+    c.run_until(t1 + 10.0, lambda: status_everywhere(c, victim) == {"dead"})
+    assert status_everywhere(c, victim) == {"dead"}
+
+
+def test_dead_peers_are_reaped_and_tombstoned():
+    cfg = GossipConfig.local()  # dead_reap_s = 10
+    c, _ = cluster(8, config=cfg)
+    start_all(c)
+    t0 = run_to_convergence(c) + 0.5
+    c.run_until(t0)
+    victim = c.peers[3]
+    name, digest = victim.core.name, victim.core._local.digest
+    c.crash(3)
+    c.run_until(t0 + 4.0, lambda: status_everywhere(c, name) == {"dead"})
+    assert status_everywhere(c, name) == {"dead"}
+    c.run_until(c.net.now + cfg.dead_reap_s + 2.0)
+    assert status_everywhere(c, name) == {"None"}  # forgotten everywhere
+    # A stale alive of the old incarnation cannot bring it back...
+    stale = Codec(None).seal(encode_primary(Gossip("x")) + encode_broadcast(Alive(name, 0, digest)))
+    c.net.send(c.peers[0].addr, c.peers[1].addr, stale)
+    c.run_until(c.net.now + 1.0)
+    assert c.peers[1].core.status_of(name) is None
+    # ...but a genuine rejoin (higher incarnation) can.
+    c.net.send(
+        c.peers[0].addr,
+        c.peers[1].addr,
+        Codec(None).seal(encode_primary(Gossip("x")) + encode_broadcast(Alive(name, 5, digest))),
+    )
+    c.run_until(c.net.now + 0.01)
+    assert c.peers[1].core.status_of(name) == "alive"
