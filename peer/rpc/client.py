@@ -311,6 +311,7 @@ class RpcClient:
                 msgid = self._next_msgid()
             self._msgid = msgid
             frame = proto.encoder.request(msgid, method, params)
+            sent = len(frame)
             fut: asyncio.Future[_Delivery] = loop.create_future()
             pending[msgid] = fut
             started = loop.time()
@@ -322,6 +323,7 @@ class RpcClient:
                         proto.failure.message if proto.failure else "connection closed"
                     )
                 transport.write(frame)
+                del frame  # do not hold a large frame for the whole call
                 if proto.write_paused:
                     await proto.drain()
                 response, size, span = await fut
@@ -333,7 +335,7 @@ class RpcClient:
             self._active -= 1
             if self._slot_waiters:
                 self._wake_one()
-        return response, len(frame), size, span, loop.time() - started
+        return response, sent, size, span, loop.time() - started
 
     async def _wait_for_slot(self) -> None:
         while self._active >= self._max_in_flight:

@@ -135,7 +135,8 @@ class Framer:
             max_array_len=limits.max_array_len,
             max_map_len=limits.max_map_len,
             max_ext_len=limits.max_ext_len,
-            read_size=min(64 * 1024, limits.max_frame_bytes),  # grows as frames need
+            # 1 MiB start (msgpack default): smaller starts re-grow and move data more often
+            read_size=min(1024 * 1024, limits.max_frame_bytes),
         )
         self._fed = 0  # total bytes fed
         self._boundary = 0  # stream offset just after the last complete frame
