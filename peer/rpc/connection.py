@@ -3,9 +3,9 @@
 An ``asyncio.BufferedProtocol`` that reads into one reusable buffer and feeds it straight into
 the pure ``Framer`` (no ``StreamReader``, no bytes object per read), hands complete messages to
 ``message_received``, writes each frame with one ``transport.write`` and exposes write
-backpressure as ``drain()``. It also watches frames
-that span several reads: their first-to-last-byte time bounds slow senders (``frame_timeout``)
-and, for large frames, measures the peer's sending rate (``frame_span``).
+backpressure as ``drain()``. It also watches frames that span several reads: their
+first-to-last-byte time bounds slow senders (``frame_timeout``) and, for large frames,
+measures the peer's sending rate (``frame_span``).
 """
 
 from __future__ import annotations
