@@ -1,8 +1,10 @@
 """``RpcServer``: an explicit method registry served over msgpack-RPC.
 
-Handlers are ``async def f(*params)`` (plain functions work too); their return value must be
-msgpack-able. A handler raising ``RpcError`` answers with that error's code; any other
-exception is logged and answered as ``internal``. Built-in methods:
+Handlers are ``async def f(*params)``; plain functions work too and run inline on the event
+loop (no task: the cheapest path, for quick work only). The return value must be msgpack-able.
+A handler raising ``RpcError`` answers with that error's code; any other exception is logged
+and answered as ``internal``; params that do not fit the signature get ``invalid_params``.
+When a connection drops, the handlers still running for it are cancelled. Built-in methods:
 
 - ``hello(version)``: version check; answers ``{"protocol", "auth_required", "implementation"}``;
 - ``ping()`` answers ``"pong"``; ``ping(x)`` echoes ``x``;
