@@ -28,6 +28,16 @@ _BIND_TRIES = 20
 _MAX_PUSH_PULLS = 4
 
 
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _advertised(declared: Addr, bound: Addr) -> Addr:
+    """The gossip address others should use: the declared host (unless it is a wildcard) and
+    the port actually bound (port 0 picks one)."""
+    host = declared[0] if declared[0] not in _WILDCARDS else bound[0]
+    return (host, bound[1])
+
+
 class GossipNode:
     """One peer's membership and metadata service.
 
@@ -102,12 +112,12 @@ class GossipNode:
         seed_addrs = [check_addr(s, "seed") for s in seeds]
         self._inbox = asyncio.Queue(self.config.inbound_queue)
         await self._bind_sockets()
-        addr = self.address
         meta = self._meta
-        if meta.gossip_addr != addr:
-            meta = replace(meta, gossip_addr=addr)
+        advertised = _advertised(meta.gossip_addr, self.address)
+        if meta.gossip_addr != advertised:
+            meta = replace(meta, gossip_addr=advertised)
             if meta.rpc_addr[1] == 0:
-                meta = replace(meta, rpc_addr=addr)
+                meta = replace(meta, rpc_addr=advertised)
             self._meta = meta
         self._core = GossipCore(
             meta, self.config, time.monotonic(), secret=self._secret, seed=self._seed

@@ -260,3 +260,16 @@ async def test_failing_host_dialer_is_a_remote_fault():
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_advertised_address_keeps_declared_host_and_bound_port():
+    m = PeerMeta("w", ("127.0.0.1", 0), ("127.0.0.1", 0), ("127.0.0.1", 8000))
+    node = GossipNode(m, bind=("0.0.0.0", 0), config=LOCAL)
+    await node.start()
+    try:
+        port = node.address[1]
+        assert port != 0
+        me = node.view().peers["w"].meta
+        assert me.gossip_addr == ("127.0.0.1", port) and me.rpc_addr == ("127.0.0.1", port)
+    finally:
+        await node.stop()
