@@ -219,3 +219,22 @@ def test_limits_validate() -> None:
         Limits(frame_timeout=0)
     assert Limits.small().max_frame_bytes < Limits.default().max_frame_bytes
     assert Limits.bulk().max_frame_bytes > Limits.default().max_frame_bytes
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.binary(max_size=64), max_size=6))
+def test_arbitrary_bytes_only_ever_raise_frame_errors(chunks: list[bytes]) -> None:
+    framer = Framer(Limits(max_frame_bytes=4096, max_bin_len=1024, max_str_len=1024))
+    try:
+        for chunk in chunks:
+            for item in framer.feed(chunk):
+                assert isinstance(item, Request | Response | Notification | Invalid)
+    except FrameError as exc:  # the only exception allowed out, with a stable code
+        assert exc.code in {"malformed_frame", "too_large"}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(values)
+def test_any_decoded_object_is_classified(obj: Any) -> None:
+    item = classify(msgpack.unpackb(msgpack.packb(obj), raw=False, strict_map_key=False))
+    assert isinstance(item, Request | Response | Notification | Invalid)
