@@ -96,6 +96,7 @@ class RpcServer:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
+        self._background: set[asyncio.Task[None]] = set()  # notification handlers
         self._closing = False
 
     # -- registry -------------------------------------------------------------------------
@@ -142,6 +143,10 @@ class RpcServer:
             conn.close_with(RpcError("server is closing", code="shutting_down"))
         for conn in conns:
             await conn.wait_closed(grace)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -174,7 +179,8 @@ class _ServerConnection(FrameProtocol):
         self._in_flight = 0
         self._backlog: deque[tuple[int, str, Handler, list[Any]]] = deque()
         self._reading_paused = False
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        # running handlers: key -> (task, the handler's awaitable)
+        self._tasks: dict[int, tuple[asyncio.Task[None], Any]] = {}
         self._task_seq = 0
         self._auth_timer: asyncio.TimerHandle | None = None
         self._builtins: dict[str, Handler] = {
@@ -208,8 +214,13 @@ class _ServerConnection(FrameProtocol):
         self._backlog.clear()
         if self._tasks:
             self.stats["dropped_mid_call"] += len(self._tasks)
-            for task in self._tasks.values():
+            for task, awaitable in self._tasks.values():
                 task.cancel()
+                if (
+                    inspect.iscoroutine(awaitable)
+                    and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+                ):
+                    awaitable.close()  # never started: close it rather than leave it unawaited
 
     def frame_failed(self, error: FrameError) -> None:
         key = {"too_large": "oversized_frames", "frame_timeout": "frame_timeouts"}
@@ -278,7 +289,7 @@ class _ServerConnection(FrameProtocol):
             self._in_flight += 1
             self._task_seq += 1
             key = self._task_seq
-            self._tasks[key] = self.loop.create_task(self._finish(key, msgid, method, res))
+            self._tasks[key] = (self.loop.create_task(self._finish(key, msgid, method, res)), res)
         else:
             self._reply(msgid, res)
 
@@ -372,21 +383,19 @@ class _ServerConnection(FrameProtocol):
             self.send_error(self._map_exception(msg.method, fn, msg.params, exc))
             return
         if inspect.isawaitable(res):
-            self._task_seq += 1
-            key = self._task_seq
-            self._tasks[key] = self.loop.create_task(
-                self._finish_notification(key, msg.method, res)
-            )
+            # Not tied to this connection: a notification runs to completion even if the
+            # sender goes away (only closing the server cancels it).
+            task = self.loop.create_task(self._finish_notification(msg.method, res))
+            self.server._background.add(task)
+            task.add_done_callback(self.server._background.discard)
 
-    async def _finish_notification(self, key: int, method: str, awaitable: Any) -> None:
+    async def _finish_notification(self, method: str, awaitable: Any) -> None:
         try:
             await awaitable
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.send_error(self._map_exception(method, None, [], exc))
-        finally:
-            self._tasks.pop(key, None)
 
     # -- built-in methods -----------------------------------------------------------------
     def _hello(self, version: object) -> dict[str, Any]:

@@ -187,3 +187,37 @@ async def test_connection_limit(make_server: ServerFactory, raw_clients) -> None
             break
         await asyncio.sleep(0.02)
     await still_serving(server.port)
+
+
+async def test_notification_outlives_its_sender(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+    done = asyncio.Event()
+
+    async def slow_note(x: int) -> None:
+        await asyncio.sleep(0.1)
+        done.set()
+
+    server = await make_server({"slow_note": slow_note})
+    raw: RawClient = await raw_clients(server.port)
+    await raw.send_obj([2, "slow_note", [1]])
+    await raw.close()
+    await asyncio.wait_for(done.wait(), 5)
+    assert server.stats["dropped_mid_call"] == 0
+
+
+async def test_request_then_immediate_close(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+    async def slow(x: int) -> int:
+        await asyncio.sleep(5)
+        return x
+
+    server = await make_server({"slow": slow})
+    for i in range(5):
+        raw: RawClient = await raw_clients(server.port)
+        await raw.send(msgpack.packb([0, i, "slow", [i]]) + msgpack.packb([0, 99, "add", [1, 2]]))
+        await raw.close()
+    for _ in range(500):
+        if server.connections == 0 and server.stats["dropped_mid_call"] == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert server.connections == 0
+    assert server.stats["dropped_mid_call"] == 5
+    await still_serving(server.port)
