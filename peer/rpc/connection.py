@@ -36,6 +36,18 @@ def set_socket_buffers(sock: socket.socket, size: int | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, opt, size)
 
 
+def set_keepalive(sock: socket.socket, idle: float | None) -> None:
+    """Turn on TCP keepalive: first probe after ``idle`` s, then 3 probes ``idle / 3`` apart."""
+    if idle is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, round(idle)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, round(idle / 3)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
 READ_BUFFER_BYTES = 256 * 1024
 _thread_state = threading.local()
 
@@ -98,6 +110,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_socket_buffers(sock, self.limits.socket_buffer_bytes)
+            set_keepalive(sock, self.limits.keepalive_idle)
         self.transport.set_write_buffer_limits(high=self.limits.write_high_water)
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -35,6 +35,9 @@ class Limits:
     call_timeout: float | None = field(default=60.0)
     # Transport write buffer high-water mark; writers wait in ``drain()`` above it.
     write_high_water: int = field(default=1 * MiB)
+    # TCP keepalive: probe an idle connection after this many seconds (then every third of
+    # it, three times) so a peer that vanished without a FIN/RST is noticed. None: off.
+    keepalive_idle: float | None = field(default=10.0)
     # Kernel socket buffers (SO_SNDBUF/SO_RCVBUF) in bytes; None keeps the OS autotuning.
     # Large values let a whole frame sit in the kernel, so fewer wake-ups per frame.
     socket_buffer_bytes: int | None = field(default=None)
@@ -59,7 +62,7 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a non-negative int, got {value!r}")
         if self.socket_buffer_bytes is not None and self.socket_buffer_bytes < 4096:
             raise ValueError("Limits.socket_buffer_bytes must be None or at least 4096")
-        for name in ("frame_timeout", "auth_timeout", "call_timeout"):
+        for name in ("frame_timeout", "auth_timeout", "call_timeout", "keepalive_idle"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"Limits.{name} must be positive or None, got {value!r}")

@@ -520,3 +520,19 @@ async def test_msgids_wrap_around_and_skip_ids_in_use(make_server: ServerFactory
         gate.set()
         assert await asyncio.gather(*first) == [0, 1, 2, 3]
         assert await second == 99
+
+
+async def test_socket_options(make_server: ServerFactory) -> None:
+    import socket
+
+    server = await make_server()
+    async with await connect(server) as client:
+        transport = client._proto.transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == round(
+                TEST_LIMITS.keepalive_idle or 0
+            )
