@@ -42,7 +42,7 @@ from policy.fleet.sim import Outcome, RequestCtx, SimConfig, make_trace, run
 
 KIND = "fleet-recruiter"
 PEER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-PEER_WEIGHTS = (0.3, 0.4, 0.4, 0.6, 0.6, 1.5, 1.5, 1.5, 1.2, 1.5, 0.6, 0.6)
+PEER_WEIGHTS = (0.3, 0.4, 0.4, 0.6, 0.6, 1.5, 1.5, 1.5, 1.2, 1.5, 0.4, 0.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +50,15 @@ class TrainConfig:
     minutes: float = 15.0
     episodes: int | None = None  # stop after this many episodes (epsilon then decays by episode)
     seed: int = 0
-    requests_per_run: int = 1200
-    steps_per_run: int = 24
+    requests_per_run: int = 1000
+    steps_per_run: int = 12
     batch_runs: int = 4
     batch_per_run: int = 64
     replay_runs: int = 48
     lr: float = 1e-3
     eps_start: float = 1.0
     eps_end: float = 0.05
-    eps_frac: float = 0.5  # of the budget spent decaying epsilon
+    eps_frac: float = 0.4  # of the budget spent decaying epsilon
     load_range: tuple[float, float] = (0.15, 0.95)
     stale_max_s: float = 2.5
     fresh_prob: float = 0.25
