@@ -25,6 +25,9 @@ class Limits:
     # ``max_backlog`` (reading from the socket pauses meanwhile), then get ``busy``.
     max_in_flight: int = field(default=64)
     max_backlog: int = field(default=256)
+    # Request bytes the running calls of one connection may hold at once (one call always
+    # runs); beyond it requests wait in the backlog like beyond ``max_in_flight``.
+    max_in_flight_bytes: int = field(default=256 * MiB)
     # Seconds a frame may take from its first byte to its last (slowloris defence).
     frame_timeout: float | None = field(default=30.0)
     # Seconds a connection to a server with a secret has to authenticate.
@@ -50,6 +53,7 @@ class Limits:
             "max_array_len",
             "max_map_len",
             "max_in_flight",
+            "max_in_flight_bytes",
             "max_connections",
             "write_high_water",
         ):
@@ -85,6 +89,7 @@ class Limits:
             max_map_len=10_000,
             max_in_flight=16,
             max_backlog=64,
+            max_in_flight_bytes=16 * MiB,
             frame_timeout=5.0,
             auth_timeout=5.0,
             max_connections=256,
@@ -97,6 +102,7 @@ class Limits:
         return cls(
             max_frame_bytes=256 * MiB,
             max_bin_len=256 * MiB,
+            max_in_flight_bytes=1024 * MiB,
             frame_timeout=120.0,
             call_timeout=300.0,
             write_high_water=4 * MiB,

@@ -177,7 +177,8 @@ class _ServerConnection(FrameProtocol):
         self._nonce: bytes | None = None
         self._close_after_reply = False
         self._in_flight = 0
-        self._backlog: deque[tuple[int, str, Handler, list[Any]]] = deque()
+        self._in_flight_bytes = 0  # request frame bytes held by running handlers
+        self._backlog: deque[tuple[int, str, Handler, list[Any], int]] = deque()
         self._reading_paused = False
         # running handlers: key -> (task, the handler's awaitable)
         self._tasks: dict[int, tuple[asyncio.Task[None], Any]] = {}
@@ -267,19 +268,28 @@ class _ServerConnection(FrameProtocol):
                 RpcError(f"{method!r} needs an authenticated connection", code="unauthenticated"),
             )
             return
-        if self._in_flight >= self.limits.max_in_flight or self._backlog:
+        size = self.frame_size
+        if self._backlog or not self._has_room(size):
             if len(self._backlog) >= self.limits.max_backlog:
                 stats["busy_rejections"] += 1
                 self._reply_error(msg.msgid, RpcError("too many queued calls", code="busy"))
                 return
-            self._backlog.append((msg.msgid, method, fn, msg.params))
+            self._backlog.append((msg.msgid, method, fn, msg.params, size))
             if not self._reading_paused and self.transport is not None:
                 self._reading_paused = True
                 self.transport.pause_reading()
             return
-        self._start(msg.msgid, method, fn, msg.params)
+        self._start(msg.msgid, method, fn, msg.params, size)
 
-    def _start(self, msgid: int, method: str, fn: Handler, params: list[Any]) -> None:
+    def _has_room(self, size: int) -> bool:
+        if self._in_flight == 0:
+            return True  # one call always runs, whatever its size
+        return (
+            self._in_flight < self.limits.max_in_flight
+            and self._in_flight_bytes + size <= self.limits.max_in_flight_bytes
+        )
+
+    def _start(self, msgid: int, method: str, fn: Handler, params: list[Any], size: int) -> None:
         try:
             res = fn(*params)
         except Exception as exc:
@@ -287,13 +297,15 @@ class _ServerConnection(FrameProtocol):
             return
         if type(res) is CoroutineType or inspect.isawaitable(res):
             self._in_flight += 1
+            self._in_flight_bytes += size
             self._task_seq += 1
             key = self._task_seq
-            self._tasks[key] = (self.loop.create_task(self._finish(key, msgid, method, res)), res)
+            task = self.loop.create_task(self._finish(key, msgid, method, res, size))
+            self._tasks[key] = (task, res)
         else:
             self._reply(msgid, res)
 
-    async def _finish(self, key: int, msgid: int, method: str, awaitable: Any) -> None:
+    async def _finish(self, key: int, msgid: int, method: str, awaitable: Any, size: int) -> None:
         try:
             try:
                 result = await awaitable
@@ -313,12 +325,13 @@ class _ServerConnection(FrameProtocol):
         finally:
             self._tasks.pop(key, None)
             self._in_flight -= 1
+            self._in_flight_bytes -= size
             if self._backlog or self._reading_paused:
                 self._pump_backlog()
 
     def _pump_backlog(self) -> None:
         backlog = self._backlog
-        while backlog and self._in_flight < self.limits.max_in_flight and self.is_open:
+        while backlog and self.is_open and self._has_room(backlog[0][4]):
             self._start(*backlog.popleft())
         if not backlog and self._reading_paused and self.is_open and self.transport is not None:
             self._reading_paused = False

@@ -536,3 +536,33 @@ async def test_socket_options(make_server: ServerFactory) -> None:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == round(
                 TEST_LIMITS.keepalive_idle or 0
             )
+
+
+async def test_in_flight_bytes_bound(make_server: ServerFactory) -> None:
+    running = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    async def hold(blob: bytes) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+        return len(blob)
+
+    limits = TEST_LIMITS.with_(max_in_flight_bytes=25_000)
+    server = await make_server({"hold": hold}, limits=limits)
+    async with await connect(server) as client:
+        tasks = [asyncio.create_task(client.call("hold", b"x" * 10_000)) for _ in range(6)]
+        for _ in range(500):
+            if running == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert running == 2
+        gate.set()
+        assert await asyncio.gather(*tasks) == [10_000] * 6
+        # a single request larger than the bound still runs on its own
+        assert await client.call("hold", b"y" * 40_000) == 40_000
+    assert peak == 2
