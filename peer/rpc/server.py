@@ -269,7 +269,7 @@ class _ServerConnection(FrameProtocol):
             )
             return
         size = self.frame_size
-        if self._backlog or not self._has_room(size):
+        if self._backlog or (self._in_flight and not self._has_room(size)):
             if len(self._backlog) >= self.limits.max_backlog:
                 stats["busy_rejections"] += 1
                 self._reply_error(msg.msgid, RpcError("too many queued calls", code="busy"))
