@@ -1,1 +1,1 @@
-"""Trained policy models shipped as package data."""
+"""Trained policies shipped as package data (ONNX models, checkpoints and their cards)."""
