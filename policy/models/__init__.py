@@ -1,1 +1,1 @@
-"""Trained policies shipped as package data (ONNX models, checkpoints and their cards)."""
+"""Trained policy models shipped as package data."""
