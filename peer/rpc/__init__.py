@@ -11,7 +11,8 @@ Errors travel in the error slot as ``{"code": str, "message": str}``.
     result = await pool.call(("10.0.0.2", 7001), "run_share", share, timeout=30.0)
 
 ``RemoteError`` (the peer answered with an error), ``RpcTimeout`` and ``ConnectionLost`` are
-the peer's faults; ``EncodeError`` and ``TensorError`` are ours.
+the peer's faults; ``EncodeError`` and ``TensorError`` are ours. A peer process that moves
+MiB-sized frames should call ``peer.rpc.tuning.retain_heap()`` once at start-up (see there).
 """
 
 from peer.rpc.client import CallInfo, RpcClient
