@@ -82,6 +82,12 @@ class GossipConfig:
     meta_min_interval_s: float = _f(
         0.5, "publish load digests at most this often; the view of self is always immediate"
     )
+    meta_budget_bytes_s: float = _f(
+        800.0,
+        "load updates cost every peer about N x size x retransmits bytes per round of updates: "
+        "each peer spaces its versions so that all peers' updates together stay within this "
+        "many bytes/s per peer (at 100 peers a plain load update may go out every ~5 s)",
+    )
     bandwidth_alpha: float = _f(
         0.3, "EWMA weight of a new transfer sample: follows changes within a few transfers"
     )
@@ -100,6 +106,7 @@ class GossipConfig:
             "join_retry_s",
             "join_sync_interval_s",
             "meta_min_interval_s",
+            "meta_budget_bytes_s",
             "suspicion_mult",
         )
         for name in positive:
@@ -180,6 +187,11 @@ class GossipConfig:
 
     def suspicion_max_s(self, n: int) -> float:
         return self.suspicion_max_mult * self.suspicion_min_s(n)
+
+    def meta_interval_s(self, n: int, update_bytes: int) -> float:
+        """Spacing of this peer's digest versions that keeps load traffic within the budget."""
+        cost = max(n, 1) * update_bytes * self.retransmit_limit(n)
+        return max(self.meta_min_interval_s, cost / self.meta_budget_bytes_s)
 
     def push_pull_period_s(self, n: int) -> float:
         """memberlist's pushPullScale: beyond 32 peers the interval grows with log2(N/32)."""

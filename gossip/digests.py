@@ -66,14 +66,17 @@ class LocalMeta:
         self.bw = BandwidthRow(alpha)
         self.digest = Digest(meta.name, 0, meta, ())
         self.due: float | None = None
-        self.last_publish = now
+        self.last_publish = -math.inf  # version 0 rides with Alive: the first change goes at once
         self._min_interval_s = min_interval_s
         self._row_max = row_max
 
-    def changed(self, now: float) -> bool:
-        """Record a local change; True if a new version should be published now."""
+    def changed(self, now: float, interval_s: float | None = None) -> bool:
+        """Record a local change; True if a new version should be published now.
+
+        `interval_s` (at least the configured minimum) spaces successive versions.
+        """
         self.at = now
-        due = self.last_publish + self._min_interval_s
+        due = self.last_publish + max(self._min_interval_s, interval_s or 0.0)
         if due <= now:
             return True
         if self.due is None:

@@ -418,7 +418,9 @@ class Membership:
     # -- metadata ----------------------------------------------------------------------------
 
     def schedule_publish(self, now: float) -> None:
-        if self.local.changed(now):
+        n = self.table.live
+        size = len(encode_broadcast(Load.of(self.local.digest)))
+        if self.local.changed(now, self.config.meta_interval_s(n, size)):
             self.publish_meta(now)
 
     def publish_meta(self, now: float, at_least: int = 0) -> None:
