@@ -64,10 +64,10 @@ class GossipConfig:
     )
     join_retry_s: float = _f(1.0, "retry seeds this often until one answers")
     join_sync_rounds: int = _f(
-        2,
-        "after joining, this many extra push-pulls with random peers: peers that joined at the "
-        "same moment learn each other by anti-entropy instead of waiting for gossip to carry "
-        "every alive message (that is what bounds join time at 1000 peers)",
+        6,
+        "after joining, up to this many push-pulls with random peers, until one teaches nothing "
+        "new: peers that joined at the same moment learn each other by anti-entropy in "
+        "O(log N) rounds instead of waiting for gossip to carry every alive message",
     )
     join_sync_interval_s: float = _f(1.0, "spacing of those post-join push-pulls")
     dead_reap_s: float = _f(

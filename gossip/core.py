@@ -314,9 +314,11 @@ class GossipCore:
             self._count_drop(exc)
             self.counters["push_pull_failed"] += 1
             return self._flush()
-        self._merge_remote(pp, now)
+        learned = self._merge_remote(pp, now)
         if not self._joined:
             self._on_joined(now)
+        elif self._sync_left and learned == 0 and not pp.join:
+            self._sync_left = 0  # anti-entropy after joining has converged
         return self._flush()
 
     def push_pull_failed(self, addr: Addr, join: bool, now: float) -> list[Effect]:
@@ -511,10 +513,11 @@ class GossipCore:
             self._push_pull_to(addr, join=True)
         self._join_retry_at = now + self.config.join_retry_s
 
-    def _merge_remote(self, pp: PushPull, now: float) -> None:
-        self._ms.merge_remote(pp, now)
+    def _merge_remote(self, pp: PushPull, now: float) -> int:
+        learned = self._ms.merge_remote(pp, now)
         if len(self._members) > 1 and not self._joined:
             self._on_joined(now)
+        return learned
 
     def _on_joined(self, now: float) -> None:
         self._joined = True

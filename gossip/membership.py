@@ -431,7 +431,9 @@ class Membership:
         self.queue.put(("d", self.name), encode_broadcast(Load.of(digest)))
         self.notify(me)
 
-    def merge_remote(self, pp: PushPull, now: float) -> None:
+    def merge_remote(self, pp: PushPull, now: float) -> int:
+        """Merge a full state; return how many peers it taught us of."""
+        before = len(self.table)
         for ms in pp.members:
             if ms.name == self.name:
                 stale = ms.incarnation > self.incarnation or (
@@ -456,3 +458,4 @@ class Membership:
                 self.on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
             if known:
                 self.on_digest(ms.digest, now)
+        return len(self.table) - before
