@@ -62,6 +62,7 @@ class Node:
         self.backend: Any = backend
         self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
         self.native = 16
+        self.quantum = 1
         self.runner: ShareRunner | None = None
         self.http_stats: Counter[tuple[str, int, str]] = Counter()
         self.rpc_stats: Counter[str] = Counter()
@@ -97,6 +98,7 @@ class Node:
                 lambda: load_backend(model=cfg.model, device=cfg.device, threads=cfg.threads)
             )
         self.native = int(getattr(self.backend, "sample_size", 16))
+        self.quantum = batch_quantum(self.backend)
         self.planner.native = self.native
         if self.cfg.calibrate:
             cal = await self.executor.call(self.backend.calibrate)
@@ -549,6 +551,16 @@ class Node:
 
     def metrics_text(self) -> str:
         return metrics.render(self)
+
+
+def batch_quantum(backend: Any) -> int:
+    """How many images the backend pads each forward to a multiple of (1 = no padding)."""
+    q = getattr(backend, "batch_quantum", None)
+    if q is None and type(backend).__module__.startswith("peer.diffusion"):
+        from peer.diffusion import unet
+
+        q = getattr(unet, "BATCH_QUANTUM", 1)
+    return max(int(q or 1), 1)
 
 
 def _leaf(exc: BaseException) -> BaseException:

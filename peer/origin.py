@@ -54,6 +54,7 @@ class Cluster(Protocol):
     planner: Planner
     name: str
     native: int
+    quantum: int
     default_policy: str
 
     def states(self, exclude: Sequence[str] = ()) -> list[PeerState]: ...
@@ -101,7 +102,13 @@ def _b64png(cluster: Cluster, img: np.ndarray) -> str:
 async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict[str, Any]:
     policy = req.policy or cluster.default_policy
     labels, seeds = labels_for(req), seeds_for(req)
-    work = Work(kind="generate", units=req.count, steps=req.steps, bytes_per_unit=IMAGE_BYTES)
+    work = Work(
+        kind="generate",
+        units=req.count,
+        steps=req.steps,
+        bytes_per_unit=IMAGE_BYTES,
+        quantum=cluster.quantum,
+    )
     t_plan = time.perf_counter()
     plan = cluster.planner.plan(cluster.states(), work, mode=req.mode, policy=policy)
     plan_s = time.perf_counter() - t_plan
@@ -170,6 +177,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         share_bytes=2 * h * w,
         area_units=rows * h * w / float(cluster.native**2),
         tile_area=rows * (cluster.tile_area(tiles[0]) if tiles else 1.0),
+        quantum=cluster.quantum if rows == 1 else 1,
     )
     t_plan = time.perf_counter()
     plan = cluster.planner.plan(
@@ -259,6 +267,7 @@ async def _run_units(
                 share_bytes=work.share_bytes,
                 area_units=work.area_units,
                 tile_area=work.tile_area,
+                quantum=work.quantum,
             )
             states = cluster.states(exclude=sorted(excluded))
             if sub_mode == "local":

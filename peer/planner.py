@@ -66,6 +66,7 @@ class Work:
     area_units: float = 1.0  # untiled repair: canvas area in native-size images
     tile_area: float = 1.0  # tile mode: one tile window's area in native-size images
     chain_bytes: int = 8192  # steps mode: latent + generator + scheduler state
+    quantum: int = 1  # the backend pads each forward to a multiple of this many images
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,13 @@ class Cand:
     fixed_s: float
     unit_s: float
     xfer_s_per_unit: float
+    quantum: int = 1  # forwards are padded to a multiple of this many images
 
     def finish(self, n: int) -> float:
         if n <= 0:
             return 0.0
-        return self.wait_s + self.fixed_s + n * (self.unit_s + self.xfer_s_per_unit)
+        padded = max(self.quantum, -(-n // self.quantum) * self.quantum)
+        return self.wait_s + self.fixed_s + padded * self.unit_s + n * self.xfer_s_per_unit
 
 
 def applicable_modes(work: Work, native: int, height: int = 0, width: int = 0) -> list[Mode]:
@@ -159,7 +162,8 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
             fixed = s * p.a_s + (p.rtt_s if remote else 0.0)
             unit = s * p.c_s
         xfer = (work.bytes_per_unit / bw) if remote else 0.0
-        out.append(Cand(p, max(p.wait_s, 0.0) + max(p.own_pending_s, 0.0), fixed, unit, xfer))
+        wait = max(p.wait_s, 0.0) + max(p.own_pending_s, 0.0)
+        out.append(Cand(p, wait, fixed, unit, xfer, work.quantum if mode != "steps" else 1))
     return out
 
 
@@ -249,6 +253,7 @@ class Planner:
         else:
             counts = _fill_units([cands[i] for i in chosen], chosen, work.units)
             counts = _prune(cands, counts, work.units)
+            counts = _rebalance(cands, counts, chosen)
         return self._assemble(cands, counts, mode, rec, policy)
 
     def _assemble(
@@ -386,6 +391,35 @@ def _prune(cands: list[Cand], counts: dict[int, int], units: int) -> dict[int, i
         else:
             break
     return current
+
+
+def _rebalance(cands: list[Cand], counts: dict[int, int], allowed: list[int]) -> dict[int, int]:
+    """Move single units off the latest-finishing peer while that lowers the make-span.
+
+    Water-filling is exact for the continuous affine model; this repairs what whole units and
+    padded forwards (``Cand.quantum``) do to it. Only peers the policy chose may gain units.
+    """
+    cur = {i: counts.get(i, 0) for i in allowed}
+    cur.update(counts)
+    for _ in range(sum(cur.values()) + len(cur)):
+        span_of = {i: cands[i].finish(n) for i, n in cur.items() if n > 0}
+        worst = max(span_of, key=lambda i: (span_of[i], cands[i].peer.name))
+        span = span_of[worst]
+        best_j, best_span = -1, span
+        for j, n in cur.items():
+            if j == worst:
+                continue
+            rest = max(
+                [cands[j].finish(n + 1), cands[worst].finish(cur[worst] - 1)]
+                + [v for k, v in span_of.items() if k not in (j, worst)]
+            )
+            if rest < best_span - 1e-9:
+                best_j, best_span = j, rest
+        if best_j < 0:
+            break
+        cur[worst] -= 1
+        cur[best_j] += 1
+    return {i: n for i, n in cur.items() if n > 0}
 
 
 def _with_alternatives(plan: Plan, preds: dict[str, float]) -> Plan:

@@ -185,3 +185,14 @@ def test_property_batch_covers_every_unit_once(
     )
     assert sorted(u for s in plan.shares for u in s.units) == list(range(units))
     assert all(s.units for s in plan.shares)
+
+
+def test_padded_forwards_get_even_shares(planner: Planner) -> None:
+    """With forwards padded to 2 images, an odd share costs as much as the next even one."""
+    peers = [peer("a", me=True, speed=1.0)] + [peer(n, speed=1.0) for n in "bcd"]
+    peers[0] = PeerState(**{**peers[0].__dict__, "a_s": 0.04, "c_s": 0.007})
+    peers[1:] = [PeerState(**{**p.__dict__, "a_s": 0.04, "c_s": 0.007}) for p in peers[1:]]
+    work = Work("generate", 8, 20, quantum=2)
+    plan = planner.plan(peers, work, mode="batch", policy="greedy")
+    assert sorted(len(s.units) for s in plan.shares) == [2, 2, 2, 2]
+    assert sorted(u for s in plan.shares for u in s.units) == list(range(8))
