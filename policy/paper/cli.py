@@ -237,7 +237,7 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
     r.add_argument(
         "--quick",
         action="store_true",
-        help="3 points per sweep (2 besides the defaults), 200 learned / 10 other episodes, 1 seed",
+        help="defaults + 1 hard point per sweep, 200 learned / 10 other episodes, 1 seed",
     )
     r.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (2)")
     r.set_defaults(func=_cmd_reproduce)

@@ -26,6 +26,7 @@ from policy.paper.config import EnvRules, SimError, SimParams
 __all__ = ["EpisodeStats", "PaperEnv", "draw_densities"]
 
 F64 = npt.NDArray[np.float64]
+DROPPED_MAKESPAN = 10.0  # seconds, the make-span recorded for a task assigned nowhere
 
 
 def draw_densities(params: SimParams, rng: np.random.Generator) -> F64:
@@ -124,7 +125,17 @@ class PaperEnv:
         return U, W
 
     def offload(self, b: int, n: int, subset: Sequence[int], size: float) -> tuple[float, bool]:
-        """Allocate one task to ``subset`` (ES indices); returns (raw make-span, failed)."""
+        """Allocate one task to ``subset`` (ES indices); returns (raw make-span, failed).
+
+        An empty subset drops the task (Optimal's 10 s incumbent, see methods.Optimal): no work
+        is assigned and the task counts as failed with make-span 10 s.
+        """
+        if not subset:
+            dropped_fail = self.tau < DROPPED_MAKESPAN
+            self._n_tasks += 1
+            self._n_fail += int(dropped_fail)
+            self._sum_ms += min(DROPPED_MAKESPAN, self.tau)
+            return DROPPED_MAKESPAN, dropped_fail
         U, W = self.task_vectors(b, n, size)
         work = size * self.rho[n]
         k = len(subset)

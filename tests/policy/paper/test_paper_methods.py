@@ -119,3 +119,16 @@ def test_unknown_method_and_bad_episodes() -> None:
         run("nope", SMALL, 1, 0)
     with pytest.raises(SimError):
         run("local", SMALL, 0, 0)
+
+
+def test_optimal_drops_task_when_nothing_beats_ten_seconds() -> None:
+    env = _random_env(0, "optimal")
+    env.q = [1000.0] * 5  # every ES is 20+ s behind
+    opt = Optimal()
+    opt.bind(env, np.random.default_rng(0))
+    assert opt.decide(0, 0, 0, 3.0) == ()
+    before = list(env.P)
+    ms, failed = env.offload(0, 0, (), 3.0)
+    assert failed and ms == 10.0 and before == env.P
+    st = env.stats()
+    assert st.tasks == 1 and st.failure_rate == 1.0 and st.makespan == pytest.approx(1.0)
