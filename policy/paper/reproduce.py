@@ -430,4 +430,20 @@ EXPLANATIONS = [
     "paper's) are shown in the tables but not used for the headline.",
     "- **Learning noise.** DQN results vary with seed and with the episode window averaged; "
     "the learned methods keep ε-exploration (1% random actions) even when converged.",
+    "- **AdaDQN is unstable across seeds.** Each agent gets 6 gradient steps per episode "
+    "(~3,000 in 500 episodes) and the MSE over 31 outputs dilutes each action's update, so "
+    "Q-values are far from their fixed point (≈ −M/(1−γ) ≈ −2) when ε reaches 0.99 and the "
+    "argmax depends on the initialisation. The five agents see only start-of-slot queues "
+    "(no intra-slot load), so they can settle on overlapping subsets and herd onto the same "
+    "ESs; such runs end worse than random subsets. The reference's single committed run "
+    "converged close to Optimal; our seeds split between near-Optimal and herded outcomes.",
+    "- **Near-critical load.** At p = 0.8 the mean utilisation is ≈ 96% and ρ̄ (one draw of 50 "
+    "densities per seed) moves it by ±4%, so whether queues blow up within 60 slots depends on "
+    "the seed: the reference's runs saturated (make-span ≈ 0.93 s), ours mostly do not.",
+    "- **DRLCoEdge environment.** We follow the spec (local share also pays D/r_b and waits "
+    "for the link backlog, every share charged to the link, waits capped at τ). The one "
+    "readable DRLCoEdge environment file of the reference repository (an older commit) has the "
+    "local piece pay no transfer; under those rules DRLCoEdge does markedly better.",
+    "- **Optimal equals exact water-filling.** The best clip-CWA subset is the water-filling "
+    "active set, so Optimal and greedy water-filling give the same make-spans; both are myopic.",
 ]
