@@ -68,3 +68,40 @@ async def test_share_on_a_dead_rpc_peer_is_replanned() -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+async def test_shared_secret_cluster(tmp_path: Any) -> None:
+    import dataclasses
+
+    secret = tmp_path / "secret"
+    secret.write_text("correct horse battery staple\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("a different secret entirely\n")
+    a = Node(dataclasses.replace(cfg("a"), secret_file=str(secret)), backend=SeedBackend())
+    await a.start()
+    join = (("127.0.0.1", a.rpc_port),)
+    b = Node(dataclasses.replace(cfg("b", join), secret_file=str(secret)), backend=SeedBackend())
+    c = Node(dataclasses.replace(cfg("c", join), secret_file=str(wrong)), backend=SeedBackend())
+    await b.start()
+    await c.start()
+    try:
+        for _ in range(100):
+            if len(a.gossip.view().alive()) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert sorted(p.name for p in a.gossip.view().alive()) == ["a", "b"]
+        from peer.requests import GenerateRequest
+
+        req = GenerateRequest(
+            count=4, label=1, steps=2, seed=7, mode="batch", policy="equal", scheduler="ddim"
+        )
+        job = a.submit_generate(req)
+        await asyncio.wait_for(a.wait_job(job), 20)
+        assert job.state == "done" and job.result is not None
+        assert sorted(job.result["plan"]["peers"]) == ["a", "b"]
+        assert job.result["replans"] == []
+    finally:
+        await c.stop()
+        await b.stop()
+        await a.stop()
