@@ -46,6 +46,12 @@ log = logging.getLogger("amcoedge.node")
 
 VERSION = "1"
 META_PERIOD_S = 0.1
+CLUSTER_UNITS = {
+    "capacity": "images x denoising steps per second at batch 8",
+    "backlog": "seconds of queued work, as published",
+    "age": "seconds since that peer's metadata was published",
+    "rtt_s": "seconds, measured by this peer",
+}
 PROBE_PERIOD_S = 2.0
 
 
@@ -514,7 +520,7 @@ class Node:
 
     def cluster_json(self) -> dict[str, Any]:
         if self.gossip is None:
-            return {"self": self.name, "capacity_unit": "images*steps/s at batch 8", "peers": []}
+            return {"self": self.name, "units": CLUSTER_UNITS, "peers": []}
         view = self.gossip.view()
         peers = []
         for p in sorted(view.peers.values(), key=lambda p: p.name):
@@ -531,13 +537,13 @@ class Node:
                     },
                     "model_id": p.meta.model_id,
                     "capacity": p.meta.capacity,
-                    "backlog_s": p.meta.queued_s,
+                    "backlog": p.meta.queued_s,
                     "active_shares": p.meta.active_shares,
-                    "age_s": round(float(p.meta_age_s), 4),
+                    "age": round(float(p.meta_age_s), 4),
                     "rtt_s": self.rtt.get(p.name),
                 }
             )
-        return {"self": self.name, "capacity_unit": "images*steps/s at batch 8", "peers": peers}
+        return {"self": self.name, "units": CLUSTER_UNITS, "peers": peers}
 
     def health_json(self) -> dict[str, Any]:
         return {

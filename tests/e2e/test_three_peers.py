@@ -106,7 +106,7 @@ def test_cluster_lists_all_three_everywhere(peers: Peers) -> None:
         for row in rows.values():
             assert row["status"] == "alive"
             assert row["capacity"] > 0
-            assert row["backlog_s"] >= 0
+            assert row["backlog"] >= 0
             assert row["addresses"]["http"][1] > 0
 
 
