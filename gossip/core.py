@@ -525,6 +525,13 @@ class GossipCore:
         if self._seeds:
             self._sync_left = self.config.join_sync_rounds
             self._next_sync = now + self.config.join_sync_interval_s
+        # Announce ourselves once to every peer the join taught us of: N small datagrams, so
+        # no peer depends on the luck of gossip (or waits for a push-pull) to learn of us.
+        alive = Alive(self.name, self._ms.incarnation, self._local.digest)
+        data = self.codec.seal(encode_primary(Gossip(self.name)) + encode_broadcast(alive))
+        for m in self._members.values():
+            if m.name != self.name and m.live:
+                self._out.append(Send(m.addr, data))
 
     def _reap(self, now: float) -> None:
         cfg = self.config
