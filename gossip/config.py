@@ -86,7 +86,7 @@ class GossipConfig:
         800.0,
         "load updates cost every peer about N x size x retransmits bytes per round of updates: "
         "each peer spaces its versions so that all peers' updates together stay within this "
-        "many bytes/s per peer (at 100 peers a plain load update may go out every ~5 s)",
+        "many bytes/s per peer (one version per ~7 s per peer at 20 peers, ~50 s at 100)",
     )
     bandwidth_alpha: float = _f(
         0.3, "EWMA weight of a new transfer sample: follows changes within a few transfers"
