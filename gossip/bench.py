@@ -86,7 +86,7 @@ def run_sim_bench(
     config: GossipConfig | None = None,
     steady_s: float = 600.0,
     meta_changes: int = 20,
-    crashes: int = 5,
+    crashes: int = 9,
     meta_rate: float = 0.02,
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             config=PRESETS[args.preset](),
             steady_s=600.0 if args.steady_s is None else args.steady_s,
             meta_changes=20 if args.meta_changes is None else args.meta_changes,
-            crashes=5 if args.crashes is None else args.crashes,
+            crashes=9 if args.crashes is None else args.crashes,
             meta_rate=args.meta_rate,
             progress=progress,
         )
