@@ -81,6 +81,20 @@ def centre_mask(side: int, frac: float = 0.5) -> np.ndarray:
     return m
 
 
+def scratch_mask(side: int, seed: int = 2) -> np.ndarray:
+    """Damage like scratches and blotches: side // 6 rectangles of 1-10 px per side (seeded)."""
+    rng = np.random.default_rng(seed)
+    m = np.zeros((side, side), dtype=bool)
+    for _ in range(side // 6):
+        h, w = (int(v) for v in rng.integers(1, 11, 2))
+        y, x = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+        m[y : y + h, x : x + w] = True
+    return m
+
+
+MASKS = {"scratches": scratch_mask, "centre": centre_mask}
+
+
 def tile_vs_untiled(
     be: Backend,
     side: int,
@@ -89,11 +103,13 @@ def tile_vs_untiled(
     seed: int,
     scheduler: str = "ddim",
     label: int | None = None,
-    mask_frac: float = 0.5,
+    mask_kind: str = "scratches",
 ) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """PSNR of the tiled against the untiled repair; also returns (canvas, untiled, tiled)."""
     canvas = digit_canvas(side // be.sample_size, be.sample_size)
-    mask = centre_mask(side, mask_frac)
+    if mask_kind not in MASKS:
+        raise ValueError(f"unknown mask kind {mask_kind!r}; choose from {sorted(MASKS)}")
+    mask = MASKS[mask_kind](side)
     untiled = be.repair(canvas, mask, steps, seed, label=label, scheduler=scheduler)
     tiled = be.repair_canvas(canvas, mask, steps, seed, halo=halo, label=label, scheduler=scheduler)
     report = {
@@ -103,6 +119,7 @@ def tile_vs_untiled(
         "steps": steps,
         "scheduler": scheduler,
         "label": label,
+        "mask": mask_kind,
         "masked_fraction": round(float(mask.mean()), 4),
         "psnr_db": round(psnr(untiled, tiled), 2),
         "psnr_masked_region_db": round(psnr(untiled[mask], tiled[mask]), 2),

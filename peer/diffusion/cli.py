@@ -98,6 +98,13 @@ def register_more(model: Any) -> None:
     p.add_argument("--halo", type=int, action="append", default=None, help="halo(s) (default 4)")
     p.add_argument("--canvas", type=int, action="append", default=None, help="canvas side(s)")
     p.add_argument("--label", type=int, default=None, help="repair label (default: none)")
+    p.add_argument(
+        "--mask",
+        action="append",
+        choices=["scratches", "centre"],
+        default=None,
+        help="repair mask kind(s) for the tile check (default: scratches and centre)",
+    )
     p.add_argument("--images", type=Path, default=None, help="write repair images (PNG) here")
     p.add_argument("--json", type=Path, default=None, help="write the result here")
     p.set_defaults(func=_cmd_check)
@@ -197,9 +204,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     halos = args.halo or [4]
     canvases = args.canvas or [32, 48]
+    masks = args.mask or ["scratches", "centre"]
     try:
         be = _load(args)
-        todo = len(halos) * len(canvases) + 4
+        todo = len(halos) * len(canvases) * len(masks) + 4
         bar = tqdm(total=todo, desc="check", unit="part")
         result: dict[str, Any] = {"backend": be.describe(), "chain_split": [], "tile": []}
         for sched in ("ddim", "ddpm"):
@@ -221,12 +229,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         ]
         bar.update(1)
         panels = []
-        for side in canvases:
-            for halo in halos:
-                report, imgs = tile_vs_untiled(be, side, halo, args.steps, 5, label=args.label)
-                result["tile"].append(report)
-                panels.append(imgs)
-                bar.update(1)
+        for kind in masks:
+            for side in canvases:
+                for halo in halos:
+                    report, imgs = tile_vs_untiled(
+                        be, side, halo, args.steps, 5, label=args.label, mask_kind=kind
+                    )
+                    result["tile"].append(report)
+                    panels.append(imgs)
+                    bar.update(1)
         cost = be.calibrate()
         result["calibration"] = cost.to_wire()
         bar.update(1)
@@ -239,7 +250,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for report, (canvas, untiled, tiled) in zip(result["tile"], panels, strict=True):
             diff = np.clip(np.abs(untiled.astype(int) - tiled.astype(int)) * 4, 0, 255)
             grid = image_grid([canvas, untiled, tiled, diff.astype(np.uint8)], cols=4)
-            name = f"tile_{report['canvas']}_halo{report['halo']}.png"
+            name = f"tile_{report['mask']}_{report['canvas']}_halo{report['halo']}.png"
             (args.images / name).write_bytes(encode_png(grid))
     _emit(result, args.json)
     return 0

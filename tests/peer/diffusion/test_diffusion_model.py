@@ -44,8 +44,9 @@ def test_chain_split_on_trained_weights(shipped: Backend) -> None:
         assert np.array_equal(a, shipped.generate([8], [3], 30, scheduler)[0])
 
 
-@pytest.mark.parametrize("side", [32, 48])
+@pytest.mark.parametrize("side", [32, pytest.param(48, marks=pytest.mark.slow)])
 def test_tile_repair_psnr_against_untiled(shipped: Backend, side: int) -> None:
-    report, _ = tile_vs_untiled(shipped, side, halo=4, steps=20, seed=5, label=None)
+    """Scratch-like damage (about 10-14 % of the canvas), halo 4: tiled within 25 dB of untiled."""
+    report, _ = tile_vs_untiled(shipped, side, halo=4, steps=20, seed=5, mask_kind="scratches")
     assert report["known_region_kept"]
     assert report["psnr_db"] >= 25.0, report
