@@ -69,7 +69,7 @@ def register(groups: dict[str, Any]) -> None:
     c.add_argument("--quotas", help="CPU cores per peer, comma-separated, e.g. 1,0.5,0.25 (root)")
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--policy", choices=POLICIES, default="onnx")
-    c.add_argument("--logs", default="cluster-logs", help="directory for the peers' logs")
+    c.add_argument("--logs", help="directory for the peers' logs (default: a new temp dir)")
     c.add_argument("--json", help="write the peers' addresses here once the cluster is up")
     c.add_argument("--model", help="local diffusers model dir for every peer (default: shipped)")
     c.set_defaults(func=cmd_cluster_up)
@@ -232,6 +232,9 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         policy=args.policy,
         extra_args=("--model", args.model) if args.model else (),
     )
+    import tempfile
+
+    args.logs = args.logs or tempfile.mkdtemp(prefix="amcoedge-cluster-")
     cluster = LocalCluster(spec, Path(args.logs))
     with stop_on_signals():
         return _cluster_up(cluster, args)
