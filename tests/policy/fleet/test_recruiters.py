@@ -123,3 +123,15 @@ def test_seeded_recruiters_are_reproducible() -> None:
     r1 = [make_recruiter("random", seed=5).decide(Request(units=8), c) for _ in range(1)]
     r2 = [make_recruiter("random", seed=5).decide(Request(units=8), c) for _ in range(1)]
     assert r1 == r2
+
+
+def test_shipped_model_loads_and_decides_for_any_fleet_size() -> None:
+    from policy.fleet.recruiters import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL.is_file(), "the trained recruiter ships as package data"
+    rec = make_recruiter("learned", seed=0)
+    assert isinstance(rec, LearnedRecruiter)
+    for n in (1, 2, 5, 17, 64):
+        d = rec.decide(Request(units=8, deadline_s=float("inf")), fleet(n, seed=n))
+        assert d.fallback is None and d.provider == "CPUExecutionProvider"
+        check(d, n)
