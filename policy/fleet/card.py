@@ -10,6 +10,33 @@ from policy.fleet.actions import ACTIONS, AGE_HEDGES, CAPS, N_ACTIONS, N_HEDGES,
 from policy.fleet.features import FEATURE_NAMES
 
 
+def _misses(grid: dict[str, Any]) -> str:
+    """Plain-language list of the cells that miss a per-cell target."""
+    best, rand, fail = [], [], []
+    for c in grid["cells"]:
+        m = c["methods"]
+        if not {"learned", "greedy", "greedy-aware", "random"} <= set(m):
+            return ""
+        tag = f"N={c['peers']} load={c['load']} stale={c['staleness_s']}"
+        lrn = m["learned"]["avg_makespan"]
+        b = min(m["greedy"]["avg_makespan"], m["greedy-aware"]["avg_makespan"])
+        if lrn > 1.02 * b:
+            best.append(f"{tag} ({lrn / b:.3f})")
+        if lrn > 0.80 * m["random"]["avg_makespan"]:
+            rand.append(f"{tag} ({lrn / m['random']['avg_makespan']:.3f})")
+        if m["learned"]["failure_rate"] > m["greedy"]["failure_rate"]:
+            fail.append(tag)
+    lines = [
+        "Per-cell targets missed (learned <= 1.02 x best greedy, <= 0.80 x random, failure rate"
+        " <= greedy's):",
+        "",
+    ]
+    lines.append(f"- above 1.02 x best greedy: {', '.join(best) or 'none'}")
+    lines.append(f"- above 0.80 x random: {', '.join(rand) or 'none'}")
+    lines.append(f"- failure rate above greedy: {', '.join(fail) or 'none'}")
+    return "\n".join(lines)
+
+
 def write_card(
     path: Path,
     meta: dict[str, Any],
@@ -66,8 +93,8 @@ Actions: {acts}.
   from {meta.get("train_config", {}).get("load_range", "?")}, staleness 0 or up to
   {meta.get("train_config", {}).get("stale_max_s", "?")} s.
 - Method: fitted Q from a replay of simulated runs with epsilon-greedy exploration; target per
-  request = -(own make-span + delay imposed on jobs queued behind its shares + 0.5 x deadline
-  if failed) / T0 (gamma = 0, the externality term standing in for the bootstrap); the
+  request = -log((own make-span + delay imposed on jobs queued behind its shares + 0.5 x
+  deadline if failed) / T0) (gamma = 0, the externality term standing in for the bootstrap); the
   correction head is regressed on the waits the chosen shares actually met. See
   `policy/fleet/train.py`.
 - ONNX export: `{meta.get("exporter", "?")}` exporter; torch/onnxruntime parity (max abs diff)
@@ -82,6 +109,8 @@ learned average make-span to the better of greedy / greedy-aware and to random.
 
 {table}
 Checks: `{json.dumps(grid.get("checks", {}))}`
+
+{_misses(grid)}
 
 ## Decision latency
 
