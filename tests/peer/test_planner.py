@@ -196,3 +196,27 @@ def test_padded_forwards_get_even_shares(planner: Planner) -> None:
     plan = planner.plan(peers, work, mode="batch", policy="greedy")
     assert sorted(len(s.units) for s in plan.shares) == [2, 2, 2, 2]
     assert sorted(u for s in plan.shares for u in s.units) == list(range(8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.integers(1, 80),
+    waits=st.lists(st.floats(0, 3), min_size=1, max_size=6),
+    speeds=st.lists(st.floats(0.1, 4), min_size=6, max_size=6),
+    policy=st.sampled_from(["greedy", "random", "equal", "onnx", "local"]),
+)
+def test_property_steps_chain_covers_every_step_once(
+    steps: int, waits: list[float], speeds: list[float], policy: str
+) -> None:
+    peers = [peer("me", me=True, wait=waits[0], speed=speeds[0])] + [
+        peer(f"p{i}", wait=w, speed=speeds[i]) for i, w in enumerate(waits[1:], start=1)
+    ]
+    plan = Planner(Recruiters(seed=2)).plan(
+        peers, Work("generate", 1, steps), mode="steps", policy=policy
+    )
+    ranges = [s.step_range for s in plan.shares]
+    assert all(r is not None and r[0] < r[1] for r in ranges)
+    flat = [(r[0], r[1]) for r in ranges if r is not None]
+    assert flat[0][0] == 0 and flat[-1][1] == steps
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(flat))
+    assert plan.predicted_makespan_s >= 0
