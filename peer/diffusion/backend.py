@@ -441,7 +441,7 @@ class Backend:
 
     # ------------------------------------------------------------------------ calibration
     def calibrate(
-        self, batch_sizes: Sequence[int] = (1, 2, 4, 8), repeats: int = 5, warmup: int = 2
+        self, batch_sizes: Sequence[int] = (1, 2, 4, 8), repeats: int = 3, warmup: int = 1
     ) -> CostModel:
         """Time one denoising step at several batch sizes and fit `a + c * images` seconds."""
         if len(set(batch_sizes)) < 2 or min(batch_sizes) < 1 or max(batch_sizes) > MAX_BATCH:

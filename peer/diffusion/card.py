@@ -86,4 +86,7 @@ def render_card(card: dict[str, Any]) -> str:
                 f"({entry.get('scheduler')} {entry.get('steps')} steps, seed {entry.get('seed')}); "
                 f"scorer: {entry.get('scorer')}"
             )
+    notes = card.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
