@@ -53,3 +53,13 @@ def test_train_digits_runs_a_few_steps(tmp_path: Path) -> None:
     be = load_backend(out, device="cpu")
     assert be.model_id.startswith("m@")
     assert be.generate([1], [1], 2).shape == (1, 16, 16)
+
+
+def test_training_is_reproducible_for_a_fixed_step_count(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        argv = ["model", "train-digits", "--out", str(out), "--steps", "3", "--batch-size", "8"]
+        assert main([*argv, "--seed", "4"]) == 0
+        runs.append((out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes())
+    assert runs[0] == runs[1]

@@ -104,3 +104,16 @@ def test_tile_sees_the_canvas_noise(tiny: Backend) -> None:
 
     whole = tiny.repair_tile(canvas, mask, Tile(0, 0, 32, 32), 6, 9, label=1, scheduler="ddpm")
     assert np.array_equal(whole, tiny.repair(canvas, mask, 6, 9, label=1, scheduler="ddpm"))
+
+
+def test_two_thread_backend_keeps_batch_and_chain_exactness(tiny_dir: Path) -> None:
+    be = load_backend(tiny_dir, device="cpu", threads=2)
+    labels: list[int | None] = [1, 4, 4]
+    seeds = [21, 22, 23]
+    batch = be.generate(labels, seeds, 6, "ddpm")
+    for i in range(3):
+        assert np.array_equal(batch[i], be.generate([labels[i]], [seeds[i]], 6, "ddpm")[0])
+    report = chain_split(
+        lambda: load_backend(tiny_dir, device="cpu", threads=2), "ddpm", 6, 3, 4, 22
+    )
+    assert report["latent_bit_identical"]
