@@ -43,10 +43,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["batch_size"] = args.batch_size
     cfg = dataclasses.replace(DIGITS16, **overrides)
     command = (
-        "amcoedge model " + " ".join(sys.argv[sys.argv.index("train-digits") :])
-        if ("train-digits" in sys.argv)
-        else "amcoedge model train-digits"
+        f"amcoedge model train-digits --out {args.out} --steps {cfg.steps} --seed {cfg.seed} "
+        f"--threads {cfg.threads} --batch-size {cfg.batch_size}"
     )
+    if args.minutes is not None:
+        command += f" --minutes {args.minutes}"
     try:
         result = train(cfg, args.out, minutes=args.minutes)
     except DiffusionError as exc:
