@@ -140,6 +140,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     from policy.paper.reproduce import full_plan, quick_plan, reproduce
 
+    if args.render_only:
+        from policy.paper.reproduce import render
+
+        try:
+            render(Path(args.out))
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"error: cannot render {args.out}: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"out": args.out, "rendered": True}))
+        return 0
     plan = quick_plan(args.seeds or 1) if args.quick else full_plan(args.seeds or 3)
     bar = tqdm(desc="reproduce", unit="run", file=sys.stderr)
 
@@ -240,6 +250,11 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
         help="defaults + 1 hard point per sweep, 200 learned / 10 other episodes, 1 seed",
     )
     r.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (2)")
+    r.add_argument(
+        "--render-only",
+        action="store_true",
+        help="redraw figures and report.md from DIR/results.json without simulating",
+    )
     r.set_defaults(func=_cmd_reproduce)
 
     e = groups["policy"].add_parser(

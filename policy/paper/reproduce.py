@@ -172,6 +172,7 @@ def reproduce(
             "quick": plan.quick,
             "jobs": jobs,
         },
+        "base": base.as_dict(),
         "wall_s": wall,
         "cpu_count": os.cpu_count(),
         "summary": summary,
@@ -181,6 +182,29 @@ def reproduce(
     figures = _figures(out, plan, summary, by_point[_key(base)])
     (out / "report.md").write_text(_report(plan, summary, wall, figures))
     return results
+
+
+def render(out: Path) -> dict[str, object]:
+    """Redraw the figures and report.md of ``out`` from its results.json (no simulation)."""
+    results = json.loads((out / "results.json").read_text())
+    p = results["plan"]
+    plan = Plan(
+        sweeps={k: tuple(v) for k, v in p["sweeps"].items()},
+        methods=tuple(p["methods"]),
+        learned_episodes=int(p["learned_episodes"]),
+        other_episodes=int(p["other_episodes"]),
+        seeds=tuple(p["seeds"]),
+        quick=bool(p["quick"]),
+    )
+    by_point: dict[str, dict[str, list[dict[str, object]]]] = {}
+    for r in results["runs"]:
+        k = json.dumps(r["params"], sort_keys=True)
+        by_point.setdefault(k, {}).setdefault(str(r["method"]), []).append(r)
+    base = json.dumps(results.get("base", DEFAULT.as_dict()), sort_keys=True)
+    summary = results["summary"]
+    figures = _figures(out, plan, summary, by_point[base])
+    (out / "report.md").write_text(_report(plan, summary, float(results["wall_s"]), figures))
+    return dict(results)
 
 
 def _mean(xs: Iterable[float]) -> float:
@@ -267,9 +291,13 @@ def _figures(
 
     names: list[str] = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    longest = max(len(runs[0]["curve"]) for runs in default_runs.values())  # type: ignore[arg-type]
     for m, runs in default_runs.items():
         curves = np.array([r["curve"] for r in runs], dtype=float)
         mean = curves.mean(axis=0)
+        if mean.size < longest:  # non-learning methods: their mean as a flat reference line
+            ax.plot([0, longest - 10], [mean.mean()] * 2, linestyle="--", label=f"{m} (mean)")
+            continue
         if mean.size > 10:
             k = 10
             mean = np.convolve(mean, np.ones(k) / k, mode="valid")

@@ -12,7 +12,7 @@ import torch
 from peer.cli import main
 from policy.export import ExportError, export_checkpoint, load_checkpoint
 from policy.paper.config import DEFAULT
-from policy.paper.reproduce import Plan, reproduce
+from policy.paper.reproduce import Plan, render, reproduce
 
 torch.set_num_threads(1)
 
@@ -205,6 +205,11 @@ def test_reproduce_smoke(tmp_path: Path) -> None:
     assert "11.04%" in report and "44.86%" in report and "Quick mode" in report
     # 3 distinct points x 4 methods x 1 seed
     assert len(res["runs"]) == 12  # type: ignore[arg-type]
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "convergence.png").unlink()
+    render(tmp_path)
+    assert (tmp_path / "report.md").read_text() == report
+    assert (tmp_path / "convergence.png").is_file()
 
 
 def test_shipped_model_matches_its_checkpoint() -> None:
