@@ -78,13 +78,19 @@ def _params(args: argparse.Namespace) -> SimParams:
     return p
 
 
-def _write_json(path: str | None, data: Any) -> None:
+def _write_json(path: str | None, data: Any) -> bool:
+    """Write JSON to PATH (stdout for None or "-"); False with a message when it cannot."""
     text = json.dumps(data, indent=1)
     if path is None or path == "-":
         print(text)
-    else:
+        return True
+    try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
+    except OSError as exc:
+        print(f"error: cannot write {path}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -95,6 +101,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     episodes = args.episodes or DEFAULT_EPISODES.get(args.method, 50)
+    if args.save_checkpoint and args.method != "amcoedge":
+        print("error: --save-checkpoint is only for --method amcoedge", file=sys.stderr)
+        return 2
     try:
         params = _params(args)
         bar = tqdm(total=episodes, desc=args.method, disable=args.quiet, file=sys.stderr)
@@ -112,13 +121,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.save_checkpoint:
         from policy.export import save_adadqn_checkpoint
 
-        if args.method != "amcoedge":
-            print("error: --save-checkpoint is only for --method amcoedge", file=sys.stderr)
+        try:
+            save_adadqn_checkpoint(res, Path(args.save_checkpoint))
+        except OSError as exc:
+            print(f"error: cannot write {args.save_checkpoint}: {exc}", file=sys.stderr)
             return 2
-        save_adadqn_checkpoint(res, Path(args.save_checkpoint))
         data["checkpoint"] = args.save_checkpoint
-    if args.json:
-        _write_json(args.json, data)
+    if args.json and not _write_json(args.json, data):
+        return 2
     brief = {
         k: data[k]
         for k in (
@@ -194,8 +204,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         }
     out["wall_s"] = time.perf_counter() - t0
     out["note"] = "learned methods include training (from scratch, first episodes are random)"
-    _write_json(args.json, out)
-    return 0
+    return 0 if _write_json(args.json, out) else 2
 
 
 def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]]) -> None:

@@ -226,3 +226,47 @@ def test_shipped_model_matches_its_checkpoint() -> None:
     with torch.no_grad():
         ref = ex.module(torch.from_numpy(x)).numpy()
     assert float(np.max(np.abs(sess.run(None, {"state": x})[0] - ref))) <= 1e-5
+
+
+def test_sim_run_reports_unwritable_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    bad = str(blocker / "sub" / "r.json")  # parent is a file
+    assert (
+        main(
+            [
+                "sim",
+                "run",
+                "--method",
+                "local",
+                "--episodes",
+                "1",
+                "--tasks",
+                "3",
+                "--json",
+                bad,
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "cannot write" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "sim",
+                "run",
+                "--method",
+                "local",
+                "--episodes",
+                "1",
+                "--save-checkpoint",
+                str(tmp_path / "c.pt"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "only for --method amcoedge" in capsys.readouterr().err
