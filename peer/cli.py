@@ -43,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = top.add_parser(name, help=help_text, description=help_text)
         groups[name] = group.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # that package part is not installed in this tree
-            raise
-        module.register(groups)
+        importlib.import_module(module_name).register(groups)
     return parser
 
 

@@ -136,12 +136,14 @@ def run_peer(cfg: Any) -> int:
         print(f"peer {cfg.name} stopped", flush=True)
         return 0
 
+    from peer.rpc.tuning import retain_heap
+
+    retain_heap()  # MiB-sized RPC frames without page-fault churn (see peer/rpc/tuning.py)
     try:
         import uvloop
-
-        return int(uvloop.run(main()))
     except ImportError:
         return asyncio.run(main())
+    return int(uvloop.run(main()))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
