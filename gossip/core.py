@@ -36,6 +36,7 @@ from gossip.view import Addr, PeerMeta, PeerStatus, PeerView, View
 from gossip.wire import (
     Ack,
     Alive,
+    Announce,
     Codec,
     Dead,
     Gossip,
@@ -287,8 +288,12 @@ class GossipCore:
         except RemoteError as exc:
             self._count_drop(exc)
             return []
+        announce = primary.src if isinstance(primary, Announce) else None
         for b in broadcasts:
-            self._ms.on_broadcast(b, now)
+            if announce is not None and isinstance(b, Alive) and b.name == announce:
+                self._ms.on_alive(b, now, gossip_new=False)  # sent to every peer already
+            else:
+                self._ms.on_broadcast(b, now)
         self._on_primary(primary, src_addr, now)
         return self._flush()
 
@@ -528,7 +533,7 @@ class GossipCore:
         # Announce ourselves once to every peer the join taught us of: N small datagrams, so
         # no peer depends on the luck of gossip (or waits for a push-pull) to learn of us.
         alive = Alive(self.name, self._ms.incarnation, self._local.digest)
-        data = self.codec.seal(encode_primary(Gossip(self.name)) + encode_broadcast(alive))
+        data = self.codec.seal(encode_primary(Announce(self.name)) + encode_broadcast(alive))
         for m in self._members.values():
             if m.name != self.name and m.live:
                 self._out.append(Send(m.addr, data))

@@ -25,7 +25,7 @@ MAGIC_SIGNED = b"\xa8"
 TAG_LEN = 32
 MAX_ITEMS = 256
 
-PING, ACK, NACK, PING_REQ, GOSSIP = 1, 2, 3, 4, 5
+PING, ACK, NACK, PING_REQ, GOSSIP, ANNOUNCE = 1, 2, 3, 4, 5, 6
 ALIVE, SUSPECT, DEAD, LEFT, LOAD = 10, 11, 12, 13, 15
 
 
@@ -55,6 +55,12 @@ class PingReq(NamedTuple):
 
 
 class Gossip(NamedTuple):
+    src: str
+
+
+class Announce(NamedTuple):
+    """A joined peer introduces itself directly; receivers do not re-gossip it."""
+
     src: str
 
 
@@ -106,7 +112,7 @@ class Left(NamedTuple):
     incarnation: int
 
 
-Primary = Ping | Ack | Nack | PingReq | Gossip
+Primary = Ping | Ack | Nack | PingReq | Gossip | Announce
 Broadcast = Alive | Suspect | Dead | Left | Load
 
 
@@ -187,6 +193,8 @@ def encode_primary(msg: Primary) -> bytes:
                 _enc_addr(msg.src_addr),
             ]
         )
+    if isinstance(msg, Announce):
+        return _pack([ANNOUNCE, msg.src])
     return _pack([GOSSIP, msg.src])
 
 
@@ -321,6 +329,8 @@ def _decode_primary(v: Any) -> Primary:
         return Nack(_int(v[1]), _name(v[2]))
     if kind == PING_REQ and n == 6:
         return PingReq(_int(v[1]), _name(v[2]), _addr(v[3]), _name(v[4]), _addr(v[5]))
+    if kind == ANNOUNCE and n == 2:
+        return Announce(_name(v[1]))
     if kind == GOSSIP and n == 2:
         return Gossip(_name(v[1]))
     raise DecodeError(f"unknown primary message {kind!r}")

@@ -12,6 +12,7 @@ from gossip.effects import Send
 from gossip.wire import (
     Ack,
     Alive,
+    Announce,
     Codec,
     Dead,
     Digest,
@@ -54,6 +55,7 @@ PRIMARIES = [
     Nack(3, "b"),
     PingReq(4, "c", ("10.0.0.3", 7000), "a", ("10.0.0.1", 7000)),
     Gossip("a"),
+    Announce("a"),
 ]
 BROADCASTS = [
     Alive("a", 2, digest()),
