@@ -44,6 +44,7 @@ def write_card(
     table: str,
     latency: dict[str, Any],
     grid_command: str,
+    notes: str = "",
 ) -> None:
     feats = "\n".join(f"| {i} | `{n}` |" for i, n in enumerate(FEATURE_NAMES))
     acts = ", ".join(f"{i}: {describe(i)}" for i in range(len(ACTIONS)))
@@ -52,6 +53,8 @@ def write_card(
         for n, v in latency["sizes"].items()
     )
     parity = meta.get("parity_max_abs_diff", {})
+    log_cost = bool(meta.get("train_config", {}).get("log_cost", False))
+    target = "-log(cost / T0)" if log_cost else "-cost / T0 (clipped at 200)"
     text = f"""# recruiter.onnx: fleet recruitment policy
 
 Chooses which peers an origin recruits for one request and how many units each gets, for any
@@ -93,8 +96,8 @@ Actions: {acts}.
   from {meta.get("train_config", {}).get("load_range", "?")}, staleness 0 or up to
   {meta.get("train_config", {}).get("stale_max_s", "?")} s.
 - Method: fitted Q from a replay of simulated runs with epsilon-greedy exploration; target per
-  request = -log((own make-span + delay imposed on jobs queued behind its shares + 0.5 x
-  deadline if failed) / T0) (gamma = 0, the externality term standing in for the bootstrap); the
+  request = {target} with cost = own make-span + delay imposed on jobs queued behind its shares
+  + 0.5 x deadline if failed (gamma = 0, the externality term standing in for the bootstrap); the
   correction head is regressed on the waits the chosen shares actually met. See
   `policy/fleet/train.py`.
 - ONNX export: `{meta.get("exporter", "?")}` exporter; torch/onnxruntime parity (max abs diff)
@@ -111,6 +114,8 @@ learned average make-span to the better of greedy / greedy-aware and to random.
 Checks: `{json.dumps(grid.get("checks", {}))}`
 
 {_misses(grid)}
+
+{notes}
 
 ## Decision latency
 

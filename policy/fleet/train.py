@@ -4,7 +4,7 @@ AdaDQN picks one of the 31 subsets of five servers with a DQN and splits with CW
 action is an adaptive set size plus a staleness hedge (:mod:`policy.fleet.actions`) over any
 number of candidates, scored by a permutation-equivariant Q-network, and the split is exact
 water-filling. The learner is fitted Q-iteration from a replay of simulated runs with
-epsilon-greedy exploration (decaying from fully random) and a target ``-log(cost / T0)`` per request,
+epsilon-greedy exploration (decaying from fully random) and a target ``-cost / T0`` per request,
 where the cost is the request's own make-span plus the delay its shares imposed on the jobs
 queued behind them on their peers (its externality) plus half the deadline when it failed.
 Charging the externality into the one-step reward stands in for the discounted future that
@@ -64,7 +64,7 @@ class TrainConfig:
     fresh_prob: float = 0.25
     fail_penalty: float = 0.5  # x deadline added to a failed request's cost
     cost_clip: float = 200.0
-    log_cost: bool = True  # regress -log(cost / T0): low-load differences stay resolvable
+    log_cost: bool = False  # regress -log(cost / T0) instead (tried: worse at high load, N=8)
     corr_weight: float = 1.0
     net: NetConfig = field(default_factory=NetConfig)
 
