@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {"top": top}
     for name, help_text in GROUPS.items():
         group = top.add_parser(name, help=help_text, description=help_text)
-        groups[name] = group.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND", required=True)
+        groups[name] = group.add_subparsers(
+            dest=f"{name}_command", metavar="SUBCOMMAND", required=True
+        )
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(groups)
     return parser
