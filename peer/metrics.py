@@ -9,6 +9,10 @@ ROUTES = frozenset(
 )
 
 
+# Keys of the gossip driver's stats that are levels, not counts.
+_GOSSIP_GAUGES = frozenset({"members", "live", "health", "incarnation", "queued_broadcasts"})
+
+
 def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -94,6 +98,24 @@ def render(node: Any) -> str:
         "counter",
         "RPC events at this origin.",
         [({"event": k}, v) for k, v in sorted(node.rpc_stats.items())],
+    )
+    server_stats = node.server.stats if node.server is not None else {}
+    metric(
+        "amcoedge_rpc_server_events_total",
+        "counter",
+        "RPC server events: connections, frames, malformed or oversized frames, auth failures.",
+        [({"event": k}, v) for k, v in sorted(server_stats.items())],
+    )
+    gossip_stats = node.gossip.stats if node.gossip is not None else {}
+    metric(
+        "amcoedge_gossip_events_total",
+        "counter",
+        "Gossip driver events: datagrams and bytes in and out, dropped malformed or forged input.",
+        [
+            ({"event": k}, v)
+            for k, v in sorted(gossip_stats.items())
+            if k not in _GOSSIP_GAUGES and isinstance(v, int | float) and not isinstance(v, bool)
+        ],
     )
     metric(
         "amcoedge_policy_fallbacks_total",

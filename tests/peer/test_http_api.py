@@ -194,3 +194,38 @@ async def test_submit_cli_writes_pngs_and_json(node: Node, tmp_path: Any) -> Non
         ["submit", "--peer", f"127.0.0.1:{node.http_port}", "--count", "0"]
     )
     assert await asyncio.to_thread(bad.func, bad) == 1
+
+
+async def test_malformed_rpc_and_gossip_input_is_counted_in_metrics(node: Node) -> None:
+    host, port = "127.0.0.1", node.rpc_port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"\xc1" * 16)  # 0xc1 is never valid msgpack
+    await writer.drain()
+    await reader.read()  # the server answers with an error notification and closes this stream
+    writer.close()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=(host, port)
+    )
+    transport.sendto(b"\x00not a gossip datagram")
+    transport.close()
+    async with ClientSession() as s:
+        for _ in range(50):
+            async with s.get(url(node, "/metrics")) as r:
+                text = await r.text()
+            samples = dict(
+                line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")
+            )
+            rpc_bad = samples.get('amcoedge_rpc_server_events_total{event="malformed_frames"}')
+            gossip_bad = [
+                float(v)
+                for k, v in samples.items()
+                if k.startswith("amcoedge_gossip_events_total") and "malformed" in k
+            ]
+            if rpc_bad and float(rpc_bad) >= 1 and gossip_bad and max(gossip_bad) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"malformed input not counted:\n{text}")
+        async with s.get(url(node, "/healthz")) as r:
+            assert r.status == 200
