@@ -39,8 +39,17 @@ class CostModel:
         return cls(a, c, px)
 
 
+MIN_SLOPE_FRACTION = 0.02
+
+
 def fit_affine(samples: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares fit of seconds = a + c * images; both clamped to >= 0."""
+    """Least-squares fit of seconds = a + c * images, with a >= 0 and c > 0.
+
+    Timing noise (and forwards padded to an even batch) can make the fitted slope zero or
+    negative; every image still costs compute, and a zero slope would tell a planner that a
+    peer takes any number of images for free. The slope is therefore floored at
+    ``MIN_SLOPE_FRACTION`` of the per-image time measured at the largest batch.
+    """
     if len({n for n, _ in samples}) < 2:
         raise InvalidRequestError("an affine fit needs at least two distinct batch sizes")
     n = len(samples)
@@ -48,6 +57,7 @@ def fit_affine(samples: Sequence[tuple[int, float]]) -> tuple[float, float]:
     my = sum(y for _, y in samples) / n
     sxx = sum((x - mx) ** 2 for x, _ in samples)
     sxy = sum((x - mx) * (y - my) for x, y in samples)
-    c = max(0.0, sxy / sxx)
+    b_max, t_max = max(samples)
+    c = max(sxy / sxx, MIN_SLOPE_FRACTION * t_max / b_max)
     a = max(0.0, my - c * mx)
     return a, c

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from peer.diffusion import Backend, CostModel, InvalidRequestError, decode_png, encode_png
-from peer.diffusion.cost import fit_affine
+from peer.diffusion.cost import MIN_SLOPE_FRACTION, fit_affine
 from peer.diffusion.images import image_grid, psnr
 
 
@@ -61,3 +61,10 @@ def test_grid_and_psnr() -> None:
     b = a.copy()
     b[0, 0] = 255
     assert psnr(a, b) == pytest.approx(10 * np.log10(16))
+
+
+def test_fit_affine_slope_stays_positive_under_noise() -> None:
+    # padded forwards (1 image costs as much as 2) plus noise can give a flat or negative slope
+    a, c = fit_affine([(1, 0.020), (2, 0.020), (4, 0.019), (8, 0.019)])
+    assert c > 0 and a >= 0
+    assert c >= MIN_SLOPE_FRACTION * 0.019 / 8
