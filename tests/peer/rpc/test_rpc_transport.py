@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -296,7 +297,8 @@ async def test_notifications(make_server: ServerFactory) -> None:
     assert server.stats["unknown_methods"] == 1
 
 
-async def test_server_drop_mid_call_raises_connection_lost(make_server: ServerFactory) -> None:
+def hanging_handler() -> tuple[asyncio.Event, asyncio.Event, Callable[[], Awaitable[None]]]:
+    """A handler that never returns: (started, cancelled, handler)."""
     started = asyncio.Event()
     cancelled = asyncio.Event()
 
@@ -308,6 +310,11 @@ async def test_server_drop_mid_call_raises_connection_lost(make_server: ServerFa
             cancelled.set()
             raise
 
+    return started, cancelled, hang
+
+
+async def test_server_drop_mid_call_raises_connection_lost(make_server: ServerFactory) -> None:
+    started, cancelled, hang = hanging_handler()
     server = await make_server({"hang": hang})
     client = await connect(server)
     task = asyncio.create_task(client.call("hang"))
@@ -324,17 +331,7 @@ async def test_server_drop_mid_call_raises_connection_lost(make_server: ServerFa
 
 
 async def test_client_drop_mid_call_cancels_the_handler(make_server: ServerFactory) -> None:
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def hang() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
+    started, cancelled, hang = hanging_handler()
     server = await make_server({"hang": hang})
     client = await connect(server)
     task = asyncio.create_task(client.call("hang"))
