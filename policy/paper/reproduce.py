@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -118,6 +120,46 @@ def _job(args: tuple[str, SimParams, int, int]) -> dict[str, object]:
     }
 
 
+def _stop_workers(ex: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now: a plain shutdown would wait for every queued run."""
+    procs = getattr(ex, "_processes", None) or {}
+    for proc in list(procs.values()):
+        proc.terminate()
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_pool(
+    work: list[tuple[str, SimParams, int, int]],
+    jobs: int,
+    on_done: Callable[[int, int], None] | None,
+) -> list[dict[str, object]]:
+    """Run ``work`` on ``jobs`` worker processes. Ctrl-C or SIGTERM stops the workers too."""
+    rows: list[dict[str, object]] = []
+    main = threading.current_thread() is threading.main_thread()
+    prev = signal.getsignal(signal.SIGTERM) if main else None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if main:
+        signal.signal(signal.SIGTERM, on_term)
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    try:
+        futs = [ex.submit(_job, w) for w in work]
+        for i, f in enumerate(as_completed(futs)):
+            rows.append(f.result())
+            if on_done:
+                on_done(i + 1, len(work))
+    except BaseException:
+        _stop_workers(ex)
+        raise
+    finally:
+        if main and prev is not None:
+            signal.signal(signal.SIGTERM, prev)
+    ex.shutdown()
+    return rows
+
+
 def reproduce(
     out: Path,
     plan: Plan,
@@ -150,12 +192,7 @@ def reproduce(
             if on_done:
                 on_done(i + 1, len(work))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as ex:
-            futs = [ex.submit(_job, w) for w in work]
-            for i, f in enumerate(as_completed(futs)):
-                rows.append(f.result())
-                if on_done:
-                    on_done(i + 1, len(work))
+        rows = _run_pool(work, jobs, on_done)
     wall = time.perf_counter() - t0
     by_point: dict[str, dict[str, list[dict[str, object]]]] = {}
     for r in rows:
