@@ -2,7 +2,7 @@
 
 Every handler is `handler(args: argparse.Namespace) -> int` and is attached with
 `parser.set_defaults(func=handler)`. Packages expose `register(groups)` where `groups` maps a
-group name (`sim`, `policy`, `bench`, `model`, `cluster`) to its subparsers action,
+group name (`sim`, `policy`, `bench`, `model`, `cluster`, `scenario`) to its subparsers action,
 plus `top` for top-level commands (`peer`, `submit`, `demo`).
 """
 
@@ -19,6 +19,7 @@ GROUPS = {
     "model": "the embedded diffusion model",
     "bench": "benchmarks that print JSON",
     "cluster": "local multi-peer clusters",
+    "scenario": "scripted multi-peer scenarios: events, workload, policies compared",
 }
 
 # Modules that contribute subcommands; each defines register(groups).

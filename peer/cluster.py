@@ -118,6 +118,9 @@ class LocalCluster:
     procs: list[PeerProc] = field(default_factory=list)
     quota_note: str = "no quotas requested"
     _quotas: quotas.CpuQuotas | None = None
+    _ports: list[int] = field(default_factory=list)
+    _https: list[int] = field(default_factory=list)
+    _groups: list[Path | None] = field(default_factory=list)
 
     def start(self) -> None:
         spec = self.spec
@@ -144,44 +147,82 @@ class LocalCluster:
                 )
             else:
                 self.quota_note = f"plain loopback, no quotas ({why})"
+        self._ports, self._https, self._groups = ports, https, groups
         for i in range(spec.peers):
-            name = f"p{i}"
-            args = [
-                sys.executable,
-                "-m",
-                "peer",
-                "peer",
-                "--name",
-                name,
-                "--listen",
-                f"{spec.host}:{ports[i]}",
-                "--http",
-                f"{spec.host}:{https[i]}",
-                "--threads",
-                str(spec.threads),
-                "--policy",
-                spec.policy,
-                "--gossip",
-                spec.gossip,
-                *spec.extra_args,
-            ]
-            if i > 0:
-                args += ["--join", f"{spec.host}:{ports[0]}"]
-            log_path = self.log_dir / f"{name}.log"
-            group = groups[i]
-            pre = (lambda g=group: quotas.CpuQuotas.attach_self(g)) if group is not None else None
-            with open(log_path, "wb") as logf:
-                proc = subprocess.Popen(
-                    args,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=pre,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
-            quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
-            self.procs.append(
-                PeerProc(name, (spec.host, ports[i]), (spec.host, https[i]), proc, log_path, quota)
+            self.procs.append(self._launch(i, ports[0] if i > 0 else None))
+
+    def _launch(self, i: int, join_port: int | None) -> PeerProc:
+        spec = self.spec
+        name = f"p{i}"
+        args = [
+            sys.executable,
+            "-m",
+            "peer",
+            "peer",
+            "--name",
+            name,
+            "--listen",
+            f"{spec.host}:{self._ports[i]}",
+            "--http",
+            f"{spec.host}:{self._https[i]}",
+            "--threads",
+            str(spec.threads),
+            "--policy",
+            spec.policy,
+            "--gossip",
+            spec.gossip,
+            *spec.extra_args,
+        ]
+        if join_port is not None:
+            args += ["--join", f"{spec.host}:{join_port}"]
+        log_path = self.log_dir / f"{name}.log"
+        group = self._groups[i]
+        pre = (lambda g=group: quotas.CpuQuotas.attach_self(g)) if group is not None else None
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                args,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pre,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
+        return PeerProc(
+            name, (spec.host, self._ports[i]), (spec.host, self._https[i]), proc, log_path, quota
+        )
+
+    def kill(self, i: int, graceful: bool = False) -> None:
+        """Crash peer ``i`` (SIGKILL) or, ``graceful``, stop it (SIGTERM, then wait)."""
+        p = self.procs[i]
+        if p.proc.poll() is not None:
+            return
+        if graceful:
+            p.proc.terminate()
+            try:
+                p.proc.wait(timeout=8)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        p.proc.kill()
+        p.proc.wait(timeout=5)
+
+    def restart(self, i: int) -> None:
+        """Start peer ``i`` again on its old ports; it joins the first other peer still up."""
+        if self.procs[i].proc.poll() is None:
+            raise ClusterError(f"peer p{i} is still running")
+        seeds = [j for j, q in enumerate(self.procs) if j != i and q.proc.poll() is None]
+        if not seeds:
+            raise ClusterError(f"no running peer for p{i} to join")
+        self.procs[i] = self._launch(i, self._ports[seeds[0]])
+
+    def set_quota(self, i: int, cores: float) -> bool:
+        """Change peer ``i``'s CPU quota; False where this cluster runs without quotas."""
+        group = self._groups[i] if self._groups else None
+        if self._quotas is None or group is None:
+            return False
+        self._quotas.set(group, cores)
+        self.procs[i].quota = cores
+        return True
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

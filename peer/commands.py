@@ -74,6 +74,16 @@ def register(groups: dict[str, Any]) -> None:
     c.add_argument("--model", help="local diffusers model dir for every peer (default: shipped)")
     c.set_defaults(func=cmd_cluster_up)
 
+    sc = groups["scenario"].add_parser(
+        "run", help="run a scenario file: real peers, timed events, every policy; JSON report"
+    )
+    sc.add_argument("file", help="scenario TOML (see examples/scenarios/)")
+    sc.add_argument("--out", default="scenario-out", help="output directory (scenario-out)")
+    sc.add_argument("--json", help="write the results JSON here as well")
+    sc.add_argument("--policies", help="comma-separated policies, overriding the file's list")
+    sc.add_argument("--check", action="store_true", help="only check the file and print the plan")
+    sc.set_defaults(func=cmd_scenario_run)
+
     b = groups["bench"].add_parser("policy", help="policy (ONNX) and planner decision latency")
     b.add_argument("--json", help="write the JSON here as well as printing it")
     b.add_argument("--iters", type=int, default=2000)
@@ -314,3 +324,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
             json_path=args.json,
             model=args.model,
         )
+
+
+def cmd_scenario_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from peer.cluster import stop_on_signals
+    from peer.scenario import ScenarioError, check_policies, load_scenario, schedule
+
+    try:
+        sc = load_scenario(args.file)
+        if args.policies:
+            names = [p.strip() for p in args.policies.split(",") if p.strip()]
+            sc = replace(sc, policies=check_policies(names))
+    except ScenarioError as exc:
+        print(f"amcoedge scenario: {exc}", file=sys.stderr)
+        return 2
+    plan = schedule(sc)
+    if args.check:
+        print(
+            json.dumps(
+                {
+                    "scenario": sc.name,
+                    "peers": sc.peers,
+                    "policies": list(sc.policies),
+                    "requests": len(plan),
+                    "events": [f"{e.at_s:g}s {e.action} p{e.peer}" for e in sc.events],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    from peer.scenario_run import print_table, run_scenario
+
+    with stop_on_signals():
+        res = run_scenario(sc, Path(args.out))
+    print_table(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    print(f"scenario: report.md, makespan.png and results.json in {args.out}/")
+    failed = [n for n, r in res["policies"].items() if "error" in r]
+    return 1 if failed else 0

@@ -56,6 +56,17 @@ class CpuQuotas:
             raise QuotaError(f"cannot set up cgroup {path}: {exc}") from exc
         return path
 
+    def set(self, path: Path, cores: float) -> None:
+        """Change the quota of one of this object's groups."""
+        if path not in self.groups:
+            raise QuotaError(f"{path} is not one of this run's groups")
+        if not 0.01 <= cores <= 1024:
+            raise QuotaError(f"a quota must be in [0.01, 1024] cores, got {cores}")
+        try:
+            (path / "cpu.cfs_quota_us").write_text(str(int(cores * self.period_us)))
+        except OSError as exc:
+            raise QuotaError(f"cannot set the quota of {path}: {exc}") from exc
+
     @staticmethod
     def attach_self(path: Path) -> None:
         """Move the calling process into ``path`` (used in a child before exec)."""
