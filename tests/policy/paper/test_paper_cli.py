@@ -300,8 +300,10 @@ def test_reproduce_sigterm_stops_its_workers(tmp_path: Path) -> None:
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "peer.cli", "sim", "reproduce", "--quick", "--jobs", "2"]
-        + ["--out", str(tmp_path / "out")],
+        [
+            *(sys.executable, "-m", "peer.cli", "sim", "reproduce", "--quick"),
+            *("--jobs", "2", "--out", str(tmp_path / "out")),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
