@@ -371,21 +371,28 @@ def run(
 
 
 def _externality(jobs: list[list[tuple[int, float, float, float]]], r: int) -> FloatArray:
-    """Per request, the delay its shares imposed on the jobs queued behind them.
+    """Per request, the delay its shares imposed on the requests queued behind them.
 
     A share of ``w`` seconds pushes back every later job of the same queued chain on its peer
-    (each of which waited for its predecessor) by up to ``w``; the count of such jobs times ``w``
-    is charged to the request that sent the share.
+    (each of which waited for its predecessor) by up to ``w``. A later request finishes with
+    its slowest share, so a request split over ``k`` shares counts ``1/k`` per delayed share
+    (it is delayed about once, not ``k`` times, when an earlier request sits ahead of all its
+    shares); ``w`` times that weighted count is charged to the request that sent the share.
     """
+    shares = np.zeros(r)
+    for log in jobs:
+        for q, _arrive, _start, _work in log:
+            shares[q] += 1.0
     ext = np.zeros(r)
     for log in jobs:
-        chain = 0
+        chain = 0.0
         for m in range(len(log) - 1, -1, -1):
             q, _arrive, start, work = log[m]
             ext[q] += work * chain
             if m > 0:
                 prev_finish = log[m - 1][2] + log[m - 1][3]
-                chain = chain + 1 if start <= prev_finish + 1e-12 and log[m][1] < prev_finish else 0
+                behind = start <= prev_finish + 1e-12 and log[m][1] < prev_finish
+                chain = chain + 1.0 / shares[q] if behind else 0.0
     return ext
 
 

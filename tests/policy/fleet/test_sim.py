@@ -84,3 +84,21 @@ def test_bad_config() -> None:
         make_trace(small(n_peers=65), 0)
     with pytest.raises(ValueError):
         make_trace(small(load=0.0), 0)
+
+
+def test_externality_counts_a_split_request_behind_once() -> None:
+    from policy.fleet.sim import _externality
+
+    # peer logs of (request, arrive, start, work): request 0 runs 1 s on both peers from t=0;
+    # request 1 arrives at 0.1 s with a share on each, queued behind; request 2 arrives on
+    # peer 0 only, behind request 1, and request 3 arrives after the queue has drained
+    jobs = [
+        [(0, 0.0, 0.0, 1.0), (1, 0.1, 1.0, 0.5), (2, 0.2, 1.5, 0.5), (3, 5.0, 5.0, 0.5)],
+        [(0, 0.0, 0.0, 1.0), (1, 0.1, 1.0, 0.5)],
+    ]
+    ext = _externality(jobs, 4)
+    # request 0 delays request 1 (two shares, 1/2 each, on both peers) and request 2 (one share)
+    assert ext[0] == pytest.approx(1.0 * (0.5 + 1.0) + 1.0 * 0.5)
+    # request 1 delays request 2 on peer 0; nothing queues behind its share on peer 1
+    assert ext[1] == pytest.approx(0.5 * 1.0)
+    assert ext[2] == 0.0 and ext[3] == 0.0
