@@ -96,8 +96,9 @@ Actions: {acts}.
   from {meta.get("train_config", {}).get("load_range", "?")}, staleness 0 or up to
   {meta.get("train_config", {}).get("stale_max_s", "?")} s.
 - Method: fitted Q from a replay of simulated runs with epsilon-greedy exploration; target per
-  request = {target} with cost = own make-span + delay imposed on jobs queued behind its shares
-  + 0.5 x deadline if failed (gamma = 0, the externality term standing in for the bootstrap); the
+  request = {target} with cost = own make-span + delay imposed on the requests queued behind
+  its shares (a later request split k ways counts 1/k per delayed share) + 0.5 x deadline if
+  failed (gamma = 0, the externality term standing in for the bootstrap); the
   correction head is regressed on the waits the chosen shares actually met. See
   `policy/fleet/train.py`.
 - ONNX export: `{meta.get("exporter", "?")}` exporter; torch/onnxruntime parity (max abs diff)
