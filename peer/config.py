@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peer.errors import ConfigError
+from peer.errors import ConfigError, PeerError
 
 Addr = tuple[str, int]
 PolicyName = Literal["onnx", "greedy", "local", "random", "equal"]
@@ -98,16 +98,23 @@ def format_addr(addr: Addr) -> str:
     return f"{addr[0]}:{addr[1]}"
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def load_toml_file(
+    path: str | Path, what: str = "config", error: type[PeerError] = ConfigError
+) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file raises ``error``."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise error(f"{what} file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise error(f"{what} file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        raise error(f"cannot read {what} file {path}: {exc}") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    data = load_toml_file(path)
     section = data.get("peer", data)
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [peer] must be a table")

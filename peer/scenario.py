@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peer.config import POLICIES
+from peer.config import POLICIES, load_toml_file
 from peer.errors import PeerError
 
 EVENT_ACTIONS: tuple[str, ...] = ("crash", "stop", "restart", "quota")
@@ -232,15 +231,7 @@ def parse_scenario(data: Mapping[str, Any], name: str = "scenario") -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ScenarioError(f"scenario file not found: {p}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"scenario file {p} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file {p}: {exc}") from None
+    data = load_toml_file(p, "scenario", ScenarioError)
     try:
         return parse_scenario(data, name=p.stem)
     except ScenarioError as exc:

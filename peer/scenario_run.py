@@ -28,6 +28,26 @@ from peer.scenario import Event, Kind, Planned, Scenario, schedule
 MAX_IN_FLIGHT = 32  # client threads per policy run; later arrivals wait for a free one
 
 
+class _Live:
+    """The peers clients may use; the readiness thread adds to it while the driver reads."""
+
+    def __init__(self, n: int) -> None:
+        self._lock = threading.Lock()
+        self._up = set(range(n))
+
+    def add(self, i: int) -> None:
+        with self._lock:
+            self._up.add(i)
+
+    def discard(self, i: int) -> None:
+        with self._lock:
+            self._up.discard(i)
+
+    def sorted(self) -> list[int]:
+        with self._lock:
+            return sorted(self._up)
+
+
 def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, Any]:
     """Run every policy of ``sc`` on the same schedule; returns (and writes) the results."""
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +104,7 @@ def _run_policy(sc: Scenario, plan: list[Planned], policy: str, logs: Path) -> d
                 count=1, label=0, steps=5, seed=0, mode="local", policy="local"
             )
         time.sleep(1.0)
-        up = set(range(sc.peers))
+        up = _Live(sc.peers)
         events = list(sc.events)
         futures: list[Future[None]] = []
         start = time.perf_counter()
@@ -93,7 +113,7 @@ def _run_policy(sc: Scenario, plan: list[Planned], policy: str, logs: Path) -> d
                 while events and events[0].at_s <= req.at_s:
                     applied.append(_apply(cluster, events.pop(0), up, start))
                 _sleep_until(start + req.at_s)
-                alive = sorted(up)  # set.add from the readiness thread is atomic
+                alive = up.sorted()
                 origin = alive[int(req.origin_u * len(alive))]
                 url = cluster.procs[origin].url
                 sent = time.perf_counter() - start
@@ -120,7 +140,7 @@ def _sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
-def _apply(cluster: LocalCluster, ev: Event, up: set[int], start: float) -> dict[str, Any]:
+def _apply(cluster: LocalCluster, ev: Event, up: _Live, start: float) -> dict[str, Any]:
     _sleep_until(start + ev.at_s)
     done = _event(ev) | {"applied_at_s": round(time.perf_counter() - start, 3)}
     if ev.action in ("crash", "stop"):
@@ -143,7 +163,7 @@ def _apply(cluster: LocalCluster, ev: Event, up: set[int], start: float) -> dict
 
 
 def _admit_when_ready(
-    cluster: LocalCluster, i: int, up: set[int], start: float, done: dict[str, Any]
+    cluster: LocalCluster, i: int, up: _Live, start: float, done: dict[str, Any]
 ) -> None:
     url = cluster.procs[i].url + "/healthz"
     deadline = time.perf_counter() + 120.0
