@@ -2,7 +2,8 @@
 
 Many calls may be in flight at once (at most ``limits.max_in_flight``; further calls wait for
 a slot); responses are matched by msgid. ``connect`` checks the protocol version with ``hello``
-and, with a secret, runs the HMAC challenge through ``auth.challenge``/``auth.prove``.
+and, with a secret, runs the HMAC challenge through ``auth.challenge``/``auth.prove``, after
+which every frame both ways carries a tag (``peer.rpc.auth``). ``tls`` connects over TLS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from peer.rpc.framer import (
     Response,
 )
 from peer.rpc.limits import Limits
+from peer.rpc.tls import TlsOption, client_context
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,17 @@ class _ClientProtocol(FrameProtocol):
         self.failure: RpcError | None = None
         self.remote_error: RemoteError | None = None
         self.late_responses = 0
+        # during auth.prove: (the server proof we expect, c2s key, s2c key)
+        self.expect_prove: tuple[bytes, bytes, bytes] | None = None
 
     def message_received(self, msg: Message) -> None:
         if type(msg) is Response:
+            if self.expect_prove is not None:  # the answer to auth.prove (the only call)
+                expected, c2s, s2c = self.expect_prove
+                self.expect_prove = None
+                self.framer.barrier = None
+                if msg.error is None and auth.verify(expected, msg.result):
+                    self.seal(s2c, c2s)  # frames after this one are sealed, both ways
             fut = self.pending.get(msg.msgid)
             if fut is None or fut.done():
                 self.late_responses += 1
@@ -163,6 +173,7 @@ class RpcClient:
 
     def __init__(self, protocol: _ClientProtocol, address: tuple[str, int]) -> None:
         self._proto = protocol
+        self.last_active = protocol.loop.time()  # when the last call ended
         self.address = address
         self.limits = protocol.limits
         self._max_in_flight = protocol.limits.max_in_flight
@@ -182,22 +193,32 @@ class RpcClient:
         timeout: float | None = 5.0,
         limits: Limits | None = None,
         handshake: bool = True,
+        tls: TlsOption = None,
+        server_hostname: str | None = None,
     ) -> RpcClient:
         """Connect, check the version and authenticate, all within ``timeout`` seconds.
 
         ``handshake=False`` skips ``hello`` and auth (for plain msgpack-RPC servers).
+        ``tls``: an ``ssl.SSLContext`` or ``TlsFiles``; ``server_hostname`` is the name checked
+        against the server's certificate (default ``host``).
         """
         key = auth.normalize_secret(secret)
         limits = limits if limits is not None else Limits()
+        ctx = client_context(tls)
         loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if ctx is not None:
+            extra = {"ssl": ctx, "server_hostname": server_hostname or host}
         try:
             async with asyncio.timeout(timeout):
-                _, proto = await loop.create_connection(lambda: _ClientProtocol(limits), host, port)
+                _, proto = await loop.create_connection(
+                    lambda: _ClientProtocol(limits), host, port, **extra
+                )
         except TimeoutError:
             raise ConnectionLost(
                 f"connecting to {host}:{port} timed out after {timeout}s"
             ) from None
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError included (certificate not trusted, ...)
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
         client = cls(proto, (host, port))
         if handshake:
@@ -239,13 +260,17 @@ class RpcClient:
         if not isinstance(nonce, bytes) or len(nonce) != auth.NONCE_BYTES:
             raise AuthError("server sent a malformed challenge")
         mine = auth.new_nonce()
+        expected = auth.server_proof(secret, nonce, mine)
+        proto = self._proto
+        proto.expect_prove = (expected, *auth.session_keys(secret, nonce, mine))
+        proto.framer.barrier = _is_response  # seal right after the answer, before what follows
         try:
             theirs = await self.call(
                 "auth.prove", mine, auth.client_proof(secret, nonce, mine), timeout=None
             )
         except RemoteError as exc:
             raise AuthError(f"server rejected our proof: {exc.message}") from None
-        if not auth.verify(auth.server_proof(secret, nonce, mine), theirs):
+        if not auth.verify(expected, theirs) or proto.out_mac is None:
             raise AuthError("the server's proof does not match: it lacks the cluster secret")
 
     # -- calls ----------------------------------------------------------------------------
@@ -260,6 +285,18 @@ class RpcClient:
     @property
     def late_responses(self) -> int:
         return self._proto.late_responses
+
+    @property
+    def sealed(self) -> bool:
+        """Whether frames on this connection carry tags (authenticated with a secret)."""
+        return self._proto.out_mac is not None
+
+    @property
+    def closed_idle(self) -> bool:
+        """Whether the server closed this connection as idle: it then ran no request that
+        arrived after its decision, so a call that failed with it can be sent again."""
+        err = self._proto.remote_error
+        return self.closed and err is not None and err.code == "idle_timeout"
 
     async def call(
         self, method: str, *params: Any, timeout: float | EllipsisType | None = ...
@@ -322,7 +359,7 @@ class RpcClient:
                     raise ConnectionLost(
                         proto.failure.message if proto.failure else "connection closed"
                     )
-                transport.write(frame)
+                proto.write(frame)
                 del frame  # do not hold a large frame for the whole call
                 if proto.write_paused:
                     await proto.drain()
@@ -335,7 +372,8 @@ class RpcClient:
             self._active -= 1
             if self._slot_waiters:
                 self._wake_one()
-        return response, sent, size, span, loop.time() - started
+            self.last_active = now = loop.time()
+        return response, sent, size, span, now - started
 
     async def _wait_for_slot(self) -> None:
         while self._active >= self._max_in_flight:
@@ -387,3 +425,7 @@ class RpcClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _is_response(item: object) -> bool:
+    return type(item) is Response

@@ -6,6 +6,10 @@ the pure ``Framer`` (no ``StreamReader``, no bytes object per read), hands compl
 backpressure as ``drain()``. It also watches frames that span several reads: their
 first-to-last-byte time bounds slow senders (``frame_timeout``) and, for large frames,
 measures the peer's sending rate (``frame_span``).
+
+Once a connection is sealed (``seal``, after authentication) every frame written is followed
+by its tag (``peer.rpc.auth``): small frames in the same write, large ones in a second write so
+that the frame is on its way while its tag is computed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 from collections import deque
 from typing import Any, cast
 
+from peer.rpc.auth import FrameMac
 from peer.rpc.errors import ConnectionLost, FrameError, RpcError
 from peer.rpc.framer import Encoder, Framer, Invalid, Message
 from peer.rpc.limits import Limits
@@ -25,6 +30,8 @@ from peer.rpc.limits import Limits
 log = logging.getLogger(__name__)
 
 ERROR_NOTIFICATION = "rpc.error"
+# Sealed frames below this size are written together with their tag (one copy, one write).
+JOIN_TAG_BELOW = 64 * 1024
 
 
 def set_socket_buffers(sock: socket.socket, size: int | None) -> None:
@@ -86,6 +93,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         # spanned several reads, else None.
         self.frame_span: tuple[int, float] | None = None
         self.frame_size = 0  # size of the frame of the message being handled
+        self.out_mac: FrameMac | None = None  # set once frames we send are sealed
 
     # -- subclass hooks -------------------------------------------------------------------
     def message_received(self, msg: Message) -> None:
@@ -127,24 +135,32 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self.frame_failed(exc)
             return
         transport = self.transport
-        for item, size in zip(items, framer.frame_sizes):  # noqa: B905 (same length)
-            self.frame_size = size
-            if self._partial_since is not None:
-                self.frame_span = (
-                    size - self._partial_bytes,
-                    self.loop.time() - self._partial_since,
-                )
-                self._partial_since = None
-                if self._frame_timer is not None:
-                    self._frame_timer.cancel()
-                    self._frame_timer = None
-            else:
-                self.frame_span = None
-            if type(item) is Invalid:
-                self.invalid_received(item)
-            else:
-                self.message_received(item)  # type: ignore[arg-type]
-            if transport is None or transport.is_closing():
+        while True:
+            for item, size in zip(items, framer.frame_sizes):  # noqa: B905 (same length)
+                self.frame_size = size
+                if self._partial_since is not None:
+                    self.frame_span = (
+                        size - self._partial_bytes,
+                        self.loop.time() - self._partial_since,
+                    )
+                    self._partial_since = None
+                    if self._frame_timer is not None:
+                        self._frame_timer.cancel()
+                        self._frame_timer = None
+                else:
+                    self.frame_span = None
+                if type(item) is Invalid:
+                    self.invalid_received(item)
+                else:
+                    self.message_received(item)  # type: ignore[arg-type]
+                if transport is None or transport.is_closing():
+                    return
+            if not framer.held:
+                break
+            try:
+                items = framer.resume()  # a barrier item was handled: decode the rest
+            except FrameError as exc:
+                self.frame_failed(exc)
                 return
         if framer.broken is not None:
             self.frame_failed(framer.broken)
@@ -191,10 +207,23 @@ class FrameProtocol(asyncio.BufferedProtocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def write(self, frame: bytes) -> None:
+        """Send one encoded frame (and its tag once sealed)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise ConnectionLost("connection is closed")
-        transport.write(frame)
+        mac = self.out_mac
+        if mac is None:
+            transport.write(frame)
+        elif len(frame) < JOIN_TAG_BELOW:
+            transport.write(frame + mac.tag(frame))
+        else:
+            transport.write(frame)
+            transport.write(mac.tag(frame))
+
+    def seal(self, receive_key: bytes, send_key: bytes) -> None:
+        """Authenticate every frame from here on, both ways (see ``peer.rpc.auth``)."""
+        self.framer.seal(receive_key)
+        self.out_mac = FrameMac(send_key)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below the high-water mark."""

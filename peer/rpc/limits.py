@@ -1,4 +1,16 @@
-"""Limits on frames, calls and connections, as one frozen config with named presets."""
+"""Limits on frames, calls and connections, as one frozen config with named presets.
+
+Every field says why it has its default. Timeouts that close connections:
+
+- ``auth_timeout``: a new connection must finish its handshake in time (with a secret: a
+  successful ``auth.prove``; without one: its first request); also bounds a TLS handshake;
+- ``idle_timeout``: a connection with no call running, none queued and no partial frame is
+  closed after this long without a message (a client's pool reconnects on its next call);
+- ``frame_timeout``: a frame must arrive whole within this long of its first byte.
+
+Caps: ``max_connections`` for the whole server and ``max_connections_per_source`` for one
+source address, so that a flood from one address cannot take every slot.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +42,28 @@ class Limits:
     max_in_flight_bytes: int = field(default=256 * MiB)
     # Seconds a frame may take from its first byte to its last (slowloris defence).
     frame_timeout: float | None = field(default=30.0)
-    # Seconds a connection to a server with a secret has to authenticate.
+    # Seconds a new connection has to finish its handshake: with a secret, to authenticate
+    # (hello, challenge, prove: three round trips, milliseconds on any real network); without
+    # one, to send its first request. 10 s is far above any honest handshake and bounds how
+    # long a connection that says nothing holds a slot. Also the TLS handshake's bound.
     auth_timeout: float | None = field(default=10.0)
+    # Seconds a connection with nothing running, nothing queued and no partial frame may stay
+    # open without a message. Peers keep one pooled connection to each other and reconnect
+    # lazily (a handshake costs about a millisecond), so closing after 2 minutes costs little
+    # and bounds how long an idle flood holds slots. The pool retires its own idle connections
+    # at half this (``RpcPool``), before the server would.
+    idle_timeout: float | None = field(default=120.0)
     # Connections a server holds at once; more are refused with ``busy``.
     max_connections: int = field(default=1024)
+    # Connections one source address may hold at once; more from that address are refused
+    # with ``busy``. A peer holds one pooled connection to each other peer; 64 leaves room
+    # for tools and for several peers behind one address (NAT, one test machine), while a
+    # flood from one address takes at most 64 of the ``max_connections`` slots.
+    max_connections_per_source: int = field(default=64)
+    # Before a connection to a server with a secret has authenticated, no frame may exceed
+    # this (the handshake's frames are under 200 bytes): an outsider cannot make the server
+    # buffer ``max_frame_bytes`` per connection. (The smaller of the two applies.)
+    max_preauth_frame_bytes: int = field(default=64 * 1024)
     # Default per-call timeout in seconds when a call does not give one (None: no timeout).
     call_timeout: float | None = field(default=60.0)
     # Transport write buffer high-water mark; writers wait in ``drain()`` above it.
@@ -55,6 +85,8 @@ class Limits:
             "max_in_flight",
             "max_in_flight_bytes",
             "max_connections",
+            "max_connections_per_source",
+            "max_preauth_frame_bytes",
             "write_high_water",
         ):
             value = getattr(self, name)
@@ -66,7 +98,13 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be a non-negative int, got {value!r}")
         if self.socket_buffer_bytes is not None and self.socket_buffer_bytes < 4096:
             raise ValueError("Limits.socket_buffer_bytes must be None or at least 4096")
-        for name in ("frame_timeout", "auth_timeout", "call_timeout", "keepalive_idle"):
+        for name in (
+            "frame_timeout",
+            "auth_timeout",
+            "idle_timeout",
+            "call_timeout",
+            "keepalive_idle",
+        ):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"Limits.{name} must be positive or None, got {value!r}")
@@ -92,7 +130,9 @@ class Limits:
             max_in_flight_bytes=16 * MiB,
             frame_timeout=5.0,
             auth_timeout=5.0,
+            idle_timeout=60.0,
             max_connections=256,
+            max_connections_per_source=16,
             call_timeout=10.0,
         )
 

@@ -4,6 +4,11 @@ After a call whose response frame was large, the pool reports the peer's sending
 ``on_transfer(addr, nbytes, seconds)``: ``nbytes`` are the bytes of that frame that arrived
 after its first read and ``seconds`` the time from that first read to the last byte. This times
 the wire, not the remote handler, so it suits bandwidth estimates (peer -> us direction).
+
+Servers close connections idle for their ``limits.idle_timeout``. The pool retires a connection
+of its own that has been idle for ``idle_timeout_s`` (default: half its ``limits.idle_timeout``)
+before reusing it, and sends a call again, once, on a fresh connection when the server closed
+the old one as idle (a server runs no request that arrives after that decision).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from peer.rpc.client import RpcClient
 from peer.rpc.errors import ConnectionLost
 from peer.rpc.limits import Limits
+from peer.rpc.tls import TlsOption, client_context
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +39,20 @@ class RpcPool:
         *,
         connect_timeout: float = 5.0,
         transfer_min_bytes: int = 64 * 1024,
+        tls: TlsOption = None,
+        server_hostname: str | None = None,
+        idle_timeout_s: float | EllipsisType | None = ...,
     ) -> None:
         self.secret = secret
         self.limits = limits if limits is not None else Limits()
+        self.tls = client_context(tls)
+        self.server_hostname = server_hostname
+        if idle_timeout_s is ...:
+            idle = self.limits.idle_timeout
+            idle_timeout_s = idle / 2 if idle is not None else None
+        if idle_timeout_s is not None and not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be positive or None, got {idle_timeout_s!r}")
+        self.idle_timeout_s: float | None = idle_timeout_s
         self.on_transfer = on_transfer
         self.connect_timeout = connect_timeout
         self.transfer_min_bytes = transfer_min_bytes
@@ -48,13 +65,16 @@ class RpcPool:
         addr = (addr[0], int(addr[1]))
         client = self._clients.get(addr)
         if client is not None and not client.closed:
-            return client
+            if not self._stale(client):
+                return client
+            self._clients.pop(addr, None)
+            await client.close()
         if self._closed:
             raise ConnectionLost("pool is closed")
         lock = self._locks.setdefault(addr, asyncio.Lock())
         async with lock:
             client = self._clients.get(addr)
-            if client is not None and not client.closed:
+            if client is not None and not client.closed and not self._stale(client):
                 return client
             client = await RpcClient.connect(
                 addr[0],
@@ -62,6 +82,8 @@ class RpcPool:
                 secret=self.secret,
                 timeout=self.connect_timeout,
                 limits=self.limits,
+                tls=self.tls,
+                server_hostname=self.server_hostname,
             )
             if self._closed:
                 await client.close()
@@ -78,7 +100,14 @@ class RpcPool:
     ) -> Any:
         """Call ``method`` on the peer at ``addr`` (see ``RpcClient.call`` for errors)."""
         client = await self.client(addr)
-        result, info = await client.call_measured(method, params, timeout)
+        try:
+            result, info = await client.call_measured(method, params, timeout)
+        except ConnectionLost:
+            if not client.closed_idle:
+                raise
+            # closed as idle by the server before it read this call: send it once more
+            client = await self.client(addr)
+            result, info = await client.call_measured(method, params, timeout)
         span = info.response_span
         if self.on_transfer is not None and span is not None:
             nbytes, seconds = span
@@ -98,6 +127,15 @@ class RpcPool:
         client = self._clients.pop((addr[0], int(addr[1])), None)
         if client is not None:
             await client.close()
+
+    def _stale(self, client: RpcClient) -> bool:
+        """Idle long enough that the server may be about to close it."""
+        idle = self.idle_timeout_s
+        return (
+            idle is not None
+            and client.in_flight == 0
+            and client._proto.loop.time() - client.last_active >= idle
+        )
 
     @property
     def addresses(self) -> list[Address]:

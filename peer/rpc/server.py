@@ -11,9 +11,18 @@ When a connection drops, the handlers still running for it are cancelled. Built-
 - ``info()``: the protocol version, the method names and the runtime's ``info()`` dict;
 - ``auth.challenge()`` / ``auth.prove(client_nonce, proof)``: see ``peer.rpc.auth``.
 
-With a secret, only ``hello`` and the two ``auth.*`` methods answer until the connection has
-proved it holds the secret. Faults outside any call are sent as ``rpc.error`` notifications;
-faults that break the stream close that connection only. Everything is counted in ``stats``.
+With a secret, only ``hello``, ``ping`` and the two ``auth.*`` methods answer until the
+connection has proved it holds the secret (any other method, known or not, answers
+``unauthorized``), and from then on every frame both ways carries a tag (``peer.rpc.auth``): a
+frame whose tag fails closes the connection. ``tls`` (an ``ssl.SSLContext`` or ``TlsFiles``)
+serves over TLS.
+
+Connections are closed when their handshake is not done within ``limits.auth_timeout``, when
+idle for ``limits.idle_timeout``, or when a frame stays incomplete for ``limits.frame_timeout``;
+at most ``limits.max_connections`` are held, at most ``limits.max_connections_per_source``
+from one address. Faults outside any call are sent as ``rpc.error`` notifications; faults that
+break the stream close that connection only. Everything is counted in ``stats``; the counters
+of closed or refused connections by cause are listed in ``DROP_KEYS``.
 """
 
 from __future__ import annotations
@@ -31,12 +40,13 @@ from peer.rpc.connection import FrameProtocol
 from peer.rpc.errors import AuthError, EncodeError, FrameError, MessageError, RpcError
 from peer.rpc.framer import PROTOCOL_VERSION, Invalid, Message, Notification, Request
 from peer.rpc.limits import Limits
+from peer.rpc.tls import TlsOption, server_context
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[..., Any]
 BUILTIN_METHODS = frozenset({"hello", "ping", "info", "auth.challenge", "auth.prove"})
-PRE_AUTH_METHODS = frozenset({"hello", "auth.challenge", "auth.prove"})
+PRE_AUTH_METHODS = frozenset({"hello", "ping", "auth.challenge", "auth.prove"})
 RESERVED_PREFIXES = ("rpc.", "auth.")
 
 STAT_KEYS = (
@@ -56,12 +66,27 @@ STAT_KEYS = (
     "oversized_frames",
     "frame_timeouts",
     "busy_rejections",
-    "unauthenticated_calls",
+    "unauthorized_calls",
     "auth_ok",
     "auth_failures",
     "auth_timeouts",
+    "idle_timeouts",
+    "mac_failures",
+    "source_cap_rejections",
     "version_mismatches",
     "dropped_mid_call",
+)
+# Connections closed or refused, by cause (a subset of STAT_KEYS).
+DROP_KEYS = (
+    "connections_rejected",  # the server-wide cap (or closing)
+    "source_cap_rejections",  # the per-source-address cap
+    "auth_timeouts",  # handshake not done within auth_timeout
+    "auth_failures",  # wrong proof
+    "idle_timeouts",  # nothing for idle_timeout
+    "frame_timeouts",  # a frame stayed incomplete for frame_timeout
+    "oversized_frames",  # a frame or a declared length beyond the limits
+    "malformed_frames",  # bytes that are not msgpack
+    "mac_failures",  # a sealed frame whose tag did not verify
 )
 
 
@@ -86,9 +111,11 @@ class RpcServer:
         limits: Limits | None = None,
         secret: bytes | str | None = None,
         info: Callable[[], Mapping[str, Any]] | None = None,
+        tls: TlsOption = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         self.secret = auth.normalize_secret(secret)
+        self.tls = server_context(tls)
         self._info = info
         self.handlers: dict[str, Handler] = {}
         for name, fn in (handlers or {}).items():
@@ -96,6 +123,7 @@ class RpcServer:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self._server: asyncio.Server | None = None
         self._connections: set[_ServerConnection] = set()
+        self._per_source: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()  # notification handlers
         self._closing = False
 
@@ -120,7 +148,12 @@ class RpcServer:
             raise RuntimeError("server already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ServerConnection(self), host, port, reuse_address=True
+            lambda: _ServerConnection(self),
+            host,
+            port,
+            reuse_address=True,
+            ssl=self.tls,
+            ssl_handshake_timeout=self.limits.auth_timeout if self.tls is not None else None,
         )
 
     @property
@@ -163,6 +196,7 @@ class RpcServer:
             protocol=PROTOCOL_VERSION,
             implementation="amcoedge",
             auth_required=self.secret is not None,
+            tls=self.tls is not None,
             methods=sorted(BUILTIN_METHODS | self.handlers.keys()),
         )
         return extra
@@ -174,7 +208,9 @@ class _ServerConnection(FrameProtocol):
         self.server = server
         self.stats = server.stats
         self.authed = server.secret is None
+        self.source = ""
         self._nonce: bytes | None = None
+        self._seal_keys: tuple[bytes, bytes] | None = None
         self._close_after_reply = False
         self._in_flight = 0
         self._in_flight_bytes = 0  # request frame bytes held by running handlers
@@ -184,6 +220,11 @@ class _ServerConnection(FrameProtocol):
         self._tasks: dict[int, tuple[asyncio.Task[None], Any]] = {}
         self._task_seq = 0
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_active = self.loop.time()
+        if not self.authed:
+            self.framer.set_max_frame(server.limits.max_preauth_frame_bytes)
+            self.framer.barrier = _is_prove
         self._builtins: dict[str, Handler] = {
             "hello": self._hello,
             "ping": self._ping,
@@ -196,22 +237,45 @@ class _ServerConnection(FrameProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         server = self.server
-        if server._closing or len(server._connections) >= server.limits.max_connections:
+        limits = self.limits
+        peer = self.peername
+        self.source = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+        if server._closing or len(server._connections) >= limits.max_connections:
             self.stats["connections_rejected"] += 1
             self.close_with(RpcError("too many connections", code="busy"))
             return
+        held = server._per_source.get(self.source, 0)
+        if held >= limits.max_connections_per_source:
+            self.stats["source_cap_rejections"] += 1
+            self.close_with(
+                RpcError(f"too many connections from {self.source} ({held})", code="busy")
+            )
+            return
+        server._per_source[self.source] = held + 1
         server._connections.add(self)
         self.stats["connections_opened"] += 1
-        if not self.authed and self.limits.auth_timeout is not None:
-            self._auth_timer = self.loop.call_later(self.limits.auth_timeout, self._auth_timed_out)
+        if limits.auth_timeout is not None:
+            self._auth_timer = self.loop.call_later(limits.auth_timeout, self._auth_timed_out)
+        if limits.idle_timeout is not None:
+            self._idle_timer = self.loop.call_later(limits.idle_timeout, self._idle_check)
 
     def lost(self, exc: Exception | None) -> None:
         if self not in self.server._connections:
             return
         self.server._connections.discard(self)
+        per_source = self.server._per_source
+        left = per_source.get(self.source, 1) - 1
+        if left > 0:
+            per_source[self.source] = left
+        else:
+            per_source.pop(self.source, None)
         self.stats["connections_closed"] += 1
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+            self._auth_timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         self._backlog.clear()
         if self._tasks:
             self.stats["dropped_mid_call"] += len(self._tasks)
@@ -224,12 +288,17 @@ class _ServerConnection(FrameProtocol):
                     awaitable.close()  # never started: close it rather than leave it unawaited
 
     def frame_failed(self, error: FrameError) -> None:
-        key = {"too_large": "oversized_frames", "frame_timeout": "frame_timeouts"}
+        key = {
+            "too_large": "oversized_frames",
+            "frame_timeout": "frame_timeouts",
+            "bad_mac": "mac_failures",
+        }
         self.stats[key.get(error.code, "malformed_frames")] += 1
         log.info("closing %s: %s", self.peername, error)
         self.close_with(error)
 
     def invalid_received(self, item: Invalid) -> None:
+        self._last_active = self.loop.time()
         self.stats["bad_messages"] += 1
         if item.msgid is not None:
             self._reply_error(item.msgid, item.error)
@@ -237,8 +306,12 @@ class _ServerConnection(FrameProtocol):
             self.send_error(item.error)
 
     def message_received(self, msg: Message) -> None:
+        self._last_active = self.loop.time()
         if type(msg) is Request:
             self._request(msg)
+            if self._seal_keys is not None:  # auth.prove succeeded and its answer is sent
+                self.seal(*self._seal_keys)
+                self._seal_keys = None
         elif type(msg) is Notification:
             self._notification(msg)
         else:
@@ -254,19 +327,19 @@ class _ServerConnection(FrameProtocol):
         stats = self.stats
         stats["calls"] += 1
         method = msg.method
+        if not self.authed and method not in PRE_AUTH_METHODS:
+            stats["unauthorized_calls"] += 1
+            self._reply_error(msg.msgid, _unauthorized(method))
+            return
+        if self._auth_timer is not None and self.authed:  # no secret: the first request
+            self._auth_timer.cancel()
+            self._auth_timer = None
         fn = self._builtins.get(method)
         if fn is None:
             fn = self.server.handlers.get(method)
         if fn is None:
             stats["unknown_methods"] += 1
             self._reply_error(msg.msgid, RpcError(f"no method {method!r}", code="unknown_method"))
-            return
-        if not self.authed and method not in PRE_AUTH_METHODS:
-            stats["unauthenticated_calls"] += 1
-            self._reply_error(
-                msg.msgid,
-                RpcError(f"{method!r} needs an authenticated connection", code="unauthenticated"),
-            )
             return
         size = self.frame_size
         if self._backlog or (self._in_flight and not self._has_room(size)):
@@ -326,6 +399,7 @@ class _ServerConnection(FrameProtocol):
             self._tasks.pop(key, None)
             self._in_flight -= 1
             self._in_flight_bytes -= size
+            self._last_active = self.loop.time()
             if self._backlog or self._reading_paused:
                 self._pump_backlog()
 
@@ -361,7 +435,7 @@ class _ServerConnection(FrameProtocol):
             self._reply_error(msgid, RpcError(f"result cannot be sent: {exc.message}", code=code))
             return
         self.stats["calls_ok"] += 1
-        transport.write(frame)
+        self.write(frame)
 
     def _reply_error(self, msgid: int, error: RpcError) -> None:
         if not self.is_open:
@@ -379,16 +453,16 @@ class _ServerConnection(FrameProtocol):
 
     def _notification(self, msg: Notification) -> None:
         self.stats["notifications"] += 1
+        if not self.authed:
+            self.stats["unauthorized_calls"] += 1
+            self.send_error(_unauthorized(msg.method))
+            return
         fn = self._lookup(msg.method)
         if fn is None or msg.method in BUILTIN_METHODS:
             self.stats["unknown_methods"] += 1
             self.send_error(
                 RpcError(f"no notification method {msg.method!r}", code="unknown_method")
             )
-            return
-        if not self.authed:
-            self.stats["unauthenticated_calls"] += 1
-            self.send_error(RpcError(f"{msg.method!r} needs auth", code="unauthenticated"))
             return
         try:
             res = fn(*msg.params)
@@ -435,6 +509,8 @@ class _ServerConnection(FrameProtocol):
     def _challenge(self) -> bytes:
         if self.server.secret is None:
             raise RpcError("this server has no secret", code="auth_unavailable")
+        if self.authed:
+            raise RpcError("this connection is already authenticated", code="bad_request")
         self._nonce = auth.new_nonce()
         return self._nonce
 
@@ -442,6 +518,8 @@ class _ServerConnection(FrameProtocol):
         secret = self.server.secret
         if secret is None:
             raise RpcError("this server has no secret", code="auth_unavailable")
+        if self.authed:
+            raise RpcError("this connection is already authenticated", code="bad_request")
         nonce, self._nonce = self._nonce, None
         if nonce is None:
             raise AuthError("call auth.challenge first")
@@ -456,6 +534,10 @@ class _ServerConnection(FrameProtocol):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+        self.framer.barrier = None
+        self.framer.set_max_frame(self.limits.max_frame_bytes)
+        # sealed from the next frame on, both ways (message_received does it after the answer)
+        self._seal_keys = auth.session_keys(secret, nonce, client_nonce)
         return auth.server_proof(secret, nonce, client_nonce)
 
     def _fail_auth(self) -> None:
@@ -465,6 +547,38 @@ class _ServerConnection(FrameProtocol):
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
-        if not self.authed and self.is_open:
+        if self.is_open:
             self.stats["auth_timeouts"] += 1
-            self.close_with(RpcError("not authenticated in time", code="auth_timeout"))
+            what = "not authenticated" if self.server.secret is not None else "no request"
+            self.close_with(
+                RpcError(f"{what} within {self.limits.auth_timeout}s", code="auth_timeout")
+            )
+
+    def _idle_check(self) -> None:
+        """Close the connection once it has been idle for ``idle_timeout`` (re-arms itself)."""
+        self._idle_timer = None
+        timeout = self.limits.idle_timeout
+        if timeout is None or not self.is_open:
+            return
+        now = self.loop.time()
+        if self._in_flight or self._backlog or self.framer.pending_bytes:
+            due = now + timeout  # busy: look again later
+        else:
+            due = self._last_active + timeout
+            if due <= now + 0.001:  # timers may fire up to a clock tick early
+                self.stats["idle_timeouts"] += 1
+                self.close_with(RpcError(f"idle for {timeout}s", code="idle_timeout"))
+                return
+        self._idle_timer = self.loop.call_at(due, self._idle_check)
+
+
+def _is_prove(item: object) -> bool:
+    return type(item) is Request and item.method == "auth.prove"
+
+
+def _unauthorized(method: str) -> RpcError:
+    return RpcError(
+        f"{method!r} needs an authenticated connection (only ping and the handshake answer "
+        "before auth.prove)",
+        code="unauthorized",
+    )

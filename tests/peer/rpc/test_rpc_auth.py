@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from conftest import TEST_LIMITS, RawClient, ServerFactory
 
@@ -40,14 +41,23 @@ async def test_missing_secret_on_either_side(make_server: ServerFactory) -> None
         await RpcClient.connect("127.0.0.1", open_server.port, secret="s", limits=TEST_LIMITS)
 
 
-async def test_only_auth_methods_before_auth(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
-    server = await make_server(secret="s")
+async def test_only_ping_and_handshake_before_auth(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    async def record(i: int) -> int:
+        calls.append(i)
+        return i
+
+    server = await make_server({"record": record}, secret="s")
     raw: RawClient = await raw_clients(server.port)
-    for i, method in enumerate(("ping", "info", "add", "nosuch")):
+    assert await raw.call(0, "ping") == [1, 0, None, "pong"]
+    for i, method in enumerate(("info", "add", "record", "nosuch"), start=1):
         reply = await raw.call(i, method, 1, 2)
-        assert reply[0] == 1 and reply[1] == i
-        code = reply[2]["code"]
-        assert code == ("unknown_method" if method == "nosuch" else "unauthenticated")
+        assert reply[:2] == [1, i]
+        assert reply[2]["code"] == "unauthorized"  # unknown methods too: nothing to enumerate
+    await raw.send_obj([2, "record", [5]])  # a notification is refused as well
+    note = await raw.recv()
+    assert note[:2] == [2, "rpc.error"] and note[2][0]["code"] == "unauthorized"
     hello = await raw.call(10, "hello", 1)
     assert hello[3]["auth_required"] is True
     # a hand-rolled prove, as a third party would do it
@@ -57,8 +67,43 @@ async def test_only_auth_methods_before_auth(make_server: ServerFactory, raw_cli
     reply = await raw.call(12, "auth.prove", mine, proof)
     assert reply[2] is None
     assert reply[3] == auth.server_proof(b"s", nonce, mine)
-    assert (await raw.call(13, "add", 1, 2))[3] == 3
-    assert server.stats["unauthenticated_calls"] == 3
+    # from here on every frame carries its tag, both ways
+    c2s, s2c = auth.session_keys(b"s", nonce, mine)
+    send, receive = auth.FrameMac(c2s), auth.FrameMac(s2c)
+    frame = msgpack.packb([0, 13, "record", [7]])
+    await raw.send(frame + send.tag(frame))
+    answer = msgpack.packb([1, 13, None, 7])
+    assert await raw.recv() == [1, 13, None, 7]
+    assert await raw.recv() == receive.tag(answer)[2:]
+    assert calls == [7]
+    info = msgpack.packb([0, 14, "info", []])
+    await raw.send(info + send.tag(info))
+    reply = await raw.recv()
+    assert reply[3]["auth_required"] is True
+    assert server.stats["unauthorized_calls"] == 5
+
+
+async def test_unsealed_frame_after_auth_closes(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    async def record(i: int) -> int:
+        calls.append(i)
+        return i
+
+    server = await make_server({"record": record}, secret="s")
+    raw: RawClient = await raw_clients(server.port)
+    nonce = (await raw.call(1, "auth.challenge"))[3]
+    mine = b"m" * 32
+    # the prove and a plain call in one write: the call is read after sealing starts
+    await raw.send(
+        msgpack.packb([0, 2, "auth.prove", [mine, auth.client_proof(b"s", nonce, mine)]])
+        + msgpack.packb([0, 3, "record", [1]])
+        + msgpack.packb(b"x" * 16)
+    )
+    assert (await raw.recv())[:3] == [1, 2, None]
+    assert await raw.closed_by_peer()
+    assert calls == []
+    assert server.stats["mac_failures"] == 1
 
 
 async def test_nonce_is_single_use(make_server: ServerFactory, raw_clients) -> None:  # type: ignore[no-untyped-def]
