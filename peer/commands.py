@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peer.config import GOSSIP_PRESETS, MODES, POLICIES, load_peer_config, read_toml
-from peer.errors import ConfigError, PeerError
+from peer.core.config import GOSSIP_PRESETS, MODES, POLICIES, load_peer_config, read_toml
+from peer.core.errors import ConfigError, PeerError
 
 
 def register(groups: dict[str, Any]) -> None:
@@ -122,7 +122,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
 def run_peer(cfg: Any) -> int:
     import asyncio
 
-    from peer.node import Node
+    from peer.runtime.node import Node
 
     async def main() -> int:
         node = Node(cfg)
@@ -157,7 +157,7 @@ def run_peer(cfg: Any) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from peer.client import Client, ClientError, decode_images
+    from peer.harness.client import Client, ClientError, decode_images
 
     client = Client(f"http://{args.peer}", timeout=args.timeout)
     try:
@@ -225,7 +225,7 @@ def _read_png(path: str) -> Any:
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
-    from peer.cluster import ClusterSpec, LocalCluster, stop_on_signals
+    from peer.harness.cluster import ClusterSpec, LocalCluster, stop_on_signals
 
     try:
         q = tuple(float(x) for x in args.quotas.split(",")) if args.quotas else None
@@ -253,7 +253,7 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
 
 
 def _cluster_up(cluster: Any, args: argparse.Namespace) -> int:
-    from peer.cluster import ClusterError
+    from peer.harness.cluster import ClusterError
 
     try:
         cluster.start()
@@ -288,7 +288,7 @@ def _cluster_up(cluster: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_policy(args: argparse.Namespace) -> int:
-    from peer.bench import planner_latency
+    from peer.harness.bench import planner_latency
 
     out: dict[str, Any] = {}
     try:
@@ -311,8 +311,8 @@ def cmd_bench_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from peer.cluster import stop_on_signals
-    from peer.demo import run_demo
+    from peer.harness.cluster import stop_on_signals
+    from peer.harness.demo import run_demo
 
     with stop_on_signals():
         return run_demo(
@@ -329,8 +329,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_scenario_run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from peer.cluster import stop_on_signals
-    from peer.scenario import ScenarioError, check_policies, load_scenario, schedule
+    from peer.harness.cluster import stop_on_signals
+    from peer.harness.scenario import ScenarioError, check_policies, load_scenario, schedule
 
     try:
         sc = load_scenario(args.file)
@@ -355,7 +355,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    from peer.scenario_run import print_table, run_scenario
+    from peer.harness.scenario_run import print_table, run_scenario
 
     with stop_on_signals():
         res = run_scenario(sc, Path(args.out))

@@ -1,8 +1,9 @@
 """Export trained policies to single-file ONNX models.
 
 A checkpoint is a dict saved with ``torch.save`` holding at least ``{"kind": <name>, ...}``.
-``EXPORTERS`` maps each kind to a builder that turns the checkpoint into a torch module plus an
-example input and axis names; adding a model kind is one entry there.
+``EXPORTERS`` maps each kind to a builder that lives next to its model and turns the checkpoint
+into an ``Exportable`` (``policy.exportable``, a leaf module that also holds the one
+``torch.onnx.export`` call); adding a model kind is one entry there.
 
 ``adadqn``: the five per-BS AdaDQN evaluation networks of the paper's simulation. The exported
 graph takes ``state`` (batch, 6) = [D, Q_1..Q_5] and returns ``q`` (batch, 5, 31): every BS
@@ -12,17 +13,14 @@ row b and acts greedily on it.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+
+from policy.exportable import Exportable, ExportError, write_onnx
 
 if TYPE_CHECKING:
     from policy.paper.runner import RunResult
@@ -31,52 +29,16 @@ __all__ = [
     "EXPORTERS",
     "ExportError",
     "Exportable",
-    "StackedAgents",
     "export_checkpoint",
     "load_checkpoint",
     "save_adadqn_checkpoint",
 ]
 
 
-class ExportError(RuntimeError):
-    """A checkpoint cannot be read or exported."""
-
-
-@dataclass(frozen=True)
-class Exportable:
-    module: nn.Module
-    example: torch.Tensor
-    input_name: str
-    output_name: str
-
-
-class StackedAgents(nn.Module):
-    """Several same-shaped agents evaluated on one state batch: output (batch, agents, actions)."""
-
-    def __init__(self, nets: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return torch.stack([net(state) for net in self.nets], dim=1)
-
-
 def _adadqn(ck: dict[str, Any]) -> Exportable:
-    from policy.paper.dqn import AgentConfig, build_mlp
+    from policy.paper.onnx_export import exportable
 
-    try:
-        cfg = AgentConfig(**ck["config"])
-        nets = []
-        for sd in ck["agents"]:
-            net = build_mlp(cfg)
-            net.load_state_dict(sd)
-            nets.append(net)
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise ExportError(f"malformed adadqn checkpoint: {exc}") from exc
-    if not nets:
-        raise ExportError("adadqn checkpoint holds no agents")
-    module = StackedAgents(nets).eval()
-    return Exportable(module, torch.zeros(4, cfg.n_features), "state", "q")
+    return exportable(ck)
 
 
 def _fleet_recruiter(ck: dict[str, Any]) -> Exportable:
@@ -137,53 +99,12 @@ def export_checkpoint(checkpoint: Path, out: Path, opset: int = 18) -> dict[str,
         raise ExportError(f"opset must be >= 17, got {opset}")
     ck = load_checkpoint(checkpoint)
     ex = build_exportable(ck)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    exporter = "dynamo"
-    dynamo_error = None
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                ex.module,
-                (ex.example,),
-                str(out),
-                input_names=[ex.input_name],
-                output_names=[ex.output_name],
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
-    except Exception as exc:  # fall back to the TorchScript exporter
-        dynamo_error = f"{type(exc).__name__}: {exc}"
-        exporter = "legacy"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                ex.module,
-                (ex.example,),
-                str(out),
-                input_names=[ex.input_name],
-                output_names=[ex.output_name],
-                opset_version=opset,
-                dynamo=False,
-                dynamic_axes={ex.input_name: {0: "batch"}, ex.output_name: {0: "batch"}},
-            )
-    data_file = Path(str(out) + ".data")
-    if data_file.exists():
-        raise ExportError(f"exporter wrote external data {data_file}; expected a single file")
-    import onnx
-
-    model = onnx.load(str(out))
-    onnx.checker.check_model(model)
-    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    written = write_onnx(ex, out, opset=opset, axis="batch")
     return {
         "kind": ck["kind"],
         "out": str(out),
-        "exporter": exporter,
-        "dynamo_error": dynamo_error,
-        "opset": opsets.get("ai.onnx"),
+        "exporter": written.exporter,
+        "dynamo_error": written.dynamo_error,
+        "opset": written.opset,
         "bytes": out.stat().st_size,
     }

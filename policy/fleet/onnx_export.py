@@ -7,19 +7,16 @@ fleet-recruiter``, via :func:`exportable`); :func:`export_net` is the quick dire
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from policy.exportable import Exportable, ExportError, write_onnx
 from policy.fleet.features import N_FEATURES
 from policy.fleet.network import RecruiterNet
 from policy.fleet.train import load_net
-
-if TYPE_CHECKING:
-    from policy.export import Exportable
 
 PARITY_SIZES: tuple[int, ...] = (1, 2, 5, 17, 64)
 OPSET = 18
@@ -29,8 +26,6 @@ OUTPUT_NAME = "policy"
 
 def exportable(ckpt: dict[str, Any]) -> Exportable:
     """The :data:`policy.export.EXPORTERS` builder for ``fleet-recruiter`` checkpoints."""
-    from policy.export import Exportable, ExportError
-
     try:
         net = load_net(ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -40,22 +35,8 @@ def exportable(ckpt: dict[str, Any]) -> Exportable:
 
 def export_net(net: RecruiterNet, path: str | Path) -> Path:
     """Write ``net`` as ONNX (TorchScript exporter, dynamic peer axis)."""
-    net.eval()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            (torch.zeros(3, N_FEATURES),),
-            str(out),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "peers"}, OUTPUT_NAME: {0: "peers"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return out
+    ex = Exportable(net, torch.zeros(3, N_FEATURES), INPUT_NAME, OUTPUT_NAME)
+    return write_onnx(ex, path, opset=OPSET, axis="peers", exporter="legacy").path
 
 
 def parity(

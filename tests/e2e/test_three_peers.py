@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peer.client import Client, ClientError, decode_images
-from peer.cluster import free_ports, http_json
+from peer.harness.client import Client, ClientError, decode_images
+from peer.harness.cluster import free_ports, http_json
 
 STEPS = 6
 

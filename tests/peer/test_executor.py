@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from peer.errors import Overloaded
-from peer.executor import Executor
+from peer.core.errors import Overloaded
+from peer.runtime.executor import Executor
 
 
 async def test_runs_in_one_worker_thread_in_order() -> None:

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import ClientSession
 from PIL import Image
 
-from peer.config import Limits, PeerConfig
-from peer.node import Node
+from peer.core.config import Limits, PeerConfig
+from peer.runtime.node import Node
 
 
 class NullBackend:

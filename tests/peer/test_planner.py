@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.errors import PlanError
-from peer.planner import PeerState, Planner, Work, applicable_modes
-from peer.recruit import Recruiters
+from peer.core.errors import PlanError
+from peer.core.planner import PeerState, Planner, Work, applicable_modes
+from peer.core.recruit import Recruiters
+from policy.ort import OrtError
 
 
 def peer(
@@ -57,6 +58,15 @@ def test_batch_shares_are_whole_and_sum(planner: Planner, policy: str) -> None:
     assert units == list(range(8))
     assert all(len(s.units) >= 1 for s in plan.shares)
     assert len({s.peer for s in plan.shares}) == len(plan.shares)
+    # each share's prediction, computed by hand from the peer's cost terms (affine per step,
+    # 512 B per image over the default 100 MB/s link, one round trip per remote share)
+    by_name = {p.name: p for p in cluster4()}
+    for sh in plan.shares:
+        p, n = by_name[sh.peer], len(sh.units)
+        hand = p.wait_s + 20 * p.a_s + n * 20 * p.c_s
+        if not p.is_self:
+            hand += p.rtt_s + n * 512 / p.bytes_per_s
+        assert sh.predicted_s == pytest.approx(hand, rel=1e-9)
     assert plan.predicted_makespan_s == pytest.approx(max(s.predicted_s for s in plan.shares))
 
 
@@ -121,8 +131,15 @@ def test_tile_mode_assigns_every_tile_once(planner: Planner) -> None:
 def test_auto_picks_the_best_predicted_mode(planner: Planner) -> None:
     plan = planner.plan(cluster4(), Work("generate", 1, 20), mode="auto", policy="greedy")
     assert set(plan.alternatives) == {"local", "batch", "steps"}
-    assert plan.predicted_makespan_s == pytest.approx(min(plan.alternatives.values()))
-    assert plan.alternatives[plan.mode] == pytest.approx(plan.predicted_makespan_s)
+    # the origin is 4x slower than the idle peer b: one image there beats keeping it here
+    assert plan.mode != "local"
+    me = cluster4()[0]
+    assert plan.alternatives["local"] == pytest.approx(20 * (me.a_s + me.c_s))
+    assert plan.predicted_makespan_s < plan.alternatives["local"]
+    for mode, predicted in plan.alternatives.items():
+        alone = planner.plan(cluster4(), Work("generate", 1, 20), mode=mode, policy="greedy")
+        assert alone.predicted_makespan_s == pytest.approx(predicted)
+        assert plan.predicted_makespan_s <= predicted + 1e-12
 
 
 def test_modes_that_do_not_apply_are_refused(planner: Planner) -> None:
@@ -157,13 +174,28 @@ def test_failing_recruiter_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
         provider = "CPUExecutionProvider"
 
         def decide(self, *_: Any) -> Any:
-            raise RuntimeError("session exploded")
+            raise OrtError("session exploded")
 
     rec._built["onnx"] = Broken()
     plan = Planner(rec).plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="onnx")
     assert plan.policy == "greedy"
     assert plan.fallback is not None and "session exploded" in plan.fallback
     assert sorted(u for s in plan.shares for u in s.units) == list(range(8))
+
+
+def test_a_bug_in_a_recruiter_is_not_a_fallback() -> None:
+    """Only policy faults fall back; our own bugs raise (issue: no silent greedy)."""
+    rec = Recruiters(seed=0)
+
+    class Buggy:
+        provider = "heuristic"
+
+        def decide(self, *_: Any) -> Any:
+            raise TypeError("candidate building bug")
+
+    rec._built["onnx"] = Buggy()
+    with pytest.raises(TypeError, match="candidate building bug"):
+        Planner(rec).plan(cluster4(), Work("generate", 8, 20), mode="batch", policy="onnx")
 
 
 @settings(max_examples=60, deadline=None)
@@ -219,4 +251,7 @@ def test_property_steps_chain_covers_every_step_once(
     flat = [(r[0], r[1]) for r in ranges if r is not None]
     assert flat[0][0] == 0 and flat[-1][1] == steps
     assert all(a[1] == b[0] for a, b in itertools.pairwise(flat))
-    assert plan.predicted_makespan_s >= 0
+    # nobody runs the steps faster than the fastest peer running them all from now
+    fastest = min(p.a_s + p.c_s for p in peers)
+    assert plan.predicted_makespan_s >= steps * fastest - 1e-12
+    assert plan.predicted_makespan_s == pytest.approx(plan.shares[-1].predicted_s)

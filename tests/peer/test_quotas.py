@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from peer import quotas
+from peer.harness import quotas
 
 ok, why = quotas.available()
 pytestmark = pytest.mark.skipif(not ok, reason=f"no cgroup v1 cpu quotas here: {why}")

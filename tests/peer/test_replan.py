@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from peer.client import decode_images
-from peer.config import PeerConfig
-from peer.node import Node
+from peer.harness.client import decode_images
+from peer.core.config import PeerConfig
+from peer.runtime.node import Node
 
 
 class SeedBackend:
@@ -50,7 +50,7 @@ async def test_share_on_a_dead_rpc_peer_is_replanned() -> None:
             await asyncio.sleep(0.05)
         assert len(a.gossip.view().alive()) == 2
         await b.server.close()  # b's gossip still says alive; its RPC is gone
-        from peer.requests import GenerateRequest
+        from peer.core.requests import GenerateRequest
 
         req = GenerateRequest(
             count=6, label=1, steps=2, seed=100, mode="batch", policy="equal", scheduler="ddim"
@@ -91,7 +91,7 @@ async def test_shared_secret_cluster(tmp_path: Any) -> None:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
         assert sorted(p.name for p in a.gossip.view().alive()) == ["a", "b"]
-        from peer.requests import GenerateRequest
+        from peer.core.requests import GenerateRequest
 
         req = GenerateRequest(
             count=4, label=1, steps=2, seed=7, mode="batch", policy="equal", scheduler="ddim"

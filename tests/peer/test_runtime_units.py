@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peer.config import Limits, PeerConfig, load_peer_config, parse_addr, read_toml
-from peer.costs import CostTracker, remote_cost
-from peer.errors import BadRequest, ConfigError
-from peer.jobs import JobBook, JobStateError
-from peer.requests import parse_generate, parse_json
+from peer.core.config import Limits, PeerConfig, load_peer_config, parse_addr, read_toml
+from peer.core.costs import CostTracker, remote_cost
+from peer.core.errors import BadRequest, ConfigError
+from peer.core.jobs import JobBook, JobStateError
+from peer.core.requests import parse_generate, parse_json
 
 
 def test_config_presets_and_overrides(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from peer.cli import main
-from peer.scenario import ScenarioError, load_scenario, parse_scenario, schedule
-from peer.scenario_run import run_scenario
+from peer.harness.scenario import ScenarioError, load_scenario, parse_scenario, schedule
+from peer.harness.scenario_run import run_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from peer.costs import CostTracker
-from peer.planner import Planner, Work
-from peer.recruit import Recruiters
-from peer.viewstate import states_from_view
+from peer.core.costs import CostTracker
+from peer.core.planner import Planner, Work
+from peer.core.recruit import Recruiters
+from peer.core.viewstate import states_from_view
 
 
 def synthetic_view(n: int, seed: int = 0) -> Any:

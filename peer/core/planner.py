@@ -7,7 +7,7 @@ Pipeline for one request, given ``now`` by the caller:
    published, from ``policy.fleet.DispatchLedger``), the per-share fixed cost (round trip plus
    ``steps * a_j``), the cost per unit (``steps * c_j`` per image; one forward per tile) and the
    transfer time per unit. Compute cost is affine per denoising step, ``a_j + c_j * images``.
-2. **Policy.** The recruiter (``peer.recruit``) picks the set of collaborating peers. ``onnx``
+2. **Policy.** The recruiter (``peer.core.recruit``) picks the set of collaborating peers. ``onnx``
    (the learned recruiter) falls back to ``greedy`` when its model is missing or fails, and the
    plan says so.
 3. **Water-filling.** Shares over the chosen set come from exact water-filling
@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
-from peer.errors import PlanError
-from peer.recruit import Recruiters, RecruitResult
+from peer.core.errors import PlanError
 from policy.allocation import round_units, water_fill
 
 Mode = Literal["batch", "tile", "steps", "local"]
@@ -116,6 +115,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class RecruitResult:
+    """A recruiter's decision over a candidate list."""
+
+    selected: list[int]  # indices into the candidate list
+    shares: list[float] | None  # over `selected`, when the policy defines the split
+    keep_shares: bool  # True: the planner keeps `shares` instead of water-filling
+    policy: str  # the policy that decided (after any fallback)
+    provider: str  # its execution provider ("heuristic" for the hand-written ones)
+    fallback: str | None  # why the requested policy did not decide, if it did not
+
+
+class Recruiter(Protocol):
+    """The planner's seam to recruitment policies (implemented by ``peer.core.recruit``)."""
+
+    def decide(self, policy: str, units: int, cands: Sequence[Cand]) -> RecruitResult: ...
+
+    def provider(self, policy: str) -> str: ...
+
+
+@dataclass(frozen=True)
 class Cand:
     """Per-peer cost terms for one work kind and mode (seconds)."""
 
@@ -170,7 +189,7 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
 class Planner:
     """Turns a view and a request into a plan; holds only the recruiters (policy objects)."""
 
-    def __init__(self, recruiters: Recruiters, *, native: int = 16) -> None:
+    def __init__(self, recruiters: Recruiter, *, native: int = 16) -> None:
         self.recruiters = recruiters
         self.native = native
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from peer.client import Client, ClientError, decode_images
-from peer.cluster import ClusterError, ClusterSpec, LocalCluster
+from peer.harness.client import Client, ClientError, decode_images
+from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster
 
 POLICY_ORDER = ("onnx", "greedy", "random", "equal", "local")
 DEMO_QUOTAS = (1.0, 0.5, 0.25, 0.25)

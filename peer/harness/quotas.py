@@ -14,7 +14,7 @@ import secrets
 import time
 from pathlib import Path
 
-from peer.errors import PeerError
+from peer.core.errors import PeerError
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 50_000

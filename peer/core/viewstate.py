@@ -3,7 +3,7 @@
 Remote peers: the gossiped backlog is aged forward by the age of its metadata (a queue drains
 one second per second), this origin's own dispatches since that metadata was published come
 from the ``DispatchLedger``, and compute cost ``(a, c)`` is this peer's calibrated shape scaled
-by the published capacity (``peer.costs.remote_cost``). Peers with another model are skipped.
+by the published capacity (``peer.core.costs.remote_cost``). Peers with another model are skipped.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from peer.costs import CostTracker, remote_cost
-from peer.planner import PeerState
+from peer.core.costs import CostTracker, remote_cost
+from peer.core.planner import PeerState
 
 DEFAULT_RTT_S = 0.001
 DEFAULT_BW = 1e8  # bytes/s until gossip has a measurement

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from peer.config import MODES, POLICIES, Limits
-from peer.errors import BadRequest
+from peer.core.config import MODES, POLICIES, Limits
+from peer.core.errors import BadRequest
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")  # the samplers peer.diffusion provides
 MAX_SEED = 2**31 - 1

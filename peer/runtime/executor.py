@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from peer.errors import Overloaded
+from peer.core.errors import Overloaded
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from peer.errors import ConfigError, PeerError
+from peer.core.errors import ConfigError, PeerError
 
 Addr = tuple[str, int]
 PolicyName = Literal["onnx", "greedy", "local", "random", "equal"]

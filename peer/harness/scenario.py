@@ -4,7 +4,7 @@ A scenario (TOML, see ``examples/scenarios/``) names the peers (count, CPU quota
 (Poisson arrivals of generate requests of a few kinds), timed events (a peer crashes, leaves,
 comes back, or gets a different CPU quota) and the policies to compare. Everything here is
 pure: :func:`parse_scenario` checks a mapping and names the offending key in every error, and
-:func:`schedule` draws the same requests for every policy. :mod:`peer.scenario_run` runs them.
+:func:`schedule` draws the same requests for every policy. :mod:`peer.harness.scenario_run` runs them.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peer.config import POLICIES, load_toml_file
-from peer.errors import PeerError
+from peer.core.config import POLICIES, load_toml_file
+from peer.core.errors import PeerError
 
 EVENT_ACTIONS: tuple[str, ...] = ("crash", "stop", "restart", "quota")
 KIND_MODES: tuple[str, ...] = ("auto", "batch", "steps", "local")

@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from peer.client import Client, ClientError
-from peer.cluster import ClusterError, ClusterSpec, LocalCluster, http_json
-from peer.scenario import Event, Kind, Planned, Scenario, schedule
+from peer.harness.client import Client, ClientError
+from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster, http_json
+from peer.harness.scenario import Event, Kind, Planned, Scenario, schedule
 
 MAX_IN_FLIGHT = 32  # client threads per policy run; later arrivals wait for a free one
 

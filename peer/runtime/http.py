@@ -1,4 +1,4 @@
-"""The HTTP API (aiohttp): a thin shell over ``Node``; validation lives in ``peer.requests``.
+"""The HTTP API (aiohttp): a thin shell over an ``Api`` (the node); validation lives in ``peer.core.requests``.
 
 Routes: ``POST /v1/generate``, ``POST /v1/repair``, ``GET /v1/jobs/{id}``,
 ``GET /v1/jobs/{id}/events`` (server-sent events), ``GET /v1/cluster``, ``GET /healthz``,
@@ -13,19 +13,52 @@ import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from peer.errors import BadRequest, Overloaded, PeerError, PlanError
-from peer.requests import parse_generate, parse_json, parse_repair, parse_wait
-
-if TYPE_CHECKING:
-    from peer.node import Node
+from peer.core.config import Limits
+from peer.core.errors import BadRequest, Overloaded, PeerError, PlanError
+from peer.core.jobs import Job, JobBook
+from peer.core.requests import (
+    GenerateRequest,
+    RepairRequest,
+    parse_generate,
+    parse_json,
+    parse_repair,
+    parse_wait,
+)
 
 log = logging.getLogger("amcoedge.http")
 
-NODE_KEY: web.AppKey[Node] = web.AppKey("node")
+
+class Api(Protocol):
+    """What the HTTP layer needs of a peer (``peer.runtime.node.Node`` provides it)."""
+
+    limits: Limits
+    native: int
+    jobs: JobBook
+
+    def count_http(self, path: str, status: int, code: str) -> None: ...
+
+    def submit_generate(self, req: GenerateRequest) -> Job: ...
+
+    def submit_repair(self, req: RepairRequest) -> Job: ...
+
+    async def wait_job(self, job: Job) -> None: ...
+
+    async def wait_event(self, job: Job, seen: int, timeout: float) -> None: ...
+
+    def job_json(self, job: Job) -> dict[str, Any]: ...
+
+    def cluster_json(self) -> dict[str, Any]: ...
+
+    def health_json(self) -> dict[str, Any]: ...
+
+    def metrics_text(self) -> str: ...
+
+
+NODE_KEY: web.AppKey[Api] = web.AppKey("node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -125,7 +158,7 @@ async def repair(request: web.Request) -> web.StreamResponse:
     return _respond(request, node.job_json(job), 200 if job.state == "done" else _fail_status(job))
 
 
-def _fail_status(job: Any) -> int:
+def _fail_status(job: Job) -> int:
     code = (job.error or {}).get("code", "")
     return 503 if code in ("overloaded", "plan_failed") else 500 if code == "internal" else 502
 
@@ -172,7 +205,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Api) -> web.Application:
     app = web.Application(
         client_max_size=node.limits.max_body_bytes, middlewares=[errors_middleware]
     )

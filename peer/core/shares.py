@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from peer.costs import CostTracker
-from peer.errors import BadRequest
+from peer.core.costs import CostTracker
+from peer.core.errors import BadRequest
 from peer.rpc import pack_tensor, unpack_tensor
 
 

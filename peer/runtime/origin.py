@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from peer.errors import PeerError, ShareFailed
-from peer.jobs import Job
-from peer.planner import PeerState, Plan, Planner, Share, Work
-from peer.requests import GenerateRequest, RepairRequest
-from peer.shares import ChainShare, GenerateShare, TilesShare
+from peer.core.errors import PeerError, ShareFailed
+from peer.core.jobs import Job
+from peer.core.planner import PeerState, Plan, Planner, Share, Work
+from peer.core.requests import GenerateRequest, RepairRequest
+from peer.core.shares import ChainShare, GenerateShare, TilesShare
 
 log = logging.getLogger("amcoedge.origin")
 

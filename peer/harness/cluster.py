@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer import quotas
-from peer.errors import PeerError
+from peer.core.errors import PeerError
+from peer.harness import quotas
 
 
 class ClusterError(PeerError):

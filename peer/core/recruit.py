@@ -1,4 +1,4 @@
-"""The planner's narrow seam to the recruitment policies in ``policy.fleet``.
+"""The recruiters behind the planner's ``Recruiter`` seam to the recruitment policies in ``policy.fleet``.
 
 Policy names on the HTTP surface map to recruiters: ``onnx`` -> ``learned`` (onnxruntime),
 ``greedy``, ``random``, ``equal``; ``local`` never reaches a recruiter. When the learned
@@ -12,26 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from peer.planner import Cand
+from peer.core.planner import Cand, RecruitResult
+from policy.fleet.errors import ModelError, PolicyError
+from policy.ort import OrtError
+
+# What a policy may raise on a decision: faults of the policy, reported as a fallback. Anything
+# else (a bug in our own candidate building) propagates.
+POLICY_FAULTS = (PolicyError, ModelError, OrtError)
+
+
+class PolicyUnavailable(RuntimeError):
+    """The recruiter for a policy could not be built (the reason is kept and reported)."""
+
 
 log = logging.getLogger("amcoedge.recruit")
 
 POLICY_TO_RECRUITER = {"onnx": "learned", "greedy": "greedy", "random": "random", "equal": "equal"}
 KEEP_SHARES = frozenset({"equal"})  # a baseline that defines its own split
-
-
-@dataclass(frozen=True)
-class RecruitResult:
-    selected: list[int]  # indices into the candidate list
-    shares: list[float] | None  # over `selected`, when the policy defines the split
-    keep_shares: bool
-    policy: str
-    provider: str
-    fallback: str | None
 
 
 class Recruiters:
@@ -49,7 +48,7 @@ class Recruiters:
         if policy in self._built:
             return self._built[policy]
         if policy in self._errors:
-            raise RuntimeError(self._errors[policy])
+            raise PolicyUnavailable(self._errors[policy])
         try:
             from policy.fleet import make_recruiter
 
@@ -57,16 +56,16 @@ class Recruiters:
             if policy == "onnx" and self.model_path is not None:
                 kwargs["model_path"] = self.model_path
             rec = make_recruiter(POLICY_TO_RECRUITER[policy], **kwargs)
-        except Exception as exc:  # a missing model or runtime is a fallback, not a crash
+        except (*POLICY_FAULTS, ImportError) as exc:  # a missing model or runtime: fall back
             self._errors[policy] = f"{type(exc).__name__}: {exc}"
-            raise RuntimeError(self._errors[policy]) from exc
+            raise PolicyUnavailable(self._errors[policy]) from exc
         self._built[policy] = rec
         return rec
 
     def provider(self, policy: str) -> str:
         try:
             rec = self._get(policy)
-        except RuntimeError:
+        except PolicyUnavailable:
             return "unavailable"
         return str(getattr(rec, "provider", None) or "heuristic")
 
@@ -75,7 +74,7 @@ class Recruiters:
             raise ValueError(f"unknown policy {policy!r}")
         try:
             return self._decide(policy, units, cands, None)
-        except Exception as exc:
+        except (*POLICY_FAULTS, PolicyUnavailable) as exc:
             if policy == "greedy":
                 return _builtin_greedy(cands, f"greedy recruiter failed ({exc}); built-in greedy")
             reason = f"{policy} policy failed ({exc}); fell back to greedy"
@@ -83,7 +82,7 @@ class Recruiters:
             log.warning("%s", reason)
             try:
                 return self._decide("greedy", units, cands, reason)
-            except Exception as exc2:
+            except (*POLICY_FAULTS, PolicyUnavailable) as exc2:
                 return _builtin_greedy(cands, f"{reason}; greedy failed too ({exc2})")
 
     def _decide(
@@ -107,9 +106,12 @@ class Recruiters:
         ]
         d = rec.decide(Request(units=units, deadline_s=float("inf")), fleet)
         names = {c.peer.name: i for i, c in enumerate(cands)}
-        selected = [names[s] if isinstance(s, str) else int(s) for s in d.selected]
+        try:
+            selected = [names[s] if isinstance(s, str) else int(s) for s in d.selected]
+        except KeyError as exc:
+            raise PolicyError(f"the policy selected an unknown peer {exc}") from None
         if not selected:
-            raise RuntimeError("the policy selected no peer")
+            raise PolicyError("the policy selected no peer")
         shares = [float(x) for x in d.shares] if d.shares is not None else None
         if shares is not None and len(shares) == len(cands) and len(selected) != len(cands):
             shares = [shares[i] for i in selected]

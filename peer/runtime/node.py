@@ -1,7 +1,7 @@
 """One peer process: gossip node + RPC server (same port: UDP gossip, TCP RPC) + executor + HTTP.
 
 The node is the asyncio shell around the pure parts: it turns the gossip view into planner
-input (``states``), carries plans out through ``peer.origin``, answers RPC calls from other
+input (``states``), carries plans out through ``peer.runtime.origin``, answers RPC calls from other
 origins (``run_share``, ``cancel``, ``gossip.push_pull``; ``ping`` and ``info`` are the RPC
 server's built-ins, ``info`` carrying this peer's cost model) and publishes its
 backlog, capacity and active shares through gossip. RPC transfers feed gossip's bandwidth
@@ -21,18 +21,14 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from peer import metrics
-from peer.config import PeerConfig, read_secret
-from peer.costs import CostTracker
-from peer.errors import BadRequest, Overloaded, PeerError, ShareFailed
-from peer.executor import Executor
-from peer.http import build_app
-from peer.jobs import Job, JobBook
-from peer.origin import PeerTiming, run_generate, run_repair
-from peer.planner import PeerState, Plan, Planner, Share
-from peer.recruit import Recruiters
-from peer.requests import GenerateRequest, RepairRequest
-from peer.shares import (
+from peer.core.config import PeerConfig, read_secret
+from peer.core.costs import CostTracker
+from peer.core.errors import BadRequest, Overloaded, PeerError, ShareFailed
+from peer.core.jobs import Job, JobBook
+from peer.core.planner import PeerState, Plan, Planner, Share
+from peer.core.recruit import Recruiters
+from peer.core.requests import GenerateRequest, RepairRequest
+from peer.core.shares import (
     ChainShare,
     GenerateShare,
     ShareRunner,
@@ -40,7 +36,11 @@ from peer.shares import (
     decode_share,
     encode_share,
 )
-from peer.viewstate import states_from_view
+from peer.core.viewstate import states_from_view
+from peer.runtime import metrics
+from peer.runtime.executor import Executor
+from peer.runtime.http import build_app
+from peer.runtime.origin import PeerTiming, run_generate, run_repair
 
 log = logging.getLogger("amcoedge.node")
 
@@ -243,7 +243,7 @@ class Node:
     # -- planner input ------------------------------------------------------------------
 
     def states(self, exclude: Sequence[str] = ()) -> list[PeerState]:
-        """The view as planner input (see ``peer.viewstate``)."""
+        """The view as planner input (see ``peer.core.viewstate``)."""
         now = time.monotonic()
         return states_from_view(
             self.gossip.view(),
