@@ -5,7 +5,9 @@ Both paths put the same bytes on the wire (``[0, id, "echo", [payload]]`` out,
 process; the raw path has no RPC layer (no validation, registry, futures table, tasks or
 timeouts). Calls are sequential, in rotating blocks of raw and RPC calls so that load from
 other processes affects all alike. Both processes call ``tuning.retain_heap()`` unless told not
-to (it affects the raw and RPC paths alike; the report says whether it was on).
+to (it affects the raw and RPC paths alike; the report says whether it was on). With
+``secret`` the RPC connection authenticates and every frame carries its tag (``peer.rpc.auth``);
+the raw path stays plain, so the ratio is the whole price of the RPC layer with authentication.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class BenchConfig:
     retain_heap: bool = True  # peer.rpc.tuning.retain_heap() in both processes
     progress: bool = True
     profile_path: str | None = None
+    secret: bytes | None = None  # authenticate and seal the RPC connection with this key
 
 
 def _new_loop_factory(use_uvloop: bool) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
@@ -135,10 +138,12 @@ def _echo_sync(payload: Any) -> Any:
     return payload
 
 
-async def _serve(conn: Connection, max_frame: int) -> None:
+async def _serve(conn: Connection, max_frame: int, secret: bytes | None) -> None:
     loop = asyncio.get_running_loop()
     raw = await loop.create_server(lambda: _RawEchoServer(max_frame), "127.0.0.1", 0)
-    rpc = RpcServer(handlers={"echo": _echo, "echo_sync": _echo_sync}, limits=Limits.bulk())
+    rpc = RpcServer(
+        handlers={"echo": _echo, "echo_sync": _echo_sync}, limits=Limits.bulk(), secret=secret
+    )
     await rpc.start("127.0.0.1", 0)
     done = loop.create_future()
 
@@ -167,10 +172,12 @@ def _usage() -> tuple[float, int]:
     return ru.ru_utime + ru.ru_stime, ru.ru_minflt
 
 
-def _server_main(conn: Connection, use_uvloop: bool, max_frame: int, keep_heap: bool) -> None:
+def _server_main(
+    conn: Connection, use_uvloop: bool, max_frame: int, keep_heap: bool, secret: bytes | None
+) -> None:
     if keep_heap:
         retain_heap()
-    _run(_serve(conn, max_frame), use_uvloop)
+    _run(_serve(conn, max_frame, secret), use_uvloop)
 
 
 def _summary(samples_ns: Sequence[int]) -> dict[str, float]:
@@ -196,7 +203,9 @@ async def _measure(
     _, raw = await loop.create_connection(
         lambda: _RawClient(limits.max_frame_bytes), "127.0.0.1", raw_port
     )
-    rpc = await RpcClient.connect("127.0.0.1", rpc_port, limits=limits)
+    rpc = await RpcClient.connect("127.0.0.1", rpc_port, limits=limits, secret=cfg.secret)
+    if (cfg.secret is not None) != rpc.sealed:
+        raise RuntimeError("the RPC connection is not sealed as configured")
     clock = time.perf_counter_ns
 
     def server_usage() -> tuple[float, int]:
@@ -299,7 +308,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     parent, child = ctx.Pipe()
     proc = ctx.Process(
         target=_server_main,
-        args=(child, cfg.use_uvloop, Limits.bulk().max_frame_bytes, cfg.retain_heap),
+        args=(child, cfg.use_uvloop, Limits.bulk().max_frame_bytes, cfg.retain_heap, cfg.secret),
         daemon=True,
     )
     proc.start()
@@ -331,6 +340,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             else None
         ),
         "transport": "tcp loopback 127.0.0.1, one connection, server in a separate process",
+        "rpc_auth": (
+            "secret: HMAC-SHA256 handshake, every frame tagged (HMAC-SHA256/128 + sequence)"
+            if cfg.secret is not None
+            else "none (no secret)"
+        ),
         "python": platform.python_version(),
         "msgpack": ".".join(map(str, msgpack.version)),
         "cpus": os.cpu_count(),

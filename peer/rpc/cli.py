@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 from typing import Any
 
 from peer.rpc.bench import DEFAULT_SIZES, BenchConfig, run_bench
@@ -44,6 +45,7 @@ def _bench_rpc(args: argparse.Namespace) -> int:
         retain_heap=not args.no_retain_heap,
         progress=not args.no_progress,
         profile_path=args.profile,
+        secret=secrets.token_bytes(32) if args.secret else None,
     )
     report: dict[str, Any] = run_bench(cfg)
     text = json.dumps(report, indent=2)
@@ -91,5 +93,10 @@ def register(groups: dict[str, Any]) -> None:
         help="leave glibc's heap trimming on (see peer.rpc.tuning)",
     )
     p.add_argument("--profile", metavar="PATH", help="write a cProfile of the RPC client calls")
+    p.add_argument(
+        "--secret",
+        action="store_true",
+        help="authenticate the RPC connection with a fresh random key: every frame is tagged",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_bench_rpc)

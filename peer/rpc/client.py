@@ -195,12 +195,14 @@ class RpcClient:
         handshake: bool = True,
         tls: TlsOption = None,
         server_hostname: str | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> RpcClient:
         """Connect, check the version and authenticate, all within ``timeout`` seconds.
 
         ``handshake=False`` skips ``hello`` and auth (for plain msgpack-RPC servers).
         ``tls``: an ``ssl.SSLContext`` or ``TlsFiles``; ``server_hostname`` is the name checked
-        against the server's certificate (default ``host``).
+        against the server's certificate (default ``host``). ``local_addr``: the (host, port)
+        to connect from.
         """
         key = auth.normalize_secret(secret)
         limits = limits if limits is not None else Limits()
@@ -209,6 +211,8 @@ class RpcClient:
         extra: dict[str, Any] = {}
         if ctx is not None:
             extra = {"ssl": ctx, "server_hostname": server_hostname or host}
+        if local_addr is not None:
+            extra["local_addr"] = local_addr
         try:
             async with asyncio.timeout(timeout):
                 _, proto = await loop.create_connection(
