@@ -95,6 +95,12 @@ class GossipConfig:
         16, "at most this many bandwidth entries per digest (most recent), bounding its size"
     )
     inbound_queue: int = _f(1024, "datagrams waiting to be processed; beyond this they drop")
+    auth_skew_s: float = _f(
+        60.0,
+        "with a cluster key, a frame whose timestamp is further than this from our wall clock "
+        "is refused (replay protection beyond the per-sender window); peers' clocks must agree "
+        "this well, which NTP does by orders of magnitude",
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -108,6 +114,7 @@ class GossipConfig:
             "meta_min_interval_s",
             "meta_budget_bytes_s",
             "suspicion_mult",
+            "auth_skew_s",
         )
         for name in positive:
             value = getattr(self, name)

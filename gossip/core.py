@@ -20,6 +20,7 @@ list of effects (Send a datagram, call PushPull on a stream, Notify a change). D
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -28,7 +29,14 @@ from gossip.config import GossipConfig
 from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
 from gossip.effects import Effect, PushPullCall, Send
-from gossip.errors import AuthError, RemoteError
+from gossip.errors import (
+    AuthError,
+    ForgedError,
+    OutOfRangeError,
+    RemoteError,
+    ReplayError,
+    StaleError,
+)
 from gossip.membership import Member, Membership, MemberTable
 from gossip.probing import Probe, ProbeOrder, Relay
 from gossip.suspicion import LocalHealth, Suspicion
@@ -40,6 +48,7 @@ from gossip.wire import (
     Codec,
     Dead,
     Gossip,
+    Left,
     Nack,
     Ping,
     PingReq,
@@ -65,10 +74,20 @@ class GossipCore:
         *,
         secret: bytes | None = None,
         seed: int | None = None,
+        wall: float | None = None,
     ) -> None:
         self.config = config
         self.name = meta.name
-        self.codec = Codec(secret)
+        # Wall-clock time, for the timestamps of authenticated frames, is `now` plus this
+        # offset: taken once (`wall` is the wall clock at `now`), so it advances with `now`.
+        self._wall_offset = 0.0 if wall is None else wall - now
+        self._now = now
+        boot = (
+            random.Random(f"boot:{seed}:{meta.name}").getrandbits(63)
+            if seed is not None
+            else secrets.randbits(63)
+        )
+        self.codec = Codec(secret, meta.name, boot, config.auth_skew_s)
         self._rng = random.Random(seed)
         self._local = LocalMeta(
             meta, config.bandwidth_alpha, config.meta_min_interval_s, config.bandwidth_row_max, now
@@ -102,6 +121,10 @@ class GossipCore:
             "refutations": 0,
             "dropped_malformed": 0,
             "dropped_auth": 0,
+            "dropped_replay": 0,
+            "dropped_stale": 0,
+            "dropped_forged": 0,
+            "dropped_out_of_range": 0,
             "misdirected": 0,
             "push_pull_out": 0,
             "push_pull_in": 0,
@@ -221,6 +244,7 @@ class GossipCore:
     # -- entry points ------------------------------------------------------------------------
 
     def join(self, seeds: Iterable[Addr], now: float) -> list[Effect]:
+        self._now = now
         self._seeds = [s for s in seeds if s != self._local.meta.gossip_addr]
         if self._seeds:
             self._send_join(now)
@@ -229,6 +253,7 @@ class GossipCore:
         return self._flush()
 
     def tick(self, now: float) -> list[Effect]:
+        self._now = now
         cfg = self.config
         p = self._probe
         if p is not None:
@@ -282,18 +307,24 @@ class GossipCore:
         return self._flush()
 
     def handle(self, data: bytes, src_addr: Addr, now: float) -> list[Effect]:
-        """One datagram from the network. Malformed or forged ones are dropped and counted."""
+        """One datagram from the network. Malformed or forged ones are dropped and counted.
+
+        Never raises for anything the network sends.
+        """
+        self._now = now
         try:
-            primary, broadcasts = self.codec.decode_datagram(data)
+            sender, primary, broadcasts = self.codec.decode_datagram(data, self._wall(now))
         except RemoteError as exc:
             self._count_drop(exc)
             return []
         announce = primary.src if isinstance(primary, Announce) else None
+        if sender is None and any(type(b) is Left for b in broadcasts):
+            sender = self._sender_at(src_addr)
         for b in broadcasts:
             if announce is not None and isinstance(b, Alive) and b.name == announce:
                 self._ms.on_alive(b, now, gossip_new=False)  # sent to every peer already
             else:
-                self._ms.on_broadcast(b, now)
+                self._ms.on_broadcast(b, now, sender)
         self._on_primary(primary, src_addr, now)
         return self._flush()
 
@@ -302,8 +333,11 @@ class GossipCore:
 
         Raises DecodeError or AuthError (after counting) for a bad payload.
         """
+        self._now = now
         try:
-            pp = self.codec.decode_push_pull(payload, self.config.push_pull_max_bytes)
+            pp = self.codec.decode_push_pull(
+                payload, self.config.push_pull_max_bytes, self._wall(now)
+            )
         except RemoteError as exc:
             self._count_drop(exc)
             raise
@@ -313,8 +347,11 @@ class GossipCore:
         return reply, self._flush()
 
     def push_pull_reply(self, payload: bytes, now: float) -> list[Effect]:
+        self._now = now
         try:
-            pp = self.codec.decode_push_pull(payload, self.config.push_pull_max_bytes)
+            pp = self.codec.decode_push_pull(
+                payload, self.config.push_pull_max_bytes, self._wall(now)
+            )
         except RemoteError as exc:
             self._count_drop(exc)
             self.counters["push_pull_failed"] += 1
@@ -327,6 +364,7 @@ class GossipCore:
         return self._flush()
 
     def push_pull_failed(self, addr: Addr, join: bool, now: float) -> list[Effect]:
+        self._now = now
         self.counters["push_pull_failed"] += 1
         return self._flush()
 
@@ -338,6 +376,7 @@ class GossipCore:
         queued_s: float | None = None,
         active_shares: int | None = None,
     ) -> list[Effect]:
+        self._now = now
         changes: dict[str, Any] = {}
         if capacity is not None:
             changes["capacity"] = capacity
@@ -351,15 +390,28 @@ class GossipCore:
         return self._flush()
 
     def record_transfer(self, dst: str, nbytes: int, seconds: float, now: float) -> list[Effect]:
+        self._now = now
         self._local.bw.record(dst, nbytes, seconds, now)
         self._ms.schedule_publish(now)
         return self._flush()
 
     def leave(self, now: float) -> list[Effect]:
-        """Announce a graceful leave; keep gossiping so the news spreads, stop probing."""
+        """Announce a graceful leave to every live member directly; keep gossiping, stop probing.
+
+        Peers accept a `Left` only from the leaving peer itself and never relay it (see
+        `membership`), so it goes to each of them, and rides on our gossip until we stop.
+        """
+        self._now = now
         if not self._ms.leaving:
             self._probe = None
             self._ms.leave()
+            data = self._seal(
+                encode_primary(Gossip(self.name))
+                + encode_broadcast(Left(self.name, self._ms.incarnation))
+            )
+            for m in self._members.values():
+                if m.name != self.name and m.live:
+                    self._out.append(Send(m.addr, data))
         return self._flush()
 
     @property
@@ -507,7 +559,7 @@ class GossipCore:
 
     def _state_payload(self, join: bool) -> bytes:
         pp = PushPull(self.name, join, self._ms.state_members())
-        return self.codec.seal(encode_push_pull(pp))
+        return self._seal(encode_push_pull(pp))
 
     def _push_pull_to(self, addr: Addr, join: bool) -> None:
         self.counters["push_pull_out"] += 1
@@ -533,7 +585,7 @@ class GossipCore:
         # Announce ourselves once to every peer the join taught us of: N small datagrams, so
         # no peer depends on the luck of gossip (or waits for a push-pull) to learn of us.
         alive = Alive(self.name, self._ms.incarnation, self._local.digest)
-        data = self.codec.seal(encode_primary(Announce(self.name)) + encode_broadcast(alive))
+        data = self._seal(encode_primary(Announce(self.name)) + encode_broadcast(alive))
         for m in self._members.values():
             if m.name != self.name and m.live:
                 self._out.append(Send(m.addr, data))
@@ -555,11 +607,35 @@ class GossipCore:
         items = self._queue.take(budget, self.config.retransmit_limit(self._members.live))
         if require_broadcasts and not items:
             return
-        self._out.append(Send(addr, self.codec.seal(head + b"".join(items))))
+        self._out.append(Send(addr, self._seal(head + b"".join(items))))
 
     def _count_drop(self, exc: RemoteError) -> None:
-        key = "dropped_auth" if isinstance(exc, AuthError) else "dropped_malformed"
+        if isinstance(exc, ReplayError):
+            key = "dropped_replay"
+        elif isinstance(exc, StaleError):
+            key = "dropped_stale"
+        elif isinstance(exc, AuthError):
+            key = "dropped_auth"
+        elif isinstance(exc, ForgedError):
+            key = "dropped_forged"
+        elif isinstance(exc, OutOfRangeError):
+            key = "dropped_out_of_range"
+        else:
+            key = "dropped_malformed"
         self.counters[key] += 1
+
+    def _wall(self, now: float) -> float:
+        return now + self._wall_offset
+
+    def _seal(self, body: bytes) -> bytes:
+        return self.codec.seal(body, self._wall(self._now))
+
+    def _sender_at(self, addr: Addr) -> str | None:
+        """Without a key: the member whose gossip address sent a datagram (None if none)."""
+        for m in self._members.values():
+            if m.addr == addr and m.name != self.name:
+                return m.name
+        return None
 
     def _on_live(self, name: str) -> None:
         self._order.add(name)

@@ -6,7 +6,7 @@ import math
 
 from gossip.errors import ConfigError
 from gossip.view import MAX_NAME, PeerMeta
-from gossip.wire import Digest
+from gossip.wire import MAX_VERSION, Digest
 
 
 class BandwidthRow:
@@ -86,6 +86,6 @@ class LocalMeta:
     def publish(self, now: float, at_least: int = 0) -> Digest:
         self.due = None
         self.last_publish = now
-        version = max(self.digest.version + 1, at_least)
+        version = min(MAX_VERSION, max(self.digest.version + 1, at_least))
         self.digest = Digest(self.meta.name, version, self.meta, self.bw.top(self._row_max))
         return self.digest

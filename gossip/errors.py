@@ -27,6 +27,22 @@ class AuthError(RemoteError):
     """A datagram or payload failed HMAC verification."""
 
 
+class ReplayError(AuthError):
+    """An authenticated datagram or payload was seen before (a replay) or is too old."""
+
+
+class StaleError(AuthError):
+    """An authenticated datagram's timestamp lies outside the accepted clock-skew window."""
+
+
+class ForgedError(RemoteError):
+    """A message claims a sender it does not come from (e.g. a `Left` about someone else)."""
+
+
+class OutOfRangeError(DecodeError):
+    """A value (an incarnation) lies outside the range the protocol can ever reach."""
+
+
 class PushPullError(RemoteError):
     """A push-pull exchange with a peer failed (refused, timed out, oversized)."""
 

@@ -5,6 +5,18 @@ A peer's membership state is (incarnation, status). States are totally ordered b
 larger, so merging is commutative, associative, idempotent and monotone in incarnation. Only the
 peer itself raises its incarnation (to refute a suspicion or rejoin). Metadata digests are
 ordered by version, with a deterministic tie-break so replicas agree even on a conflict.
+
+The rules cannot be turned against a member:
+- incarnations never leave the wire's range: refutation saturates at `MAX_INCARNATION` and
+  the decoder refuses anything above it;
+- an alive/suspect/dead/left message whose incarnation jumps more than `MAX_INCARNATION_JUMP`
+  past the one we hold for that peer (ourselves included) is dropped and counted
+  (`dropped_out_of_range`): incarnations grow by one per refutation, so only a forger jumps;
+- `Left` about a peer is accepted only from that peer itself (the authenticated sender with a
+  cluster key; without one, a datagram from that peer's gossip address) and never relayed; a
+  `Left` from anyone else is dropped and counted (`dropped_forged`). A peer that leaves tells
+  every member directly; one that misses it detects the departure as a failure. In a
+  push-pull state `left` counts as `dead` (a suspicion, memberlist's rule).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from gossip.effects import Notify
 from gossip.suspicion import LocalHealth, Suspicion
 from gossip.view import STATUS_RANK, Addr, PeerStatus
 from gossip.wire import (
+    MAX_INCARNATION,
     Alive,
     Broadcast,
     Dead,
@@ -32,6 +45,9 @@ from gossip.wire import (
     Suspect,
     encode_broadcast,
 )
+
+MAX_INCARNATION_JUMP = 1 << 32
+"""The largest step an incoming incarnation may take past the one held for that peer."""
 
 State = tuple[int, PeerStatus]
 
@@ -264,7 +280,8 @@ class Membership:
 
     # -- broadcasts -------------------------------------------------
 
-    def on_broadcast(self, b: Broadcast, now: float) -> None:
+    def on_broadcast(self, b: Broadcast, now: float, sender: str | None = None) -> None:
+        """Apply one broadcast; `sender` is who sent the datagram (None: unknown)."""
         if isinstance(b, Alive):
             self.on_alive(b, now)
         elif isinstance(b, Suspect):
@@ -272,12 +289,28 @@ class Membership:
         elif isinstance(b, Dead):
             self.on_dead(b, now)
         elif isinstance(b, Left):
+            if sender != b.name:
+                self.counters["dropped_forged"] += 1
+                return
             self.on_left(b, now)
         else:
             self.on_load(b, now)
 
+    def implausible(self, name: str, incarnation: int) -> bool:
+        """True (and counted) if `incarnation` jumps too far past the one held for `name`."""
+        held = self.incarnation if name == self.name else None
+        if held is None:
+            m = self.table.get(name)
+            if m is None:
+                return False
+            held = m.incarnation
+        if incarnation - held > MAX_INCARNATION_JUMP:
+            self.counters["dropped_out_of_range"] += 1
+            return True
+        return False
+
     def refute(self, incarnation: int) -> None:
-        self.incarnation = max(self.incarnation, incarnation) + 1
+        self.incarnation = min(MAX_INCARNATION, max(self.incarnation, incarnation) + 1)
         self.table[self.name].incarnation = self.incarnation
         self.counters["refutations"] += 1
         self.health.apply(1)
@@ -302,6 +335,8 @@ class Membership:
     def on_alive(self, a: Alive, now: float, gossip_new: bool = True) -> None:
         """Apply an alive message; `gossip_new=False` learns a new peer without re-gossiping it."""
         name = a.name
+        if self.implausible(name, a.incarnation):
+            return
         if name == self.name:
             if a.incarnation > self.incarnation and not self.leaving:
                 self.refute(a.incarnation)
@@ -325,6 +360,8 @@ class Membership:
         self.on_digest(a.digest, now)
 
     def on_suspect(self, s: Suspect, now: float) -> None:
+        if self.implausible(s.name, s.incarnation):
+            return
         if s.name == self.name:
             self.accused(s.incarnation)
             return
@@ -352,6 +389,8 @@ class Membership:
         self.queue.put(("m", s.name), encode_broadcast(s))
 
     def on_dead(self, d: Dead, now: float) -> None:
+        if self.implausible(d.name, d.incarnation):
+            return
         if d.name == self.name:
             self.accused(d.incarnation)
             return
@@ -364,18 +403,33 @@ class Membership:
         self.queue.put(("m", d.name), encode_broadcast(d))
 
     def on_left(self, lft: Left, now: float) -> None:
-        if lft.name == self.name:
-            self.accused(lft.incarnation)
+        """A peer's own announcement that it leaves (the caller checked the sender)."""
+        if lft.name == self.name or self.implausible(lft.name, lft.incarnation):
             return
         m = self.table.get(lft.name)
         if m is None or lft.incarnation < m.incarnation:
             return
         if not supersedes((lft.incarnation, "left"), m.state):
             return
-        self.set_state(m, lft.incarnation, "left", now)
-        self.queue.put(("m", lft.name), encode_broadcast(lft))
+        self.set_state(m, lft.incarnation, "left", now)  # not relayed: see the module header
+
+    def version_implausible(self, name: str, version: int) -> bool:
+        """True (and counted) if a digest version jumps too far past the one held."""
+        if name == self.name:
+            held = self.local.digest.version
+        else:
+            m = self.table.get(name)
+            if m is None:
+                return False
+            held = m.digest.version
+        if version - held > MAX_INCARNATION_JUMP:
+            self.counters["dropped_out_of_range"] += 1
+            return True
+        return False
 
     def on_load(self, u: Load, now: float) -> None:
+        if self.version_implausible(u.name, u.version):
+            return
         if u.name == self.name:
             if u.version > self.local.digest.version:
                 self.publish_meta(now, at_least=u.version + 1)
@@ -392,6 +446,8 @@ class Membership:
         self.notify(m)
 
     def on_digest(self, d: Digest, now: float) -> None:
+        if self.version_implausible(d.name, d.version):
+            return
         if d.name == self.name:
             if d.version > self.local.digest.version:
                 # A record from a previous life of this peer outranks ours: jump past it.
@@ -436,6 +492,8 @@ class Membership:
         before = len(self.table)
         for ms in pp.members:
             if ms.name == self.name:
+                if self.implausible(ms.name, ms.incarnation):
+                    continue
                 stale = ms.incarnation > self.incarnation or (
                     ms.status != "alive" and ms.incarnation == self.incarnation
                 )
@@ -451,10 +509,9 @@ class Membership:
                 self.on_alive(
                     Alive(ms.name, ms.incarnation, ms.digest), now, gossip_new=ms.name == pp.src
                 )
-            if ms.status == "left":
-                self.on_left(Left(ms.name, ms.incarnation), now)
-            elif ms.status != "alive":
-                # memberlist's rule: a remote "dead" only makes us suspect, never dead at once.
+            if ms.status != "alive":
+                # memberlist's rule: a remote "dead" only makes us suspect, never dead at once;
+                # a remote "left" too (only the peer itself can say it leaves).
                 self.on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
             if known:
                 self.on_digest(ms.digest, now)

@@ -120,7 +120,12 @@ class GossipNode:
                 meta = replace(meta, rpc_addr=advertised)
             self._meta = meta
         self._core = GossipCore(
-            meta, self.config, time.monotonic(), secret=self._secret, seed=self._seed
+            meta,
+            self.config,
+            time.monotonic(),
+            secret=self._secret,
+            seed=self._seed,
+            wall=time.time(),
         )
         self._runner = asyncio.create_task(self._run(), name=f"gossip-{meta.name}")
         self._apply(self._core.join(seed_addrs, time.monotonic()))

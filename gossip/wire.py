@@ -1,7 +1,8 @@
 """Wire format: msgpack messages, piggybacked broadcasts and optional HMAC-SHA256 framing.
 
-A datagram is `MAGIC_PLAIN + body` or `MAGIC_SIGNED + tag(32) + body`, where the tag is
-HMAC-SHA256(secret, body). The body is a stream of msgpack arrays: one primary message (ping,
+A datagram is `MAGIC_PLAIN + body` or, with a cluster key, the authenticated frame of
+`gossip.auth` (HMAC-SHA256 over the sender's name, a replay counter, a timestamp and the body;
+see there). The body is a stream of msgpack arrays: one primary message (ping,
 ack, nack, ping-req or gossip) followed by any number of piggybacked broadcasts (alive, suspect,
 dead, left, load). Broadcasts are encoded once when queued, so building a datagram is a
 concatenation. A push-pull payload uses the same framing around one msgpack map. Everything
@@ -10,19 +11,17 @@ decoded from the network is validated here; anything wrong raises DecodeError or
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from typing import Any, NamedTuple
 
 import msgpack
 
-from gossip.errors import AuthError, ConfigError, DecodeError
+from gossip.auth import MAGIC_AUTH, TAG_LEN, Authenticator  # noqa: F401 (TAG_LEN re-exported)
+from gossip.errors import AuthError, ConfigError, DecodeError, ForgedError, OutOfRangeError
 from gossip.view import MAX_NAME, STATUSES, Addr, PeerMeta, PeerStatus
 
 MAGIC_PLAIN = b"\xa7"
-MAGIC_SIGNED = b"\xa8"
-TAG_LEN = 32
+MAGIC_SIGNED = b"\xa8"  # the old framing without replay protection: refused
 MAX_ITEMS = 256
 
 PING, ACK, NACK, PING_REQ, GOSSIP, ANNOUNCE = 1, 2, 3, 4, 5, 6
@@ -242,6 +241,32 @@ def _int(v: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return v
 
 
+MAX_INCARNATION = 1 << 62
+"""The highest incarnation the protocol ever uses, far inside the wire's signed 64-bit range.
+
+Refutation saturates here (`min(MAX_INCARNATION, x + 1)`), so no peer ever sends a number the
+wire cannot carry; anything above it was not sent by a correct peer and is refused on decoding.
+Reaching it honestly takes 2^62 refutations."""
+
+
+MAX_VERSION = MAX_INCARNATION
+"""Digest versions obey the same bound (a peer jumps past a previous life's version)."""
+
+
+def _incarnation(v: Any) -> int:
+    n = _int(v)
+    if n > MAX_INCARNATION:
+        raise OutOfRangeError(f"incarnation {n} beyond {MAX_INCARNATION}")
+    return n
+
+
+def _version(v: Any) -> int:
+    n = _int(v)
+    if n > MAX_VERSION:
+        raise OutOfRangeError(f"digest version {n} beyond {MAX_VERSION}")
+    return n
+
+
 def _name(v: Any) -> str:
     if not isinstance(v, str) or not 0 < len(v) <= MAX_NAME:
         raise DecodeError("bad peer name")
@@ -292,7 +317,7 @@ def _digest(v: Any) -> Digest:
 
 def _decode_digest(v: list[Any]) -> Digest:
     name = _name(v[0])
-    version = _int(v[1])
+    version = _version(v[1])
     host = v[2]
     if not isinstance(host, str) or not host:
         raise DecodeError("bad digest host")
@@ -345,15 +370,15 @@ def _decode_broadcast(v: Any) -> Broadcast:
         d = _digest(v[3])
         if d.name != v[1]:
             raise DecodeError("alive digest names another peer")
-        return Alive(d.name, _int(v[2]), d)
+        return Alive(d.name, _incarnation(v[2]), d)
     if kind == SUSPECT and n == 4:
-        return Suspect(_name(v[1]), _int(v[2]), _name(v[3]))
+        return Suspect(_name(v[1]), _incarnation(v[2]), _name(v[3]))
     if kind == DEAD and n == 4:
-        return Dead(_name(v[1]), _int(v[2]), _name(v[3]))
+        return Dead(_name(v[1]), _incarnation(v[2]), _name(v[3]))
     if kind == LEFT and n == 3:
-        return Left(_name(v[1]), _int(v[2]))
+        return Left(_name(v[1]), _incarnation(v[2]))
     if kind == LOAD and n == 7:
-        return Load(_name(v[1]), _int(v[2]), _float(v[3]), _float(v[4]), _int(v[5]), _row(v[6]))
+        return Load(_name(v[1]), _version(v[2]), _float(v[3]), _float(v[4]), _int(v[5]), _row(v[6]))
     raise DecodeError(f"unknown broadcast {kind!r}")
 
 
@@ -383,46 +408,66 @@ def _broadcast_from_raw(raw: bytes) -> Broadcast:
     return b
 
 
+class Datagram(NamedTuple):
+    """A decoded datagram; `sender` is the authenticated sender's name (None without a key)."""
+
+    sender: str | None
+    primary: Primary
+    broadcasts: list[Broadcast]
+
+
 class Codec:
-    """Frames and unframes datagrams and push-pull payloads, with optional HMAC."""
+    """Frames and unframes datagrams and push-pull payloads.
 
-    __slots__ = ("_secret", "overhead")
+    Without a secret a frame is `MAGIC_PLAIN + body`. With one it is the authenticated frame
+    of `gossip.auth` (HMAC-SHA256, sender name, replay window, clock-skew window): `name` is
+    the sender this codec seals as, `boot` its process id, `skew_s` the accepted clock skew.
+    `wall` arguments are wall-clock seconds (passed in, never read here).
+    """
 
-    def __init__(self, secret: bytes | None) -> None:
+    __slots__ = ("_auth", "overhead")
+
+    def __init__(
+        self, secret: bytes | None, name: str = "anonymous", boot: int = 0, skew_s: float = 60.0
+    ) -> None:
         if secret is not None and (not isinstance(secret, bytes) or not secret):
             raise ConfigError("secret must be non-empty bytes or None")
-        self._secret = secret
-        self.overhead = 1 + (TAG_LEN if secret else 0)
+        self._auth = None if secret is None else Authenticator(secret, name, boot, skew_s)
+        self.overhead = 1 if self._auth is None else self._auth.overhead
 
-    def seal(self, body: bytes) -> bytes:
-        if self._secret is None:
+    @property
+    def keyed(self) -> bool:
+        return self._auth is not None
+
+    def seal(self, body: bytes, wall: float = 0.0) -> bytes:
+        if self._auth is None:
             return MAGIC_PLAIN + body
-        tag = hmac.new(self._secret, body, hashlib.sha256).digest()
-        return MAGIC_SIGNED + tag + body
+        return self._auth.seal(body, wall)
 
-    def open(self, data: bytes) -> bytes:
-        """Verify the framing; return the body. Raises AuthError or DecodeError."""
+    def open(self, data: bytes, wall: float = 0.0) -> tuple[str | None, bytes]:
+        """Verify the framing; return (authenticated sender or None, body).
+
+        Raises AuthError (ReplayError, StaleError) or DecodeError.
+        """
         if not data:
             raise DecodeError("empty datagram")
         magic = data[:1]
-        if self._secret is None:
+        if self._auth is None:
             if magic == MAGIC_PLAIN:
-                return data[1:]
-            if magic == MAGIC_SIGNED:
+                return None, data[1:]
+            if magic in (MAGIC_SIGNED, MAGIC_AUTH):
                 raise AuthError("signed datagram but no cluster secret configured")
             raise DecodeError("bad magic byte")
         if magic == MAGIC_PLAIN:
             raise AuthError("unsigned datagram in an authenticated cluster")
-        if magic != MAGIC_SIGNED or len(data) < 1 + TAG_LEN:
-            raise DecodeError("bad magic byte or short datagram")
-        tag, body = data[1 : 1 + TAG_LEN], data[1 + TAG_LEN :]
-        want = hmac.new(self._secret, body, hashlib.sha256).digest()
-        if not hmac.compare_digest(tag, want):
-            raise AuthError("bad HMAC tag")
-        return body
+        if magic == MAGIC_SIGNED:
+            raise AuthError("signed datagram without replay protection (an older peer)")
+        if magic != MAGIC_AUTH:
+            raise DecodeError("bad magic byte")
+        return self._auth.open(data, wall)
 
-    def decode_datagram(self, data: bytes) -> tuple[Primary, list[Broadcast]]:
-        body = self.open(data)
+    def decode_datagram(self, data: bytes, wall: float = 0.0) -> Datagram:
+        sender, body = self.open(data, wall)
         unpacker = msgpack.Unpacker(max_buffer_size=len(body) + 16, **_UNPACK_LIMITS)
         unpacker.feed(body)
         end = len(body)
@@ -441,12 +486,16 @@ class Codec:
             raise
         except Exception as exc:  # msgpack raises assorted errors on hostile input
             raise DecodeError(f"bad msgpack: {type(exc).__name__}") from None
-        return primary, items
+        if sender is not None and type(primary) is not Ack and primary.src != sender:
+            # An ack may be relayed (its src is the probed peer); every other message is sent
+            # by its src, so a mismatch is a key holder lying about who it is.
+            raise ForgedError(f"{sender!r} sent a message signed as {primary.src!r}")
+        return Datagram(sender, primary, items)
 
-    def decode_push_pull(self, data: bytes, max_bytes: int) -> PushPull:
+    def decode_push_pull(self, data: bytes, max_bytes: int, wall: float = 0.0) -> PushPull:
         if len(data) > max_bytes:
             raise DecodeError("push-pull payload too large")
-        body = self.open(data)
+        sender, body = self.open(data, wall)
         try:
             obj = msgpack.unpackb(
                 body,
@@ -472,5 +521,7 @@ class Codec:
             if d.name != entry[0]:
                 raise DecodeError("push-pull digest names another peer")
             status = STATUSES[_int(entry[2], 0, len(STATUSES) - 1)]
-            members.append(MemberState(d.name, _int(entry[1]), status, d))
+            members.append(MemberState(d.name, _incarnation(entry[1]), status, d))
+        if sender is not None and sender != src:
+            raise ForgedError(f"{sender!r} sent a push-pull signed as {src!r}")
         return PushPull(src, join, tuple(members))

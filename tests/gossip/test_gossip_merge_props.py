@@ -193,7 +193,9 @@ def _apply_all(msgs: list) -> dict[str, tuple[int, str, int]]:
             codec.seal(head + encode_broadcast(Alive(n, 0, _peer_digest(n)))), ("h", 1), 0.0
         )
     for t, m in enumerate(msgs):
-        core.handle(codec.seal(head + encode_broadcast(m)), ("h", 1), 0.001 * (t + 1))
+        # A Left counts only from the leaving peer itself (here: from its gossip address).
+        src = _peer_digest(m.name).meta.gossip_addr if isinstance(m, Left) else ("h", 1)
+        core.handle(codec.seal(head + encode_broadcast(m)), src, 0.001 * (t + 1))
     return {
         n: (core._members[n].incarnation, core._members[n].status, core.digest_version(n) or 0)
         for n in NAMES

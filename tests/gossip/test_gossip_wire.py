@@ -68,21 +68,22 @@ BROADCASTS = [
 
 @pytest.mark.parametrize("secret", [None, b"cluster-secret"])
 def test_datagram_round_trip(secret):
-    codec = Codec(secret)
-    for p in PRIMARIES:
-        data = codec.seal(encode_primary(p) + b"".join(encode_broadcast(b) for b in BROADCASTS))
-        primary, bs = codec.decode_datagram(data)
+    receiver = Codec(secret, "rx")
+    for i, p in enumerate(PRIMARIES):
+        sender = Codec(secret, p.src, boot=i)  # one process per message: no replays
+        data = sender.seal(encode_primary(p) + b"".join(encode_broadcast(b) for b in BROADCASTS))
+        who, primary, bs = receiver.decode_datagram(data)
+        assert who == (None if secret is None else p.src)
         assert primary == p
         assert bs == BROADCASTS
 
 
 def test_push_pull_round_trip_and_limit():
-    codec = Codec(b"s")
     pp = PushPull("a", True, (MemberState("a", 1, "alive", digest()),))
-    data = codec.seal(encode_push_pull(pp))
-    assert codec.decode_push_pull(data, 10_000) == pp
+    data = Codec(b"s", "a").seal(encode_push_pull(pp))
+    assert Codec(b"s", "b").decode_push_pull(data, 10_000) == pp
     with pytest.raises(DecodeError):
-        codec.decode_push_pull(data, 10)
+        Codec(b"s", "b").decode_push_pull(data, 10)
 
 
 def test_broadcasts_stay_small():
@@ -176,15 +177,15 @@ def test_core_survives_arbitrary_msgpack(obj):
 def test_core_counts_forged_and_keeps_serving():
     core = _core(secret=b"k")
     ping = encode_primary(Ping(7, "me", "x", ("10.0.0.2", 9)))
-    assert core.handle(Codec(b"evil").seal(ping), ("10.0.0.2", 9), 1.0) == []
+    assert core.handle(Codec(b"evil", "x").seal(ping, 1.0), ("10.0.0.2", 9), 1.0) == []
     assert core.handle(Codec(None).seal(ping), ("10.0.0.2", 9), 1.0) == []
     assert core.handle(b"", ("10.0.0.2", 9), 1.0) == []
     assert core.counters["dropped_auth"] == 2
     assert core.counters["dropped_malformed"] == 1
-    out = core.handle(Codec(b"k").seal(ping), ("10.0.0.2", 9), 1.0)
+    out = core.handle(Codec(b"k", "x").seal(ping, 1.0), ("10.0.0.2", 9), 1.0)
     sends = [e for e in out if isinstance(e, Send)]
     assert len(sends) == 1 and sends[0].addr == ("10.0.0.2", 9)
-    primary, _ = Codec(b"k").decode_datagram(sends[0].data)
+    _, primary, _ = Codec(b"k", "x").decode_datagram(sends[0].data, 1.0)
     assert primary == Ack(7, "me")
 
 
@@ -216,7 +217,7 @@ def test_push_pull_with_wrong_secret_is_refused_and_counted():
     with pytest.raises(AuthError):
         core.handle_push_pull(other._state_payload(join=True), 1.0)
     with pytest.raises(DecodeError):
-        core.handle_push_pull(b"\xa8" + b"\x00" * 10, 1.0)
+        core.handle_push_pull(b"\xa9" + b"\x00" * 10, 1.0)
     assert core.counters["dropped_auth"] == 1 and core.counters["dropped_malformed"] == 1
     assert core.status_of("x") is None
     good = GossipCore(meta("y", 7002), GossipConfig.lan(), 0.0, secret=b"k", seed=3)
