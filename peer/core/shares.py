@@ -7,13 +7,13 @@ A share is one of
 - ``chain``: a range of denoising steps of one image, starting fresh or from a handed-on state;
 - ``repair``: a whole canvas, untiled (only ever local).
 
-``ShareRunner`` methods are blocking and run on the executor's worker thread; each real run
-feeds the peer's cost model. ``decode_share`` validates a payload that came over RPC.
+``encode_share``/``decode_share`` are a share's wire form (``decode_share`` validates a payload
+that came over RPC); ``encode_reply``/``decode_reply`` are its result's. Running a share is
+``peer.runtime.runner``'s job.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,82 +163,43 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
     raise BadRequest("invalid_params", f"unknown share kind {kind!r}")
 
 
-class ShareRunner:
-    """Runs shares on the backend (call only from the executor's worker thread)."""
-
-    def __init__(self, backend: Any, cost: CostTracker, native: int) -> None:
-        self.backend = backend
-        self.cost = cost
-        self.native = native
-
-    def rows(self, label: int | None) -> int:
-        """Forward rows per repaired window: an unlabelled repair averages every class."""
-        n = getattr(self.backend, "num_classes", None)
-        return int(n) if label is None and n else 1
-
-    def tile_area(self, tile: Any) -> float:
-        h, w = _tile_window(tile)
-        return (h * w) / float(self.native * self.native)
-
-    def predict(self, share: GenerateShare | TilesShare | ChainShare) -> float:
-        if isinstance(share, GenerateShare):
-            return self.cost.predict(share.images, share.steps)
-        if isinstance(share, TilesShare):
-            area = sum(self.tile_area(t) for t in share.tiles) * self.rows(share.label)
-            return self.cost.predict(area, share.steps)
-        return self.cost.predict(1, share.stop - share.start)
-
-    def run(self, share: GenerateShare | TilesShare | ChainShare) -> Any:
-        t0 = time.perf_counter()
-        if isinstance(share, GenerateShare):
-            out = self.backend.generate(
-                list(share.labels), list(share.seeds), share.steps, scheduler=share.scheduler
-            )
-            self.cost.observe(share.images, share.steps, time.perf_counter() - t0)
-            return np.asarray(out, dtype=np.uint8)
-        if isinstance(share, TilesShare):
-            outs = self.backend.repair_tiles(
-                share.canvas, share.mask, list(share.tiles), share.steps, share.seed, share.label
-            )
-            area = sum(self.tile_area(t) for t in share.tiles) * self.rows(share.label)
-            self.cost.observe(area, share.steps, time.perf_counter() - t0)
-            return [np.asarray(o) for o in outs]
-        return self.run_chain(share, t0)
-
-    def run_chain(self, share: ChainShare, t0: float) -> dict[str, Any]:
-        from peer.diffusion import ChainState
-
-        be = self.backend
-        if share.state is None:
-            if share.start != 0:
-                raise BadRequest("invalid_params", "a chain that starts past step 0 needs a state")
-            st = be.start_chain(share.label, share.seed, share.steps, share.scheduler)
-        else:
-            st = ChainState.from_wire(share.state)
-        st = be.run_steps(st, share.stop)
-        self.cost.observe(1, share.stop - share.start, time.perf_counter() - t0)
-        if share.stop >= share.steps:
-            return {"image": np.asarray(be.finish_chain(st), dtype=np.uint8)}
-        return {"state": st.to_wire()}
-
-    def repair(
-        self, image: np.ndarray, mask: np.ndarray, steps: int, seed: int, label: int | None
-    ) -> np.ndarray:
-        t0 = time.perf_counter()
-        out = np.asarray(self.backend.repair(image, mask, steps, seed, label=label), dtype=np.uint8)
-        area = image.shape[0] * image.shape[1] / float(self.native * self.native)
-        self.cost.observe(area * self.rows(label), steps, time.perf_counter() - t0)
-        return out
+Work = GenerateShare | TilesShare | ChainShare
 
 
-def _tile_window(tile: Any) -> tuple[int, int]:
-    """Height and width of the window a tile is denoised over (core plus halo)."""
-    for hk, wk in (("win_h", "win_w"), ("height", "width"), ("h", "w")):
-        if hasattr(tile, hk) and hasattr(tile, wk):
-            return int(getattr(tile, hk)), int(getattr(tile, wk))
-    for y0, y1, x0, x1 in (("y0", "y1", "x0", "x1"), ("top", "bottom", "left", "right")):
-        if all(hasattr(tile, k) for k in (y0, y1, x0, x1)):
-            return int(getattr(tile, y1)) - int(getattr(tile, y0)), int(getattr(tile, x1)) - int(
-                getattr(tile, x0)
-            )
-    return 16, 16
+def encode_reply(work: Work, out: Any) -> dict[str, Any]:
+    """A share's result on the wire (without the timing fields the caller adds)."""
+    if isinstance(work, GenerateShare):
+        return {"images": pack_tensor(np.asarray(out))}
+    if isinstance(work, TilesShare):
+        return {"tiles": [pack_tensor(np.asarray(t)) for t in out]}
+    if "image" in out:
+        return {"image": pack_tensor(np.asarray(out["image"]))}
+    return {"state": out["state"]}
+
+
+def decode_reply(work: Work, res: Any) -> Any:
+    """The result of ``work`` from a reply; raises ``BadRequest`` when the reply is malformed."""
+    if not isinstance(res, dict):
+        raise BadRequest("malformed_reply", "a share reply is a dict")
+    try:
+        if isinstance(work, GenerateShare):
+            return unpack_tensor(res["images"], copy=True)
+        if isinstance(work, TilesShare):
+            return [unpack_tensor(t, copy=True) for t in res["tiles"]]
+        if "image" in res:
+            return {"image": unpack_tensor(res["image"], copy=True)}
+        state = res["state"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest("malformed_reply", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict):
+        raise BadRequest("malformed_reply", "a chain reply's state is a dict")
+    return {"state": state}
+
+
+def units_of(work: Work) -> int:
+    """Images, tiles or steps a share computes."""
+    if isinstance(work, GenerateShare):
+        return work.images
+    if isinstance(work, TilesShare):
+        return len(work.tiles)
+    return work.stop - work.start

@@ -12,18 +12,24 @@ Batching. Images of a batch run in one UNet forward; the model is prepared so th
 output is bit-identical to running it alone (see `peer.diffusion.unet`), and every sampler step
 is elementwise, so a batch share equals the images generated one by one.
 
+Engines. The UNet forward runs on a denoiser engine (`peer.diffusion.engine`): `torch` (eager,
+the reference numerics) or `onnx` (onnxruntime, `peer.diffusion.onnx_engine`), or `auto`, which
+times both at load and keeps the faster. Everything around the forward (samplers, noise, chain
+state) is the same torch code for both. The two engines' outputs differ in the last bits, so an
+onnx backend's `model_id` carries the engine (`...+onnx-cpu`): batch and steps exactness hold
+among backends with the same `model_id`, and a chain state from another engine is refused.
+
 Threads. Calls block; run them in a worker thread. A process-wide lock serialises them (the torch
-thread count is process-wide) and each call pins `torch.set_num_threads(threads)` first.
+thread count is process-wide) and each call pins `torch.set_num_threads(threads)` first. The
+onnx engine's session has `threads` intra-op threads of its own.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import statistics
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,11 +37,20 @@ import torch
 
 from peer.diffusion.chain import ChainState
 from peer.diffusion.cost import CostModel, fit_affine
-from peer.diffusion.errors import ChainStateError, InvalidRequestError
+from peer.diffusion.engine import (
+    AUTO_BATCHES,
+    AUTO_REPEATS,
+    AUTO_WARMUP,
+    Denoiser,
+    TorchDenoiser,
+    check_engine,
+    median_seconds,
+)
+from peer.diffusion.errors import ChainStateError, InvalidRequestError, ModelLoadError
 from peer.diffusion.images import check_image, check_mask, image_to_tensor, tensor_to_image
 from peer.diffusion.samplers import Sampler, make_sampler
 from peer.diffusion.tiles import Tile, blend_tiles, plan_tiles
-from peer.diffusion.unet import LoadedModel, load_model, padded_size
+from peer.diffusion.unet import BATCH_QUANTUM, LoadedModel, load_model
 
 _COMPUTE_LOCK = threading.RLock()
 MAX_SEED = 2**63 - 1
@@ -60,16 +75,29 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_backend(
-    model: str | os.PathLike[str] | None = None, device: str = "auto", threads: int = 1
+    model: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    threads: int = 1,
+    engine: str = "torch",
 ) -> Backend:
-    """Load a local diffusers model directory (None: the shipped digits16) into a Backend."""
+    """Load a local diffusers model directory (None: the shipped digits16) into a Backend.
+
+    `engine`: `torch` (PyTorch eager), `onnx` (onnxruntime over the cached ONNX export; raises
+    `ModelLoadError` when it cannot be built or fails its load-time checks) or `auto` (both are
+    timed, the faster is kept; an onnx engine that cannot load leaves torch, with the reason in
+    `engine_info()["onnx_error"]`).
+    """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidRequestError(f"threads must be an int >= 1, got {threads!r}")
+    requested = check_engine(engine)
     dev = resolve_device(device)
     with _COMPUTE_LOCK:
         torch.set_num_threads(threads)
         loaded = load_model(model, dev)
-    return Backend(loaded, dev, threads)
+        be = Backend(loaded, dev, threads)
+        if requested != "torch":
+            be._setup_engine(loaded, requested)
+    return be
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -89,6 +117,7 @@ class Backend:
         self._sched_cfg = loaded.scheduler_config
         self._samplers: dict[tuple[str, int], Sampler] = {}
         cfg = self._unet.config
+        self.base_model_id: str = loaded.model_id
         self.model_id: str = loaded.model_id
         self.model_dir = loaded.files.root
         self.device: str = str(device)
@@ -102,6 +131,85 @@ class Backend:
         self.num_classes: int | None = int(n_classes) if n_classes else None
         self.downscale: int = 2 ** (len(cfg.block_out_channels) - 1)
         self.num_train_timesteps = int(self._sched_cfg.get("num_train_timesteps", 1000))
+        self._torch = TorchDenoiser(self._unet, device)
+        self._denoiser: Denoiser = self._torch
+        self._info: dict[str, Any] = {
+            "requested": "torch",
+            "ms_per_step": {},
+            "onnx_model": None,
+            "onnx_export": None,
+            "onnx_error": None,
+        }
+
+    # ---------------------------------------------------------------------------- engines
+    @property
+    def engine(self) -> str:
+        """The engine that runs the UNet forward: `torch` or `onnx`."""
+        return self._denoiser.name
+
+    @property
+    def provider(self) -> str:
+        """What executes it: `torch-cpu`, `torch-cuda`, or the onnxruntime provider that runs."""
+        return self._denoiser.provider
+
+    @property
+    def batch_quantum(self) -> int:
+        """Forwards are padded to a multiple of this many images (the planner's cost unit)."""
+        return BATCH_QUANTUM
+
+    def _setup_engine(self, loaded: LoadedModel, requested: str) -> None:
+        from peer.diffusion.onnx_engine import load_onnx_denoiser
+
+        self._info["requested"] = requested
+        try:
+            got = load_onnx_denoiser(
+                loaded, self._device, self.threads, self._torch, self.num_classes
+            )
+        except ModelLoadError as exc:
+            if requested == "onnx":
+                raise
+            self._info["onnx_error"] = str(exc)
+            return
+        self._info.update(
+            onnx_model=str(got.artifact.path),
+            onnx_export=got.artifact.status,
+            onnx_probe_max_abs_diff=got.probe_max_abs_diff,
+            onnx_thread_invariant=got.thread_invariant,
+        )
+        if requested == "auto":
+            self._enter()
+            for den in (self._torch, got.denoiser):
+                for b in AUTO_BATCHES:
+                    self._record_ms(
+                        den.name, b, self._step_seconds(den, b, AUTO_REPEATS, AUTO_WARMUP)
+                    )
+            ms = self._info["ms_per_step"]
+            if sum(ms["onnx"].values()) >= sum(ms["torch"].values()):
+                return
+        self._denoiser = got.denoiser
+        tag = "cpu" if self._device.type == "cpu" else "cuda"
+        self.model_id = f"{self.base_model_id}+onnx-{tag}"
+        if not got.thread_invariant:
+            self.model_id += f"-t{self.threads}"
+
+    def _record_ms(self, engine: str, batch: int, seconds: float) -> None:
+        self._info["ms_per_step"].setdefault(engine, {})[str(batch)] = round(seconds * 1e3, 4)
+
+    def engine_info(self) -> dict[str, Any]:
+        """The engine in use and what is known of both: for `info`, `/metrics` and benchmarks.
+
+        `ms_per_step` maps engine -> {batch size (str): ms per denoising step}: both engines as
+        timed by `auto` at load, and the running engine as measured by `calibrate()`.
+        """
+        info = {
+            "engine": self.engine,
+            "provider": self.provider,
+            "threads": self.threads,
+            "model_id": self.model_id,
+            **self._info,
+        }
+        info["ms_per_step"] = {k: dict(v) for k, v in self._info["ms_per_step"].items()}
+        return info
 
     # ----------------------------------------------------------------- validation helpers
     def _sampler(self, name: str, steps: int) -> Sampler:
@@ -151,7 +259,13 @@ class Backend:
         return img, check_mask(mask, (h, w))
 
     # ---------------------------------------------------------------------- the UNet call
-    def _eps(self, x: torch.Tensor, t: int, labels: Sequence[int | None]) -> torch.Tensor:
+    def _eps(
+        self,
+        x: torch.Tensor,
+        t: int,
+        labels: Sequence[int | None],
+        denoiser: Denoiser | None = None,
+    ) -> torch.Tensor:
         """Model output for a batch at timestep t; label None averages over all classes."""
         n = x.shape[0]
         if self.num_classes is None:
@@ -168,16 +282,7 @@ class Backend:
                 groups.append(len(members))
             rows = x[idx] if len(idx) != n else x
             cls = torch.tensor(cl, dtype=torch.long)
-        m = rows.shape[0]
-        p = padded_size(m)
-        if p > m:
-            rows = torch.cat([rows, rows[-1:].expand(p - m, *rows.shape[1:])])
-            if cls is not None:
-                cls = torch.cat([cls, cls[-1:].expand(p - m)])
-        rows = rows.to(self._device).contiguous(memory_format=torch.channels_last)
-        tt = torch.full((p,), t, dtype=torch.long, device=self._device)
-        cls_dev = None if cls is None else cls.to(self._device)
-        out = self._unet(rows, tt, class_labels=cls_dev).sample[:m].contiguous()
+        out = (denoiser or self._denoiser)(rows, int(t), cls)
         if all(g == 1 for g in groups):
             return out
         parts, k = [], 0
@@ -440,33 +545,75 @@ class Backend:
         return outs
 
     # ------------------------------------------------------------------------ calibration
+    def _step_fn(self, den: Denoiser, batch: int) -> Callable[[], None]:
+        """One DDIM denoising step of `batch` images on engine `den`, as a closure to time.
+
+        Call it with the compute lock held and the thread count pinned (`_enter`).
+        """
+        sampler = self._sampler("ddim", min(20, self.num_train_timesteps))
+        label = None if self.num_classes is None else 0
+        gen = torch.Generator(device="cpu").manual_seed(batch)
+        shape = (batch, self.in_channels, self.sample_size, self.sample_size)
+        x = torch.randn(shape, generator=gen).to(self._device)
+        t0 = sampler.timesteps[0]
+        labels = [label] * batch
+
+        def step() -> None:
+            with torch.inference_mode():
+                sampler.step(self._eps(x, t0, labels, den), 0, x, None)
+
+        return step
+
+    def _step_seconds(self, den: Denoiser, batch: int, repeats: int, warmup: int) -> float:
+        sync = self._device.type == "cuda"
+        return median_seconds(self._step_fn(den, batch), repeats, warmup, sync)
+
+    def step_timer(self, batch: int) -> Callable[[], float]:
+        """A function that runs one denoising step of `batch` images and returns its seconds."""
+        batch = _check_int("batch", batch, 1, MAX_BATCH)
+        step = self._step_fn(self._denoiser, batch)
+
+        def timed() -> float:
+            with _COMPUTE_LOCK:
+                self._enter()
+                return median_seconds(step, 1, 0, self._device.type == "cuda")
+
+        return timed
+
+    def step_ms(
+        self, batch_sizes: Sequence[int], repeats: int = 5, warmup: int = 2
+    ) -> dict[int, float]:
+        """Median ms per denoising step at each batch size, on the running engine."""
+        if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > MAX_BATCH:
+            raise InvalidRequestError(f"batch sizes must be in [1, {MAX_BATCH}]")
+        repeats = _check_int("repeats", repeats, 1, 1000)
+        warmup = _check_int("warmup", warmup, 0, 1000)
+        with _COMPUTE_LOCK:
+            self._enter()
+            return {
+                b: self._step_seconds(self._denoiser, b, repeats, warmup) * 1e3 for b in batch_sizes
+            }
+
+    # ------------------------------------------------------------------------ calibration
     def calibrate(
         self, batch_sizes: Sequence[int] = (1, 2, 4, 8), repeats: int = 3, warmup: int = 1
     ) -> CostModel:
-        """Time one denoising step at several batch sizes and fit `a + c * images` seconds."""
+        """Time one denoising step at several batch sizes on the running engine; fit `a + c * images`.
+
+        The fit follows the engine: onnx drops most of torch's fixed per-step cost `a`. The
+        medians are also recorded in `engine_info()["ms_per_step"]`.
+        """
         if len(set(batch_sizes)) < 2 or min(batch_sizes) < 1 or max(batch_sizes) > MAX_BATCH:
             raise InvalidRequestError(f"need two distinct batch sizes in [1, {MAX_BATCH}]")
         repeats = _check_int("repeats", repeats, 1, 1000)
         warmup = _check_int("warmup", warmup, 0, 1000)
-        sampler = self._sampler("ddim", min(20, self.num_train_timesteps))
-        label = None if self.num_classes is None else 0
-        gen = torch.Generator(device="cpu").manual_seed(0)
         samples: list[tuple[int, float]] = []
-        with _COMPUTE_LOCK, torch.inference_mode():
+        with _COMPUTE_LOCK:
             self._enter()
             for b in batch_sizes:
-                shape = (b, self.in_channels, self.sample_size, self.sample_size)
-                x = torch.randn(shape, generator=gen).to(self._device)
-                times = []
-                for r in range(warmup + repeats):
-                    t0 = time.perf_counter()
-                    eps = self._eps(x, sampler.timesteps[0], [label] * b)
-                    sampler.step(eps, 0, x, None)
-                    if self._device.type == "cuda":
-                        torch.cuda.synchronize(self._device)
-                    if r >= warmup:
-                        times.append(time.perf_counter() - t0)
-                samples.append((b, statistics.median(times)))
+                seconds = self._step_seconds(self._denoiser, b, repeats, warmup)
+                self._record_ms(self.engine, b, seconds)
+                samples.append((b, seconds))
         a, c = fit_affine(samples)
         return CostModel(a, c, self.sample_size * self.sample_size)
 
@@ -481,4 +628,6 @@ class Backend:
             "num_classes": self.num_classes,
             "num_train_timesteps": self.num_train_timesteps,
             "parameters": int(sum(p.numel() for p in self._unet.parameters())),
+            "engine": self.engine,
+            "provider": self.provider,
         }

@@ -55,6 +55,7 @@ class Executor:
     failed: int = 0
     busy_s: float = 0.0
     on_change: Callable[[], None] | None = None  # called on the loop when the backlog changes
+    clock: Callable[[], float] = time.monotonic  # injectable for tests on virtual time
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -84,7 +85,7 @@ class Executor:
         if self._queue is None:
             raise RuntimeError("executor not started")
         loop = asyncio.get_running_loop()
-        item = _Item(fn, max(predicted_s, 0.0), job, time.monotonic(), loop.create_future())
+        item = _Item(fn, max(predicted_s, 0.0), job, self.clock(), loop.create_future())
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -105,7 +106,7 @@ class Executor:
 
     def queued_s(self, now: float | None = None) -> float:
         """Predicted seconds of work queued or running here."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         total = sum(i.predicted_s for i in self._waiting if not i.future.done())
         if self._running is not None:
             elapsed = now - self._running.started
@@ -125,7 +126,7 @@ class Executor:
                 self._waiting.remove(item)
             if item.future.done():  # cancelled while queued
                 continue
-            started = time.monotonic()
+            started = self.clock()
             self._running = _Running(item, started)
             self._changed()
             try:
@@ -136,13 +137,13 @@ class Executor:
                     item.future.set_exception(exc)
             else:
                 self.completed += 1
-                done = time.monotonic()
+                done = self.clock()
                 if not item.future.done():
                     item.future.set_result(
                         (value, RunStats(queue_s=started - item.enqueued, compute_s=done - started))
                     )
             finally:
-                self.busy_s += time.monotonic() - started
+                self.busy_s += self.clock() - started
                 self._running = None
                 self._changed()
 

@@ -15,8 +15,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from aiohttp import web
@@ -24,19 +24,29 @@ from aiohttp import web
 from peer.core.config import PeerConfig, read_secret
 from peer.core.costs import CostTracker
 from peer.core.errors import BadRequest, Overloaded, PeerError, ShareFailed
-from peer.core.jobs import Job, JobBook
+from peer.core.jobs import Job, JobBook, JobState
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest, RepairRequest
 from peer.core.shares import (
     ChainShare,
     GenerateShare,
-    ShareRunner,
     TilesShare,
+    decode_reply,
     decode_share,
+    encode_reply,
     encode_share,
+    units_of,
 )
 from peer.core.viewstate import states_from_view
+from peer.runtime.backend import Backend
+from peer.runtime.runner import ShareRunner
+
+if TYPE_CHECKING:
+    from gossip import GossipNode
+    from peer.diffusion.tiles import Tile
+    from peer.rpc import RpcPool, RpcServer
+    from policy.fleet import DispatchLedger
 from peer.runtime import metrics
 from peer.runtime.executor import Executor
 from peer.runtime.http import build_app
@@ -56,16 +66,25 @@ PROBE_PERIOD_S = 2.0
 
 
 class Node:
-    def __init__(self, cfg: PeerConfig, *, backend: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: PeerConfig,
+        *,
+        backend: Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.limits = cfg.limits
         self.default_policy = cfg.policy
         self.secret = read_secret(cfg)
-        self.executor = Executor(max_queued=cfg.limits.max_queued_shares, threads=cfg.threads)
+        self.clock = clock  # monotonic seconds; injectable so tests run on virtual time
+        self.executor = Executor(
+            max_queued=cfg.limits.max_queued_shares, threads=cfg.threads, clock=clock
+        )
         self.jobs = JobBook(keep=cfg.limits.max_jobs_kept)
         self.planner = Planner(Recruiters(seed=0))
-        self.backend: Any = backend
+        self.backend: Backend | None = backend
         self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
         self.native = 16
         self.quantum = 1
@@ -74,14 +93,14 @@ class Node:
         self.rpc_stats: Counter[str] = Counter()
         self.rtt: dict[str, float] = {}
         self.makespans: list[float] = []
-        self.started = time.monotonic()
+        self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._job_cond: dict[str, asyncio.Event] = {}
         self._bg: list[asyncio.Task[None]] = []
-        self._ledger: Any = None
-        self.gossip: Any = None
-        self.server: Any = None
-        self.pool: Any = None
+        self._ledger: DispatchLedger | None = None
+        self.gossip: GossipNode | None = None
+        self.server: RpcServer | None = None
+        self.pool: RpcPool | None = None
         self._http_runner: web.AppRunner | None = None
         self.http_port = cfg.http[1]
         self.rpc_port = cfg.listen[1]
@@ -96,20 +115,22 @@ class Node:
 
         self._ledger = DispatchLedger()
         await self.executor.start()
-        if self.backend is None:
+        backend = self.backend
+        if backend is None:
             from peer.diffusion import load_backend
 
             cfg = self.cfg
-            self.backend = await self.executor.call(
+            backend = await self.executor.call(
                 lambda: load_backend(model=cfg.model, device=cfg.device, threads=cfg.threads)
             )
-        self.native = int(getattr(self.backend, "sample_size", 16))
-        self.quantum = batch_quantum(self.backend)
+            self.backend = backend
+        self.native = int(backend.sample_size)
+        self.quantum = max(int(backend.batch_quantum), 1)
         self.planner.native = self.native
         if self.cfg.calibrate:
-            cal = await self.executor.call(self.backend.calibrate)
+            cal = await self.executor.call(backend.calibrate)
             self.cost = CostTracker(float(cal.a_s), float(cal.c_s), alpha=self.cfg.ewma_alpha)
-        self.runner = ShareRunner(self.backend, self.cost, self.native)
+        self.runner = ShareRunner(backend, self.cost, self.native)
         self.provider = self.planner.recruiters.provider(self.cfg.policy)
 
         host, port = self.cfg.listen
@@ -140,7 +161,7 @@ class Node:
             rpc_addr=(host, self.rpc_port),
             http_addr=(self.cfg.http[0], self.http_port),
             version=VERSION,
-            model_id=str(getattr(self.backend, "model_id", "")),
+            model_id=backend.model_id,
             capacity=self.cost.capacity(),
             queued_s=0.0,
             active_shares=0,
@@ -179,10 +200,9 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.gossip is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TimeoutError, OSError):  # leaving is best effort
                 await asyncio.wait_for(self.gossip.leave(), 2.0)
-            with contextlib.suppress(Exception):
-                await self.gossip.stop()
+            await self.gossip.stop()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         if self.server is not None:
@@ -193,31 +213,37 @@ class Node:
 
     # -- gossip glue --------------------------------------------------------------------
 
+    def _started(self) -> tuple[GossipNode, RpcPool]:
+        if self.gossip is None or self.pool is None:
+            raise Overloaded("this peer is still starting")
+        return self.gossip, self.pool
+
     async def _dial_push_pull(self, addr: tuple[str, int], payload: Any) -> Any:
-        return await self.pool.call(
-            tuple(addr), "gossip.push_pull", payload, timeout=self.cfg.rpc_timeout_s
+        _, pool = self._started()
+        return await pool.call(
+            (addr[0], addr[1]), "gossip.push_pull", payload, timeout=self.cfg.rpc_timeout_s
         )
 
     def _addr_names(self) -> dict[tuple[str, int], str]:
+        if self.gossip is None:
+            return {}
         view = self.gossip.view()
-        return {tuple(p.meta.rpc_addr): p.name for p in view.peers.values()}
+        return {(p.meta.rpc_addr[0], p.meta.rpc_addr[1]): p.name for p in view.peers.values()}
 
-    def _on_transfer(self, addr: Any, nbytes: int, seconds: float) -> None:
-        name = self._addr_names().get(tuple(addr))
-        if name is not None and name != self.name and seconds > 0:
-            with contextlib.suppress(Exception):
-                self.gossip.record_transfer(name, nbytes=nbytes, seconds=seconds)
+    def _on_transfer(self, addr: tuple[str, int], nbytes: int, seconds: float) -> None:
+        name = self._addr_names().get((addr[0], addr[1]))
+        if name is not None and name != self.name and seconds > 0 and self.gossip is not None:
+            self.gossip.record_transfer(name, nbytes=nbytes, seconds=seconds)
 
     def _publish(self) -> None:
         """Backlog, active shares and capacity into gossip (rate-limited by the gossip core)."""
         if self.gossip is None:
             return
-        with contextlib.suppress(Exception):
-            self.gossip.update_meta(
-                queued_s=self.executor.queued_s(),
-                active_shares=self.executor.active,
-                capacity=self.cost.capacity(),
-            )
+        self.gossip.update_meta(
+            queued_s=self.executor.queued_s(),
+            active_shares=self.executor.active,
+            capacity=self.cost.capacity(),
+        )
 
     async def _publish_loop(self) -> None:
         self.executor.on_change = self._publish  # publish at once when work comes and goes
@@ -226,15 +252,18 @@ class Node:
             await asyncio.sleep(META_PERIOD_S)
 
     async def _probe_loop(self) -> None:
+        from peer.rpc import RpcError
+
+        gossip, pool = self._started()
         while True:
             await asyncio.sleep(PROBE_PERIOD_S)
-            for p in self.gossip.view().alive():
+            for p in gossip.view().alive():
                 if p.name == self.name:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    await self.pool.call(tuple(p.meta.rpc_addr), "ping", timeout=1.0)
-                except Exception:
+                    await pool.call((p.meta.rpc_addr[0], p.meta.rpc_addr[1]), "ping", timeout=1.0)
+                except (RpcError, OSError, TimeoutError):
                     continue
                 rtt = time.perf_counter() - t0
                 old = self.rtt.get(p.name)
@@ -244,22 +273,26 @@ class Node:
 
     def states(self, exclude: Sequence[str] = ()) -> list[PeerState]:
         """The view as planner input (see ``peer.core.viewstate``)."""
-        now = time.monotonic()
+        gossip, _ = self._started()
+        now = self.clock()
+        assert self._ledger is not None  # set by start() before gossip
         return states_from_view(
-            self.gossip.view(),
+            gossip.view(),
             me=self.name,
             my_addr=(self.cfg.listen[0], self.rpc_port),
             my_wait_s=self.executor.queued_s(now),
             cost=self.cost,
             ledger=self._ledger,
             now=now,
-            model_id=str(getattr(self.backend, "model_id", "")),
+            model_id=self.backend.model_id if self.backend is not None else "",
             rtts=self.rtt,
             exclude=exclude,
         )
 
     def record_dispatch(self, plan: Plan) -> None:
-        now = time.monotonic()
+        if self._ledger is None:
+            return
+        now = self.clock()
         for s in plan.shares:
             if not s.is_self:
                 self._ledger.record(s.peer, max(s.work_s, 0.0), now)
@@ -270,7 +303,7 @@ class Node:
     async def run_share(
         self, share: Share, work: GenerateShare | TilesShare | ChainShare, job: Job
     ) -> tuple[Any, PeerTiming]:
-        units = _units(work)
+        units = units_of(work)
         t0 = time.perf_counter()
         if share.is_self:
             assert self.runner is not None
@@ -279,11 +312,12 @@ class Node:
                 lambda: runner.run(work), runner.predict(work), job.id
             )
             return local_out, PeerTiming(self.name, units, st.queue_s, 0.0, st.compute_s, t0, 0.0)
-        from peer.rpc import RpcError, RpcTimeout, unpack_tensor
+        from peer.rpc import RpcError, RpcTimeout
 
+        _, pool = self._started()
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
         try:
-            res = await self.pool.call(
+            res = await pool.call(
                 share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s
             )
         except (RpcError, OSError, TimeoutError) as exc:
@@ -295,23 +329,21 @@ class Node:
             raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t0
         try:
+            out = decode_reply(work, res)
             q, c = float(res["queue_s"]), float(res["compute_s"])
-            if isinstance(work, GenerateShare):
-                out: Any = unpack_tensor(res["images"], copy=True)
-            elif isinstance(work, TilesShare):
-                out = [unpack_tensor(t, copy=True) for t in res["tiles"]]
-            elif "image" in res:
-                out = {"image": unpack_tensor(res["image"], copy=True)}
-            else:
-                out = {"state": res["state"]}
-        except Exception as exc:
-            raise ShareFailed(share.peer, f"malformed reply: {exc}") from exc
+        except BadRequest as exc:
+            raise ShareFailed(share.peer, f"malformed reply: {exc.message}") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShareFailed(share.peer, f"malformed reply timing: {exc}") from exc
         timing = PeerTiming(share.peer, units, q, max(wall - q - c, 0.0), c, t0, 0.0)
         return out, timing
 
     async def _cancel_remote(self, addr: tuple[str, int], job_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.pool.call(addr, "cancel", {"job": job_id}, timeout=self.cfg.rpc_timeout_s)
+        from peer.rpc import RpcError
+
+        _, pool = self._started()
+        with contextlib.suppress(RpcError, OSError, TimeoutError):  # best effort
+            await pool.call(addr, "cancel", {"job": job_id}, timeout=self.cfg.rpc_timeout_s)
 
     async def run_local_repair(self, req: RepairRequest, job: Job) -> tuple[np.ndarray, PeerTiming]:
         assert self.runner is not None
@@ -326,7 +358,7 @@ class Node:
         )
         return img, PeerTiming(self.name, 1, st.queue_s, 0.0, st.compute_s, t0, 0.0)
 
-    def plan_tiles(self, h: int, w: int) -> list[Any]:
+    def plan_tiles(self, h: int, w: int) -> list[Tile]:
         from peer.diffusion import plan_tiles
 
         return list(plan_tiles(h, w, tile=self.native, halo=4))
@@ -335,11 +367,11 @@ class Node:
         assert self.runner is not None
         return self.runner.rows(label)
 
-    def tile_area(self, tile: Any) -> float:
+    def tile_area(self, tile: Tile) -> float:
         assert self.runner is not None
         return self.runner.tile_area(tile)
 
-    def blend(self, shape: tuple[int, int], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray:
+    def blend(self, shape: tuple[int, int], parts: list[tuple[Tile, np.ndarray]]) -> np.ndarray:
         from peer.diffusion import blend_tiles
 
         return np.asarray(blend_tiles(shape, parts))
@@ -355,7 +387,8 @@ class Node:
         return {
             "name": self.name,
             "version": VERSION,
-            "model_id": str(getattr(self.backend, "model_id", "")),
+            "model_id": self.backend.model_id if self.backend is not None else "",
+            "engine": self.backend.engine_info() if self.backend is not None else {},
             "a_s": self.cost.a,
             "c_s": self.cost.c,
             "capacity": self.cost.capacity(),
@@ -372,7 +405,7 @@ class Node:
         return {"cancelled": self.executor.cancel(job)}
 
     async def _rpc_run_share(self, params: Any) -> dict[str, Any]:
-        from peer.rpc import RpcError, pack_tensor
+        from peer.rpc import RpcError
 
         self.rpc_stats["run_share"] += 1
         if not isinstance(params, dict) or not isinstance(params.get("job"), str):
@@ -384,7 +417,7 @@ class Node:
         if self.runner is None:
             raise RpcError("this peer is still starting", code="busy")
         runner = self.runner
-        from peer.diffusion import DiffusionError
+        from peer.diffusion import DiffusionError, InvalidRequestError
 
         try:
             out, st = await self.executor.run(
@@ -392,21 +425,14 @@ class Node:
             )
         except Overloaded as exc:
             raise RpcError(str(exc), code="busy") from None
-        except BadRequest as exc:
-            raise RpcError(exc.message, code="invalid_params") from None
-        except DiffusionError as exc:
-            raise RpcError(f"{type(exc).__name__}: {exc}", code="invalid_params") from None
-        except Exception as exc:
+        except (BadRequest, InvalidRequestError) as exc:  # the caller's share is at fault
+            msg = exc.message if isinstance(exc, BadRequest) else str(exc)
+            raise RpcError(msg, code="invalid_params") from None
+        except DiffusionError as exc:  # this peer's model failed on a valid share
+            log.error("share of job %s failed here", params["job"], exc_info=exc)
             raise RpcError(f"{type(exc).__name__}: {exc}", code="internal") from None
         res: dict[str, Any] = {"queue_s": st.queue_s, "compute_s": st.compute_s, "peer": self.name}
-        if isinstance(work, GenerateShare):
-            res["images"] = pack_tensor(out)
-        elif isinstance(work, TilesShare):
-            res["tiles"] = [pack_tensor(t) for t in out]
-        elif "image" in out:
-            res["image"] = pack_tensor(out["image"])
-        else:
-            res["state"] = out["state"]
+        res.update(encode_reply(work, out))
         return res
 
     # -- jobs ---------------------------------------------------------------------------
@@ -439,7 +465,7 @@ class Node:
         self._spawn(job, lambda: run_repair(self, req, job))
         return job
 
-    def _spawn(self, job: Job, factory: Any) -> None:
+    def _spawn(self, job: Job, factory: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> None:
         self._job_cond[job.id] = asyncio.Event()
 
         async def drive() -> None:
@@ -471,7 +497,7 @@ class Node:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
-    def emit_state(self, job: Job, state: Any) -> None:
+    def emit_state(self, job: Job, state: JobState) -> None:
         job.transition(state, time.time())
         self._wake(job)
 
@@ -505,7 +531,8 @@ class Node:
     def job_json(self, job: Job) -> dict[str, Any]:
         out = job.summary()
         if job.result is not None:
-            out["result"] = {**job.result, "device": str(getattr(self.backend, "device", "cpu"))}
+            device = self.backend.device if self.backend is not None else "cpu"
+            out["result"] = {**job.result, "device": device}
         return out
 
     # -- surfaces -----------------------------------------------------------------------
@@ -549,7 +576,7 @@ class Node:
         return {
             "status": "ok",
             "name": self.name,
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": round(self.clock() - self.started, 3),
             "alive_peers": len(self.gossip.view().alive()) if self.gossip else 0,
             "queued_s": round(self.executor.queued_s(), 6),
             "jobs_active": self.jobs.active(),
@@ -559,26 +586,8 @@ class Node:
         return metrics.render(self)
 
 
-def batch_quantum(backend: Any) -> int:
-    """How many images the backend pads each forward to a multiple of (1 = no padding)."""
-    q = getattr(backend, "batch_quantum", None)
-    if q is None and type(backend).__module__.startswith("peer.diffusion"):
-        from peer.diffusion import unet
-
-        q = getattr(unet, "BATCH_QUANTUM", 1)
-    return max(int(q or 1), 1)
-
-
 def _leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups from task groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
-
-
-def _units(work: GenerateShare | TilesShare | ChainShare) -> int:
-    if isinstance(work, GenerateShare):
-        return work.images
-    if isinstance(work, TilesShare):
-        return len(work.tiles)
-    return work.stop - work.start

@@ -11,8 +11,8 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -119,24 +119,21 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
     if plan.mode == "steps":
         images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl)
     else:
-        await _run_units(
+        run = UnitRun(
             cluster,
-            plan,
-            list(range(req.count)),
             work,
-            req.mode,
             policy,
             job,
             rl,
-            set(),
-            lambda idx: GenerateShare(
+            make=lambda idx: GenerateShare(
                 tuple(labels[i] for i in idx),
                 tuple(seeds[i] for i in idx),
                 req.steps,
                 req.scheduler,
             ),
-            lambda idx, out: _put_images(images, idx, out),
+            put=lambda idx, out: _put_images(images, idx, out),
         )
+        await run.run(plan, list(range(req.count)), req.mode)
     makespan = time.perf_counter() - rl.t0
     done = [im for im in images if im is not None]
     if len(done) != req.count:
@@ -203,21 +200,18 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
             for k, i in enumerate(idx):
                 outs[i] = np.asarray(out[k])
 
-        await _run_units(
+        run = UnitRun(
             cluster,
-            plan,
-            list(range(len(tiles))),
             work,
-            "tile",
             policy,
             job,
             rl,
-            set(),
-            lambda idx: TilesShare(
+            make=lambda idx: TilesShare(
                 req.image, req.mask, tuple(tiles[i] for i in idx), req.steps, req.seed
             ),
-            put,
+            put=put,
         )
+        await run.run(plan, list(range(len(tiles))), "tile")
         if any(o is None for o in outs):
             raise PeerError("tiles missing after execution")
         parts = [(t, o) for t, o in zip(tiles, outs, strict=True) if o is not None]
@@ -233,63 +227,64 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
     }
 
 
-async def _run_units(
-    cluster: Cluster,
-    plan: Plan,
-    units: list[int],
-    work: Work,
-    mode: str,
-    policy: str,
-    job: Job,
-    rl: RunLog,
-    excluded: set[str],
-    make: Any,
-    put: Any,
-    depth: int = 0,
-) -> None:
-    """Run a batch/tile plan whose share units index into ``units``; re-plan failed shares."""
+MakeShare = Callable[[Sequence[int]], GenerateShare | TilesShare]
+PutResult = Callable[[Sequence[int], Any], None]
 
-    async def one(share: Share) -> None:
-        idx = [units[i] for i in share.units]
+
+@dataclass
+class UnitRun:
+    """One batch/tile request being carried out: what stays fixed while shares are re-planned."""
+
+    cluster: Cluster
+    work: Work
+    policy: str
+    job: Job
+    rl: RunLog
+    make: MakeShare  # unit indices -> the share that computes them
+    put: PutResult  # unit indices, a share's output -> stored in the result
+    excluded: set[str] = field(default_factory=set)  # peers that failed a share of this request
+
+    async def run(self, plan: Plan, units: Sequence[int], mode: str, depth: int = 0) -> None:
+        """Run ``plan`` (its share units index into ``units``); re-plan the shares that fail."""
+        async with asyncio.TaskGroup() as tg:
+            for share in plan.shares:
+                tg.create_task(self._one(share, [units[i] for i in share.units], mode, depth))
+
+    async def _one(self, share: Share, idx: list[int], mode: str, depth: int) -> None:
+        cluster, job, rl = self.cluster, self.job, self.rl
         try:
-            out, timing = await cluster.run_share(share, make(idx), job)
+            out, timing = await cluster.run_share(share, self.make(idx), job)
         except ShareFailed as exc:
-            excluded.add(share.peer)
+            self.excluded.add(share.peer)
             rl.replans.append({"peer": share.peer, "units": idx, "reason": exc.reason})
             cluster.emit(job, "replan", peer=share.peer, units=idx, reason=exc.reason)
             log.warning("job %s: %s; re-planning %d units", job.id, exc, len(idx))
-            sub_mode = mode if depth + 1 < MAX_REPLANS else "local"
-            sub_work = Work(
-                kind=work.kind,
-                units=len(idx),
-                steps=work.steps,
-                bytes_per_unit=work.bytes_per_unit,
-                share_bytes=work.share_bytes,
-                area_units=work.area_units,
-                tile_area=work.tile_area,
-                quantum=work.quantum,
-            )
-            states = cluster.states(exclude=sorted(excluded))
-            if sub_mode == "local":
-                sub = cluster.planner.plan_mode(states, sub_work, "local", "local")
-            else:
-                sub = cluster.planner.plan_mode(
-                    states, sub_work, "tile" if mode == "tile" else "batch", policy
-                )
-            cluster.record_dispatch(sub)
-            await _run_units(
-                cluster, sub, idx, work, sub_mode, policy, job, rl, excluded, make, put, depth + 1
+            await self.run(
+                self._replan(idx, mode, depth), idx, self._sub_mode(mode, depth), depth + 1
             )
             return
         timing.start_s = max(timing.start_s - rl.t0, 0.0)
         timing.end_s = time.perf_counter() - rl.t0
         rl.timings.append(timing)
-        put(idx, out)
+        self.put(idx, out)
         cluster.progress(job, len(idx), share.peer)
 
-    async with asyncio.TaskGroup() as tg:
-        for share in plan.shares:
-            tg.create_task(one(share))
+    @staticmethod
+    def _sub_mode(mode: str, depth: int) -> str:
+        return mode if depth + 1 < MAX_REPLANS else "local"
+
+    def _replan(self, idx: list[int], mode: str, depth: int) -> Plan:
+        sub_work = replace(self.work, units=len(idx))
+        states = self.cluster.states(exclude=sorted(self.excluded))
+        planner = self.cluster.planner
+        if self._sub_mode(mode, depth) == "local":
+            sub = planner.plan_mode(states, sub_work, "local", "local")
+        else:
+            sub = planner.plan_mode(
+                states, sub_work, "tile" if mode == "tile" else "batch", self.policy
+            )
+        self.cluster.record_dispatch(sub)
+        return sub
 
 
 async def _run_chain(

@@ -33,25 +33,37 @@ async def test_runs_in_one_worker_thread_in_order() -> None:
 
 
 async def test_bounded_queue_backlog_and_cancel() -> None:
-    ex = Executor(max_queued=2, threads=1)
+    now = [100.0]
+    ex = Executor(max_queued=2, threads=1, clock=lambda: now[0])
     await ex.start()
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
+
+    def blocked() -> bool:
+        started.set()
+        return gate.wait()
+
     try:
-        first = asyncio.ensure_future(ex.run(gate.wait, 1.0, "a"))
-        await asyncio.sleep(0.05)  # the worker picked it up and blocks on the gate
+        first = asyncio.ensure_future(ex.run(blocked, 1.0, "a"))
+        assert await asyncio.to_thread(started.wait, 10.0)  # the worker is running it
         second = asyncio.ensure_future(ex.run(lambda: 2, 2.0, "b"))
         third = asyncio.ensure_future(ex.run(lambda: 3, 3.0, "c"))
         await asyncio.sleep(0)
         with pytest.raises(Overloaded):
             await ex.run(lambda: 4, 1.0, "d")
-        assert 5.0 <= ex.queued_s() <= 6.0
+        assert ex.queued_s() == pytest.approx(6.0)  # 1 running (not yet aged) + 2 + 3 queued
+        now[0] += 0.25
+        assert ex.queued_s() == pytest.approx(5.75)  # the running share ages on the clock
+        now[0] += 5.0
+        assert ex.queued_s() == pytest.approx(5.0)  # overdue: counted as 0, not negative
         assert ex.active == 3
         assert ex.cancel("b") == 1
         gate.set()
         assert (await first)[0] is True
         with pytest.raises(asyncio.CancelledError):
             await second
-        assert (await third)[0] == 3
+        done, stats = await third
+        assert done == 3
+        assert stats.queue_s == pytest.approx(5.25)  # enqueued at 100.0, started at 105.25
         assert ex.queued_s() == 0.0
     finally:
         gate.set()

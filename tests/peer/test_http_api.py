@@ -17,23 +17,8 @@ from aiohttp import ClientSession
 from PIL import Image
 
 from peer.core.config import Limits, PeerConfig
+from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
-
-
-class NullBackend:
-    """Returns blank images of the right shapes; for plumbing tests only."""
-
-    model_id = "null16"
-    sample_size = 16
-    device = "cpu"
-
-    def generate(
-        self, labels: list[int], seeds: list[int], steps: int, scheduler: str = "ddim"
-    ) -> Any:
-        return np.zeros((len(labels), 16, 16), dtype=np.uint8)
-
-    def repair(self, image: Any, mask: Any, steps: int, seed: int, label: Any = None) -> Any:
-        return np.asarray(image, dtype=np.uint8)
 
 
 def png_b64(arr: np.ndarray, fmt: str = "PNG") -> str:

@@ -6,24 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
-
-from peer.harness.client import decode_images
 from peer.core.config import PeerConfig
+from peer.harness.client import decode_images
+from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
-
-
-class SeedBackend:
-    """Each image is filled with (seed mod 251), so the origin can check who made what."""
-
-    model_id = "seed16"
-    sample_size = 16
-    device = "cpu"
-
-    def generate(
-        self, labels: list[int], seeds: list[int], steps: int, scheduler: str = "ddim"
-    ) -> Any:
-        return np.stack([np.full((16, 16), s % 251, dtype=np.uint8) for s in seeds])
 
 
 def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
@@ -39,9 +25,9 @@ def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
 
 
 async def test_share_on_a_dead_rpc_peer_is_replanned() -> None:
-    a = Node(cfg("a"), backend=SeedBackend())
+    a = Node(cfg("a"), backend=NullBackend())
     await a.start()
-    b = Node(cfg("b", (("127.0.0.1", a.rpc_port),)), backend=SeedBackend())
+    b = Node(cfg("b", (("127.0.0.1", a.rpc_port),)), backend=NullBackend())
     await b.start()
     try:
         for _ in range(100):
@@ -77,11 +63,11 @@ async def test_shared_secret_cluster(tmp_path: Any) -> None:
     secret.write_text("correct horse battery staple\n")
     wrong = tmp_path / "wrong"
     wrong.write_text("a different secret entirely\n")
-    a = Node(dataclasses.replace(cfg("a"), secret_file=str(secret)), backend=SeedBackend())
+    a = Node(dataclasses.replace(cfg("a"), secret_file=str(secret)), backend=NullBackend())
     await a.start()
     join = (("127.0.0.1", a.rpc_port),)
-    b = Node(dataclasses.replace(cfg("b", join), secret_file=str(secret)), backend=SeedBackend())
-    c = Node(dataclasses.replace(cfg("c", join), secret_file=str(wrong)), backend=SeedBackend())
+    b = Node(dataclasses.replace(cfg("b", join), secret_file=str(secret)), backend=NullBackend())
+    c = Node(dataclasses.replace(cfg("c", join), secret_file=str(wrong)), backend=NullBackend())
     await b.start()
     await c.start()
     try:
