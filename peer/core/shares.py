@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from peer.core.costs import CostTracker
 from peer.core.errors import BadRequest
 from peer.rpc import pack_tensor, unpack_tensor
 
