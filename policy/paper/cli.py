@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from policy.paper.config import DEFAULT, SimError, SimParams, capacities_up_to
+from policy.paper.config import DEFAULT, DRL_RULES, SimError, SimParams, capacities_up_to
 
 __all__ = ["register"]
 
 METHOD_NAMES = (
     "amcoedge",
+    "amcoedge+",
     "drlcoedge",
     "smcoedge",
     "randcoedge",
@@ -24,7 +27,7 @@ METHOD_NAMES = (
     "all",
     "greedy",
 )
-DEFAULT_EPISODES = {"amcoedge": 500, "drlcoedge": 400, "smcoedge": 300}
+DEFAULT_EPISODES = {"amcoedge": 500, "amcoedge+": 500, "drlcoedge": 400, "smcoedge": 300}
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -73,6 +76,8 @@ def _params(args: argparse.Namespace) -> SimParams:
         p = p.with_(capacities=capacities_up_to(args.fmax))
     if args.clean:
         p = p.with_(clean=True)
+    if getattr(args, "drl_rule", None):
+        p = p.with_(drl_rule=args.drl_rule)
     return p
 
 
@@ -99,8 +104,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     episodes = args.episodes or DEFAULT_EPISODES.get(args.method, 50)
-    if args.save_checkpoint and args.method != "amcoedge":
-        print("error: --save-checkpoint is only for --method amcoedge", file=sys.stderr)
+    if args.save_checkpoint and args.method not in ("amcoedge", "amcoedge+"):
+        print(
+            "error: --save-checkpoint is only for --method amcoedge or amcoedge+", file=sys.stderr
+        )
         return 2
     try:
         params = _params(args)
@@ -118,9 +125,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data = res.to_json()
     if args.save_checkpoint:
         from policy.export import save_adadqn_checkpoint
+        from policy.paper.plus import save_plus_checkpoint
 
         try:
-            save_adadqn_checkpoint(res, Path(args.save_checkpoint))
+            if args.method == "amcoedge+":
+                save_plus_checkpoint(res, Path(args.save_checkpoint))
+            else:
+                save_adadqn_checkpoint(res, Path(args.save_checkpoint))
         except OSError as exc:
             print(f"error: cannot write {args.save_checkpoint}: {exc}", file=sys.stderr)
             return 2
@@ -152,23 +163,81 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         from policy.paper.reproduce import render
 
         try:
-            render(Path(args.out))
+            render(Path(args.out), Path(args.analyses))
         except (OSError, KeyError, ValueError) as exc:
             print(f"error: cannot render {args.out}: {exc}", file=sys.stderr)
             return 2
         print(json.dumps({"out": args.out, "rendered": True}))
         return 0
     plan = quick_plan(args.seeds or 1) if args.quick else full_plan(args.seeds or 3)
-    bar = tqdm(desc="reproduce", unit="run", file=sys.stderr)
+    if args.methods:
+        plan = replace(plan, methods=tuple(args.methods))
+    base = DEFAULT.with_(drl_rule=args.drl_rule)
+    bar = tqdm(desc="reproduce", unit="run", file=sys.stderr, disable=args.quiet)
 
     def done(i: int, n: int) -> None:
         bar.total = n
         bar.update(1)
 
-    res = reproduce(Path(args.out), plan, args.jobs, on_done=done)
+    try:
+        res = reproduce(
+            Path(args.out),
+            plan,
+            args.jobs,
+            base=base,
+            on_done=done,
+            analyses_dir=Path(args.analyses),
+        )
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 2
     bar.close()
-    h = res["summary"]["headline"]  # type: ignore[index]
-    print(json.dumps({"out": args.out, "wall_s": res["wall_s"], "headline": h}, indent=1))
+    summary = res["summary"]
+    assert isinstance(summary, dict)
+    brief = {
+        "out": args.out,
+        "runs": len(res["runs"]),  # type: ignore[arg-type]
+        "resumed": res["resumed"],
+        "wall_s": res["wall_s"],
+        "estimate_full": res["estimate"],
+        "claims": summary["claims"],
+    }
+    print(json.dumps(brief, indent=1))
+    return 0
+
+
+def _cmd_analyse(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from policy.paper import analyse
+
+    torch.set_num_threads(1)
+    bar = tqdm(desc=f"analyse {args.analysis}", unit="run", file=sys.stderr, disable=args.quiet)
+
+    def done(i: int, n: int) -> None:
+        bar.total = n
+        bar.update(1)
+
+    seeds = list(args.seeds)
+    try:
+        params = _params(args)
+        if args.analysis == "spread":
+            data = analyse.spread(args.methods, seeds, args.episodes, args.jobs, params, done)
+        elif args.analysis == "ablation":
+            data = analyse.ablation(args.variants, seeds, args.episodes, args.jobs, params, done)
+        elif args.analysis == "drl-rule":
+            data = analyse.drl_rule(seeds, args.episodes, args.jobs, params, done)
+        else:
+            data = analyse.bound(seeds, args.episodes, args.rounds, params, done)
+    except SimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    data["command"] = _analyse_command(args)
+    if not _write_json(args.out, data):
+        return 2
+    print(json.dumps({"out": args.out, "analysis": args.analysis, "wall_s": data["wall_s"]}))
     return 0
 
 
@@ -234,12 +303,18 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
         action="store_true",
         help="every method in the AMCoEdge environment (no baseline quirks)",
     )
+    p.add_argument(
+        "--drl-rule",
+        choices=DRL_RULES,
+        default=None,
+        help="DRLCoEdge local-share rule: spec (default) or older-commit",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="write the full result JSON here")
     p.add_argument(
         "--save-checkpoint",
         metavar="PATH",
         default=None,
-        help="(amcoedge) save the trained agents as an export checkpoint",
+        help="(amcoedge, amcoedge+) save the trained agents as an export checkpoint",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
@@ -256,13 +331,35 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
         action="store_true",
         help="defaults + 1 hard point per sweep, 200 learned / 10 other episodes, 1 seed",
     )
-    r.add_argument("--jobs", type=_positive_int, default=2, help="worker processes (2)")
+    r.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: the CPU count)",
+    )
+    r.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHOD_NAMES,
+        default=None,
+        help="methods to run (default: all)",
+    )
+    r.add_argument("--drl-rule", choices=DRL_RULES, default="spec", help="DRLCoEdge rule (spec)")
+    r.add_argument(
+        "--analyses",
+        default="reports/analyses",
+        metavar="DIR",
+        help="folder of `sim analyse` outputs the report cites (reports/analyses)",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument(
         "--render-only",
         action="store_true",
         help="redraw figures and report.md from DIR/results.json without simulating",
     )
     r.set_defaults(func=_cmd_reproduce)
+
+    _register_analyse(sim)
 
     e = groups["policy"].add_parser(
         "export",
@@ -291,3 +388,78 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
     b.add_argument("--seed", type=_nonneg_int, default=0)
     b.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES))
     b.set_defaults(func=_cmd_bench)
+
+
+def _analyse_command(args: argparse.Namespace) -> str:
+    """The command line that recomputes this analysis (every option that changes it)."""
+    parts = ["amcoedge sim analyse", args.analysis, "--out", args.out]
+    parts += ["--seeds", ",".join(str(s) for s in args.seeds), "--episodes", str(args.episodes)]
+    for flag in ("deadline", "arrival_prob", "fmax", "tasks", "rounds"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            parts += ["--" + flag.replace("_", "-"), str(v)]
+    for flag in ("methods", "variants"):
+        v = getattr(args, flag, None)
+        if v:
+            parts += ["--" + flag, *v]
+    return " ".join(parts)
+
+
+def _seed_list(text: str) -> list[int]:
+    """'0-2' or '10,11,12' or '4'."""
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-", 1))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-2 or 10,11,12: {text!r}") from exc
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"need distinct non-negative seeds, got {text!r}")
+    return seeds
+
+
+def _register_analyse(sim: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from policy.paper.plus import ABLATIONS
+
+    a = sim.add_parser(
+        "analyse",
+        help="recompute an analysis the reproduction report cites (JSON)",
+        description="Recompute one analysis of the reproduction report into a JSON file.",
+    )
+    sub = a.add_subparsers(dest="analysis", required=True)
+    specs = {
+        "spread": ("learned methods over seeds, ratios to each seed's Optimal and SMCoEdge", 500),
+        "bound": ("one fixed ES subset per BS by coordinate descent (faithful env)", 3),
+        "ablation": ("amcoedge+ with each departure undone", 500),
+        "drl-rule": ("DRLCoEdge under both local-share rules", 400),
+    }
+    for name, (help_text, episodes) in specs.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--out", required=True, metavar="FILE.json")
+        p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2], help="e.g. 0-2 or 10,11")
+        p.add_argument("--episodes", type=_positive_int, default=episodes)
+        p.add_argument("--jobs", type=_positive_int, default=os.cpu_count() or 1)
+        p.add_argument("--quiet", action="store_true")
+        for flag, kind in (
+            ("--deadline", _positive_float),
+            ("--arrival-prob", _prob),
+            ("--fmax", _positive_float),
+        ):
+            p.add_argument(flag, type=kind, default=None)
+        p.add_argument("--tasks", type=_positive_int, default=None)
+        p.set_defaults(func=_cmd_analyse, clean=False)
+        if name == "spread":
+            p.add_argument(
+                "--methods",
+                nargs="+",
+                choices=("amcoedge", "amcoedge+", "drlcoedge", "smcoedge"),
+                default=["amcoedge", "amcoedge+"],
+            )
+        if name == "ablation":
+            p.add_argument(
+                "--variants", nargs="+", choices=sorted(ABLATIONS), default=list(ABLATIONS)
+            )
+        if name == "bound":
+            p.add_argument("--rounds", type=_positive_int, default=3)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["DEFAULT", "EnvRules", "SimError", "SimParams", "capacities_up_to"]
+__all__ = ["DEFAULT", "DRL_RULES", "EnvRules", "SimError", "SimParams", "capacities_up_to"]
+
+DRL_RULES = ("spec", "older-commit")
 
 
 class SimError(ValueError):
@@ -37,6 +39,9 @@ class SimParams:
     density_max: float = 300.0  # cycles/bit
     deadline: float = 1.0  # seconds
     clean: bool = False  # every method in the AMCoEdge environment, same failure penalty
+    # DRLCoEdge's local share: "spec" pays D/r_b and waits for the link (reference commit
+    # 194fa50, paper-model.md §3); "older-commit" pays neither (an older reference commit)
+    drl_rule: str = "spec"
 
     def __post_init__(self) -> None:
         if len(self.capacities) != 5 or len(self.rates) != 5:
@@ -51,6 +56,8 @@ class SimParams:
             raise SimError(f"deadline must be positive, got {self.deadline}")
         if not 0.0 < self.size_min <= self.size_max or not 0 < self.density_min <= self.density_max:
             raise SimError("size and density ranges must be positive and ordered")
+        if self.drl_rule not in DRL_RULES:
+            raise SimError(f"drl_rule must be one of {DRL_RULES}, got {self.drl_rule!r}")
         if not self.slot > 0:
             raise SimError("slot length must be positive")
 
@@ -73,6 +80,7 @@ class SimParams:
             "density_cycles_per_bit": [self.density_min, self.density_max],
             "deadline": self.deadline,
             "clean": self.clean,
+            "drl_rule": self.drl_rule,
         }
 
 

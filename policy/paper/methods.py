@@ -28,6 +28,7 @@ __all__ = [
 BASELINE_RULES = EnvRules(link_cap="none", cap_wait=True, link_charges_local=True, penalty=2.0)
 REFERENCE_RULES: dict[str, EnvRules] = {
     "amcoedge": AMCOEDGE_RULES,
+    "amcoedge+": AMCOEDGE_RULES,
     "optimal": replace(AMCOEDGE_RULES, link_cap="none"),
     "randcoedge": BASELINE_RULES,
     "drlcoedge": replace(BASELINE_RULES, local_pays_transfer=True),
@@ -40,9 +41,13 @@ REFERENCE_RULES: dict[str, EnvRules] = {
 
 def rules_for(name: str, params: SimParams) -> EnvRules:
     """The environment a method sees: its reference quirks, or AMCoEdge's when ``clean``."""
+    if name.startswith("amcoedge+/"):  # ablations of amcoedge+ share its environment
+        name = "amcoedge+"
     if name not in REFERENCE_RULES:
         raise SimError(f"unknown method {name!r}; choose from {sorted(REFERENCE_RULES)}")
     rules = REFERENCE_RULES[name]
+    if name == "drlcoedge" and params.drl_rule == "older-commit":
+        rules = replace(rules, local_pays_transfer=False)
     if params.clean:
         return replace(AMCOEDGE_RULES, allocation=rules.allocation)
     return rules

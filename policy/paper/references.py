@@ -61,3 +61,24 @@ EARLY_SWEEPS: dict[str, dict[float, tuple[float, float | None, float, float | No
         80: (0.159, None, 0.139, None),
     },
 }
+
+SPEC = "paper-model.md"  # the team's research notes on the paper and its reference code
+ABSTRACT_SOURCE = "TSC abstract, arXiv 2512.17158 (" + SPEC + " §0)"
+README_SOURCE = "reference README text (" + SPEC + " §4.3)"
+COMMITTED_SOURCE = "reference code's committed result files (" + SPEC + " §4.3)"
+EARLY_SOURCE = "first reference commit, Jan 2024, last-50 means (" + SPEC + " §4.3)"
+
+# the gap of the reference's single AMCoEdge run to its Optimal, both from committed results
+REFERENCE_GAP_TO_OPTIMAL = DEFAULT_MAKESPAN["amcoedge"][0] / DEFAULT_MAKESPAN["optimal"][0] - 1.0
+
+DRL_RULE_SOURCES = {
+    "spec": (
+        "local share also pays D/r_b and waits for the link backlog; the spec says this was "
+        "introduced on purpose in reference commit 194fa50 (" + SPEC + " §3)"
+    ),
+    "older-commit": (
+        "local piece pays no transfer and no link wait, as in the one readable DRLCoEdge "
+        "environment file of an older reference commit"
+    ),
+}
+DRL_COMMITTED = DEFAULT_MAKESPAN["drlcoedge"]

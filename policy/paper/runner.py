@@ -21,11 +21,13 @@ from policy.paper.methods import (
     RandCoEdge,
     rules_for,
 )
+from policy.paper.plus import ABLATIONS, PlusMethod
 
 __all__ = ["METHODS", "RunResult", "make_method", "run"]
 
 METHODS: dict[str, Callable[[], Method]] = {
     "amcoedge": lambda: DQNMethod("amcoedge", ADADQN),
+    "amcoedge+": PlusMethod,
     "drlcoedge": lambda: DQNMethod("drlcoedge", DRL),
     "smcoedge": lambda: DQNMethod("smcoedge", SMCO),
     "randcoedge": RandCoEdge,
@@ -34,10 +36,22 @@ METHODS: dict[str, Callable[[], Method]] = {
     "all": AllServers,
     "greedy": Greedy,
 }
-LEARNED = ("amcoedge", "drlcoedge", "smcoedge")
+LEARNED = ("amcoedge", "amcoedge+", "drlcoedge", "smcoedge")
+PLUS_PREFIX = "amcoedge+/"  # "amcoedge+/<ablation>": amcoedge+ with one departure undone
+
+
+def is_learned(name: str) -> bool:
+    return name in LEARNED or name.startswith(PLUS_PREFIX)
 
 
 def make_method(name: str) -> Method:
+    if name.startswith(PLUS_PREFIX):
+        variant = name[len(PLUS_PREFIX) :]
+        if variant not in ABLATIONS:
+            raise SimError(
+                f"unknown amcoedge+ ablation {variant!r}; choose from {sorted(ABLATIONS)}"
+            )
+        return PlusMethod(ABLATIONS[variant], name)
     if name not in METHODS:
         raise SimError(f"unknown method {name!r}; choose from {sorted(METHODS)}")
     return METHODS[name]()

@@ -200,16 +200,45 @@ def test_reproduce_smoke(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
     summary = res["summary"]
     assert isinstance(summary, dict)
-    assert summary["headline"]["points"] == 2
+    assert [g["value"] for g in summary["gains"]] == [0.3, 30.0]
+    assert set(summary["claims"]) == {"amcoedge"}
     report = (tmp_path / "report.md").read_text()
     assert "11.04%" in report and "44.86%" in report and "Quick mode" in report
-    # 3 distinct points x 4 methods x 1 seed
+    # 3 distinct points x 4 methods x 1 seed, one result file per run
     assert len(res["runs"]) == 12  # type: ignore[arg-type]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 12
+    assert res["resumed"] == 0
     (tmp_path / "report.md").unlink()
     (tmp_path / "convergence.png").unlink()
     render(tmp_path)
     assert (tmp_path / "report.md").read_text() == report
     assert (tmp_path / "convergence.png").is_file()
+
+
+def test_reproduce_resumes_finished_runs(tmp_path: Path) -> None:
+    plan = Plan(
+        sweeps={"deadline": (0.3,)},
+        methods=("randcoedge", "optimal"),
+        learned_episodes=1,
+        other_episodes=1,
+        seeds=(0, 1),
+        quick=True,
+    )
+    base = DEFAULT.with_(tasks=4)
+    first = reproduce(tmp_path, plan, jobs=1, base=base)
+    files = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(files) == 8
+    # an interruption: two runs lost, one cut off mid-write
+    files[0].unlink()
+    files[1].unlink()
+    files[2].write_text("{trunc")
+    second = reproduce(tmp_path, plan, jobs=1, base=base)
+    assert second["resumed"] == 5
+    key = lambda r: (r["method"], r["seed"], r["params"]["deadline"])  # noqa: E731
+    assert sorted(map(key, second["runs"])) == sorted(map(key, first["runs"]))  # type: ignore[arg-type]
+    third = reproduce(tmp_path, plan, jobs=1, base=base)
+    assert third["resumed"] == 8
+    assert third["summary"] == second["summary"]
 
 
 def test_shipped_model_matches_its_checkpoint() -> None:
