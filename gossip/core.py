@@ -19,6 +19,7 @@ list of effects (Send a datagram, call PushPull on a stream, Notify a change). D
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
 from collections.abc import Iterable
@@ -61,6 +62,7 @@ from gossip.wire import (
 )
 
 _REAP_CHECK_S = 1.0
+_MAX_GONE = 1024
 
 
 class GossipCore:
@@ -107,6 +109,10 @@ class GossipCore:
         self._next_gossip = now + self._rng.uniform(0, config.gossip_interval_s)
         self._next_push_pull = now + config.push_pull_interval_s * (1 + self._rng.random())
         self._next_reap = now + _REAP_CHECK_S
+        self._next_reconnect = now + config.reconnect_interval_s * (1 + self._rng.random())
+        # Forgotten dead peers still worth trying to reach: name -> (addr, incarnation, until).
+        self._gone: dict[str, tuple[Addr, int, float]] = {}
+        self._reconnects: dict[int, tuple[Addr, float]] = {}  # ping seq -> (addr, expiry)
         self._join_retry_at: float | None = None
         self._sync_left = 0
         self._next_sync = now
@@ -221,7 +227,7 @@ class GossipCore:
         return View.build(self.name, peers, now)
 
     def next_deadline(self) -> float:
-        times = [self._next_gossip, self._next_reap, self._next_push_pull]
+        times = [self._next_gossip, self._next_reap, self._next_push_pull, self._next_reconnect]
         if not self._ms.leaving:
             times.append(self._next_probe)
         p = self._probe
@@ -287,10 +293,9 @@ class GossipCore:
                 self._push_pull_to(self._members[target[0]].addr, join=False)
             elif self._seeds and not self._ms.leaving:
                 self._send_join(now)  # isolated: go back to the seeds
-            dead = self._members.random_dead()
-            if dead is not None:
-                # Serf's reconnect: a healed partition or a false verdict is repaired here.
-                self._push_pull_to(self._members[dead].addr, join=False)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + cfg.reconnect_interval_s
+            self._reconnect(now)
         if self._join_retry_at is not None and now >= self._join_retry_at:
             self._send_join(now)
         if self._sync_left and now >= self._next_sync:
@@ -508,6 +513,12 @@ class GossipCore:
             if relay is not None and relay.target == msg.src:
                 self._send(relay.requester_addr, Ack(relay.orig_seq, msg.src))
                 return
+            reconnect = self._reconnects.pop(msg.seq, None)
+            if reconnect is not None:
+                # A peer we hold dead or forgot answers: exchange full states (each side
+                # learns it was declared dead and refutes; tombstones do not block states).
+                self._push_pull_to(reconnect[0], join=False)
+                return
             susp = self._ms.suspicions.get(msg.src)
             if susp is not None and susp.final_seq == msg.seq:
                 # The suspect answered our last-chance probe: it lives; wait for its refutation.
@@ -558,8 +569,40 @@ class GossipCore:
             self._send(members[name].addr, Gossip(self.name), require_broadcasts=True)
 
     def _state_payload(self, join: bool) -> bytes:
-        pp = PushPull(self.name, join, self._ms.state_members())
+        gone = tuple((name, g[1]) for name, g in self._gone.items())
+        pp = PushPull(self.name, join, self._ms.state_members(), gone)
         return self._seal(encode_push_pull(pp))
+
+    def _reconnect(self, now: float) -> None:
+        """Ping one random dead or forgotten peer; alone, also go back to the seeds.
+
+        Serf's reconnect: a healed partition or a false verdict is repaired here. The ping is
+        small; only an answer (an ack) costs a push-pull.
+        """
+        for seq in [s for s, (_, until) in self._reconnects.items() if until <= now]:
+            del self._reconnects[seq]
+        for name in [n for n, g in self._gone.items() if g[2] <= now]:
+            del self._gone[name]
+        if self._ms.leaving:
+            return
+        if self._members.live <= 1 and self._seeds and self._joined:
+            self._send_join(now)
+            self._join_retry_at = None  # not a join: no retry loop
+        dead = self._members.random_dead()
+        n_gone = len(self._gone)
+        total = (0 if dead is None else self._members.dead_count()) + n_gone
+        if total == 0 or len(self._reconnects) >= 64:
+            return
+        k = self._rng.randrange(total)
+        if k < n_gone:
+            name = next(itertools.islice(self._gone, k, None))
+            addr = self._gone[name][0]
+        else:
+            assert dead is not None
+            name, addr = dead, self._members[dead].addr
+        seq = self._next_seq()
+        self._reconnects[seq] = (addr, now + self.config.reconnect_interval_s * 4)
+        self._send(addr, Ping(seq, name, self.name, self._addr))
 
     def _push_pull_to(self, addr: Addr, join: bool) -> None:
         self.counters["push_pull_out"] += 1
@@ -592,9 +635,13 @@ class GossipCore:
 
     def _reap(self, now: float) -> None:
         cfg = self.config
-        for name in self._members.reap(now, cfg.dead_reap_s, cfg.tombstone_s):
-            self._queue.discard(("m", name))
-            self._queue.discard(("d", name))
+        for m in self._members.reap(now, cfg.dead_reap_s, cfg.tombstone_s):
+            self._queue.discard(("m", m.name))
+            self._queue.discard(("d", m.name))
+            if m.status == "dead":  # a peer that left said so itself: not worth reaching
+                if len(self._gone) >= _MAX_GONE:
+                    del self._gone[next(iter(self._gone))]
+                self._gone[m.name] = (m.addr, m.incarnation, now + cfg.reconnect_timeout_s)
         self._queue.prune(cfg.retransmit_limit(self._members.live))
 
     # -- output ------------------------------------------------------------------------------
@@ -638,6 +685,7 @@ class GossipCore:
         return None
 
     def _on_live(self, name: str) -> None:
+        self._gone.pop(name, None)
         self._order.add(name)
         self._gossip_order.add(name)
 

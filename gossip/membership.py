@@ -207,16 +207,21 @@ class MemberTable:
                     break
         return chosen
 
+    def dead_count(self) -> int:
+        return sum(1 for n in self._down if self._members[n].status == "dead")
+
     def random_dead(self) -> str | None:
         dead = [n for n in self._down if self._members[n].status == "dead"]
         return None if not dead else dead[self._rng.randrange(len(dead))]
 
-    def reap(self, now: float, dead_reap_s: float, tombstone_s: float) -> list[str]:
+    def reap(self, now: float, dead_reap_s: float, tombstone_s: float) -> list[Member]:
         """Forget peers dead or left for longer than `dead_reap_s`; remember a tombstone."""
         cutoff = now - dead_reap_s
-        gone = [n for n in self._down if self._members[n].since <= cutoff]
-        for name in gone:
+        names = [n for n in self._down if self._members[n].since <= cutoff]
+        gone = []
+        for name in names:
             m = self._members.pop(name)
+            gone.append(m)
             self._down.pop(name, None)
             self._tombstones[name] = (m.incarnation, now + tombstone_s)
             i = self._idx.pop(name)
@@ -332,8 +337,15 @@ class Membership:
                 encode_broadcast(Alive(self.name, self.incarnation, self.local.digest)),
             )
 
-    def on_alive(self, a: Alive, now: float, gossip_new: bool = True) -> None:
-        """Apply an alive message; `gossip_new=False` learns a new peer without re-gossiping it."""
+    def on_alive(
+        self, a: Alive, now: float, gossip_new: bool = True, current: bool = False
+    ) -> None:
+        """Apply an alive message; `gossip_new=False` learns a new peer without re-gossiping it.
+
+        `current`: the message is a live peer's present belief (a push-pull state), not a
+        broadcast that may have circulated for a while, so a tombstone does not block it: a
+        peer we forgot during a partition is alive to a peer that can still reach it.
+        """
         name = a.name
         if self.implausible(name, a.incarnation):
             return
@@ -344,7 +356,7 @@ class Membership:
             return
         m = self.table.get(name)
         if m is None:
-            if not self.table.admits(name, a.incarnation):
+            if not current and not self.table.admits(name, a.incarnation):
                 return
             m = Member(name, a.incarnation, "alive", a.digest, now)
             self.table.add(m)
@@ -507,7 +519,10 @@ class Membership:
                 # record excepted): whole-state transfers at join would otherwise make every
                 # peer re-broadcast every other peer, N^2 x retransmits messages in all.
                 self.on_alive(
-                    Alive(ms.name, ms.incarnation, ms.digest), now, gossip_new=ms.name == pp.src
+                    Alive(ms.name, ms.incarnation, ms.digest),
+                    now,
+                    gossip_new=ms.name == pp.src,
+                    current=True,
                 )
             if ms.status != "alive":
                 # memberlist's rule: a remote "dead" only makes us suspect, never dead at once;
@@ -515,4 +530,14 @@ class Membership:
                 self.on_suspect(Suspect(ms.name, ms.incarnation, pp.src), now)
             if known:
                 self.on_digest(ms.digest, now)
+        for name, incarnation in pp.gone:
+            # The sender declared us dead and forgot us (a partition, our previous life):
+            # refute, so that our alive outranks its tombstone and every other one.
+            if (
+                name == self.name
+                and not self.leaving
+                and incarnation >= self.incarnation
+                and not self.implausible(name, incarnation)
+            ):
+                self.refute(incarnation)
         return len(self.table) - before

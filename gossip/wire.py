@@ -23,6 +23,7 @@ from gossip.view import MAX_NAME, STATUSES, Addr, PeerMeta, PeerStatus
 MAGIC_PLAIN = b"\xa7"
 MAGIC_SIGNED = b"\xa8"  # the old framing without replay protection: refused
 MAX_ITEMS = 256
+MAX_GONE = 4096
 
 PING, ACK, NACK, PING_REQ, GOSSIP, ANNOUNCE = 1, 2, 3, 4, 5, 6
 ALIVE, SUSPECT, DEAD, LEFT, LOAD = 10, 11, 12, 13, 15
@@ -128,6 +129,9 @@ class PushPull(NamedTuple):
     src: str
     join: bool
     members: tuple[MemberState, ...]
+    gone: tuple[tuple[str, int], ...] = ()
+    """Peers the sender declared dead and has since forgotten, with their incarnations: the
+    subject of one refutes at once (a healed partition, a restart)."""
 
 
 _PACKER_OPTS: dict[str, Any] = {"use_bin_type": True}
@@ -228,6 +232,7 @@ def encode_push_pull(pp: PushPull) -> bytes:
                 [m.name, m.incarnation, STATUSES.index(m.status), _digest_list(m.digest)]
                 for m in pp.members
             ],
+            "g": [x for name, inc in pp.gone for x in (name, inc)],
         }
     )
 
@@ -507,7 +512,7 @@ class Codec:
             )
         except Exception as exc:
             raise DecodeError(f"bad push-pull msgpack: {type(exc).__name__}") from None
-        if not isinstance(obj, dict) or set(obj) != {"f", "j", "m"}:
+        if not isinstance(obj, dict) or set(obj) != {"f", "j", "m", "g"}:
             raise DecodeError("bad push-pull map")
         src = _name(obj["f"])
         join = obj["j"]
@@ -522,6 +527,10 @@ class Codec:
                 raise DecodeError("push-pull digest names another peer")
             status = STATUSES[_int(entry[2], 0, len(STATUSES) - 1)]
             members.append(MemberState(d.name, _incarnation(entry[1]), status, d))
+        flat = obj["g"]
+        if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * MAX_GONE:
+            raise DecodeError("bad push-pull gone list")
+        gone = tuple((_name(flat[i]), _incarnation(flat[i + 1])) for i in range(0, len(flat), 2))
         if sender is not None and sender != src:
             raise ForgedError(f"{sender!r} sent a push-pull signed as {src!r}")
-        return PushPull(src, join, tuple(members))
+        return PushPull(src, join, tuple(members), gone)
