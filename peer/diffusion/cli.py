@@ -30,6 +30,7 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the training summary here")
     p.set_defaults(func=_cmd_train)
     register_more(model)
+    register_engine(model, groups["bench"])
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -61,10 +62,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_arg(p: argparse.ArgumentParser) -> None:
+def _add_model_arg(p: argparse.ArgumentParser, engine: bool = True, device: str = "auto") -> None:
     p.add_argument("--model", default=None, help="local diffusers model dir (default: shipped)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default=device, help=f"auto, cpu or cuda[:N] (default {device})")
+    p.add_argument("--threads", type=int, default=1, help="compute threads (default 1)")
+    if engine:
+        p.add_argument(
+            "--engine",
+            default="torch",
+            help="denoiser engine: torch, onnx or auto (the faster, timed at load; default torch)",
+        )
 
 
 def register_more(model: Any) -> None:
@@ -114,7 +121,12 @@ def register_more(model: Any) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from peer.diffusion.backend import load_backend
 
-    return load_backend(args.model, device=args.device, threads=args.threads)
+    return load_backend(
+        args.model,
+        device=args.device,
+        threads=args.threads,
+        engine=getattr(args, "engine", "torch"),
+    )
 
 
 def _emit(result: dict[str, Any], path: Path | None) -> None:
@@ -191,7 +203,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _emit({"backend": be.describe(), "card": read_card(be.model_dir)}, args.json)
+    _emit(
+        {"backend": be.describe(), "engine": be.engine_info(), "card": read_card(be.model_dir)},
+        args.json,
+    )
     return 0
 
 
@@ -211,10 +226,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         todo = len(halos) * len(canvases) * len(masks) + 4
         bar = tqdm(total=todo, desc="check", unit="part")
         result: dict[str, Any] = {"backend": be.describe(), "chain_split": [], "tile": []}
+        engine = be.engine  # `auto` resolved once: every backend of the check runs the same one
         for sched in ("ddim", "ddpm"):
             result["chain_split"].append(
                 chain_split(
-                    lambda: load_backend(args.model, device=args.device, threads=args.threads),
+                    lambda: load_backend(
+                        args.model, device=args.device, threads=args.threads, engine=engine
+                    ),
                     sched,
                     args.steps,
                     args.steps // 2,
@@ -241,6 +259,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
                     bar.update(1)
         cost = be.calibrate()
         result["calibration"] = cost.to_wire()
+        result["engine"] = be.engine_info()
+        result["summary"] = {
+            "engine": be.engine,
+            "provider": be.provider,
+            "threads": be.threads,
+            "batch_bit_identical": all(all(r["identical"]) for r in result["batch"]),
+            "steps_bit_identical": all(r["latent_bit_identical"] for r in result["chain_split"]),
+            "tile_min_psnr_db": min(r["psnr_db"] for r in result["tile"]),
+        }
         bar.update(1)
         bar.close()
     except DiffusionError as exc:
@@ -253,5 +280,86 @@ def _cmd_check(args: argparse.Namespace) -> int:
             grid = image_grid([canvas, untiled, tiled, diff.astype(np.uint8)], cols=4)
             name = f"tile_{report['mask']}_{report['canvas']}_halo{report['halo']}.png"
             (args.images / name).write_bytes(encode_png(grid))
+    _emit(result, args.json)
+    return 0
+
+
+def register_engine(model: Any, bench: Any) -> None:
+    p = model.add_parser(
+        "export",
+        help="export the UNet to ONNX for the onnx engine (cached by weights hash)",
+        description="Export the UNet to ONNX (opset 17, dynamic batch/height/width), check it "
+        "against torch, and cache it: $AMCOEDGE_CACHE, else next to a writable model, else "
+        "~/.cache/amcoedge/onnx. Peers with --engine onnx|auto export on first use otherwise.",
+    )
+    _add_model_arg(p, engine=False)
+    p.add_argument("--force", action="store_true", help="rebuild even when a valid cache exists")
+    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.set_defaults(func=_cmd_export)
+
+    p = bench.add_parser(
+        "denoiser",
+        help="ms per denoising step, torch vs onnx engine, per batch size (JSON)",
+        description="Time one denoising step of each engine at each batch size, alternating "
+        "the engines in one run; median of --repeats. Prints JSON.",
+    )
+    _add_model_arg(p, engine=False, device="cpu")
+    p.add_argument("--batches", default="1,2,8,32", help="batch sizes (default 1,2,8,32)")
+    p.add_argument("--repeats", type=int, default=30, help="timed steps per cell (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        nargs="?",
+        const=None,
+        default=None,
+        help="JSON is always printed; with a PATH it is also written there",
+    )
+    p.set_defaults(func=_cmd_bench_denoiser)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from peer.diffusion.backend import load_backend
+    from peer.diffusion.onnx_engine import ensure_export
+    from peer.diffusion.unet import load_model
+
+    forced = None
+    try:
+        if args.force:
+            from peer.diffusion.backend import resolve_device
+
+            loaded = load_model(args.model, resolve_device(args.device))
+            cfg = loaded.unet.config
+            size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+            forced = ensure_export(
+                loaded, bool(cfg.num_class_embeds), int(cfg.in_channels), int(size), force=True
+            )
+        be = load_backend(args.model, device=args.device, threads=args.threads, engine="onnx")
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    info = be.engine_info()
+    if forced is not None:
+        info["onnx_export"] = forced.status
+    keys = ("model_id", "provider", "onnx_model", "onnx_export", "onnx_probe_max_abs_diff")
+    _emit({k: info[k] for k in (*keys, "onnx_thread_invariant")}, args.json)
+    return 0
+
+
+def _cmd_bench_denoiser(args: argparse.Namespace) -> int:
+    from peer.diffusion.bench import bench_denoiser, parse_batches
+
+    try:
+        result = bench_denoiser(
+            args.model,
+            args.device,
+            args.threads,
+            parse_batches(args.batches),
+            args.repeats,
+            args.warmup,
+        )
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _emit(result, args.json)
     return 0

@@ -120,6 +120,7 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     model_id: str
     files: ModelFiles
+    weights_sha256: str = ""
 
 
 def load_model(model: str | os.PathLike[str] | None, device: torch.device) -> LoadedModel:
@@ -146,6 +147,23 @@ def load_model(model: str | os.PathLike[str] | None, device: torch.device) -> Lo
     unet.eval().requires_grad_(False)
     make_batch_invariant(unet)
     unet = unet.to(device=device, memory_format=torch.channels_last)
-    digest = weights_digest(files.weights)[:12]
+    digest = weights_digest(files.weights)
     name = "digits16" if model is None else files.root.resolve().name
-    return LoadedModel(unet, sched_cfg, f"{name}@{digest}", files)
+    return LoadedModel(unet, sched_cfg, f"{name}@{digest[:12]}", files, digest)
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of a prepared model with the batch-invariance wrappers taken off.
+
+    `RowLinear` loops over rows in Python, which a trace would unroll at the traced batch size;
+    the export wants plain `nn.Linear` and the default memory format (the ONNX graph is NCHW).
+    """
+    import copy
+
+    clone: Any = copy.deepcopy(model)
+    for module in list(clone.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, RowLinear):
+                setattr(module, name, child.linear)
+    plain: nn.Module = clone.to(memory_format=torch.contiguous_format)
+    return plain

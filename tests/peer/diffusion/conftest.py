@@ -1,8 +1,11 @@
-"""Fixtures: a small random-weights model directory and backends loaded from it."""
+"""Fixtures: a small random-weights model directory and backends loaded from it.
+
+ONNX exports go to a per-session temporary cache (`$AMCOEDGE_CACHE`), never to ~/.cache.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +34,20 @@ def save_tiny_model(path: Path, seed: int = 0, classes: int | None = 10) -> Path
     return path
 
 
+ENGINES = ["torch", "onnx"]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AMCOEDGE_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +63,19 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny(tiny_dir: Path) -> Backend:
     return load_backend(tiny_dir, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_dir: Path) -> Backend:
+    return load_backend(tiny_dir, device="cpu", threads=1, engine="onnx")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def tiny_be(engine: str, tiny: Backend, tiny_onnx: Backend) -> Backend:
+    """The small model on each engine (tests using it run once per engine)."""
+    return tiny if engine == "torch" else tiny_onnx
