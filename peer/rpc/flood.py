@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import resource
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -64,7 +64,7 @@ class _FloodConn(asyncio.Protocol):
         self.closed = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.transport.write(_PING)
 
     def data_received(self, data: bytes) -> None:

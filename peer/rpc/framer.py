@@ -20,7 +20,6 @@ and are raised; a well-formed msgpack object of the wrong shape is not fatal and
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -167,7 +166,7 @@ class Framer:
         self._rest: tuple[memoryview, int] | None = None
         # sealing (None: plain frames)
         self._mac: FrameMac | None = None
-        self._running: hmac.HMAC | None = None  # the MAC of the message being received
+        self._running: Any = None  # the running MAC (an HMAC object) of the message received
         self._hashed = 0  # stream offset up to which the running MAC has been fed
         self._msg_start = 0  # stream offset where the current sealed message began
         self._awaiting_tag: tuple[Message | Invalid] | None = None
@@ -283,7 +282,6 @@ class Framer:
     # -- sealed frames --------------------------------------------------------------------
     def _hash_to(self, end: int) -> None:
         base = self._chunk_base
-        assert self._running is not None and self._hashed >= base
         self._running.update(self._chunk[self._hashed - base : end - base])
         self._hashed = end
 
@@ -298,7 +296,7 @@ class Framer:
         # obj is the tag of the message before it
         item = self._awaiting_tag[0]
         self._awaiting_tag = None
-        assert self._running is not None and self._mac is not None
+        assert self._mac is not None
         if not tag_matches(self._running, obj):
             return FrameError(
                 "frame tag does not verify (forged, replayed, reordered or spliced frame)",
