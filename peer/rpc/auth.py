@@ -30,11 +30,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 
+_fast_hmac: Callable[..., Any] | None
 try:  # OpenSSL's HMAC object itself: hmac.HMAC wraps it in Python methods (~2 us per frame)
-    from _hashlib import hmac_new as _fast_hmac
-except ImportError:  # pragma: no cover (CPython without OpenSSL)
+    import _hashlib
+
+    _fast_hmac = _hashlib.hmac_new
+except (ImportError, AttributeError):  # pragma: no cover (CPython without OpenSSL)
     _fast_hmac = None
 
 NONCE_BYTES = 32

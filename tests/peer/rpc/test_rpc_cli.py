@@ -55,3 +55,57 @@ def test_tiny_bench_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     for row in report["sizes"]:
         assert row["rpc_us"]["median"] > 0 and row["raw_us"]["median"] > 0
     assert {"small_ratio_ok", "mb_per_s_ok"} <= report["targets"].keys()
+    assert report["rpc_auth"] == "none (no secret)"
+
+
+@pytest.mark.slow
+def test_tiny_sealed_bench_run(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(
+        [
+            "rpc",
+            "--secret",
+            "--sizes",
+            "100,70KiB",
+            "--n",
+            "20",
+            "--warmup",
+            "2",
+            "--no-progress",
+            "--loop",
+            "asyncio",
+        ]
+    )
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rpc_auth"].startswith("secret")
+    assert [r["payload_bytes"] for r in report["sizes"]] == [100, 70 * 1024]
+
+
+def test_flood_bench_against_a_local_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"flood-key\n")
+    args = parser().parse_args(
+        [
+            "rpc-flood",
+            "--connections",
+            "80",
+            "--idle-timeout",
+            "0.3",
+            "--wait",
+            "3",
+            "--secret-file",
+            str(key),
+        ]
+    )
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["probe_ok"] and report["still_open"] == 0
+    assert report["peak_held"] <= 64 and report["answered"] >= 64
+    # with a key the held connections never authenticate: the handshake timeout (10 s) is
+    # longer than the idle one here, so they are closed as idle
+    assert report["close_codes"] == {"idle_timeout": report["answered"]}
+    assert report["server"]["stats"]["source_cap_rejections"] == report["refused"]
+    with pytest.raises(SystemExit):
+        parser().parse_args(["rpc-flood", "--target", "nohost"])
