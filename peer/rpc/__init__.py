@@ -3,12 +3,20 @@
 The wire is the public msgpack-RPC spec (``[0, msgid, method, params]``,
 ``[1, msgid, error, result]``, ``[2, method, params]``) as a plain stream of msgpack arrays, so a
 third-party msgpack-RPC client can call ``ping`` and ``info`` on a server without a secret.
-Errors travel in the error slot as ``{"code": str, "message": str}``.
+Errors travel in the error slot as ``{"code": str, "message": str}``. With a cluster secret a
+connection authenticates (HMAC challenge-response) and then every frame both ways carries a
+tag with a sequence number (``peer.rpc.auth``); before that only ``ping`` and the handshake
+answer. TLS is optional (``tls=``: an ``ssl.SSLContext`` or ``TlsFiles``).
 
-    server = RpcServer(handlers={"run_share": run_share}, secret=secret, info=lambda: {...})
+    server = RpcServer(handlers={"run_share": run_share}, secret=secret, info=lambda: {...},
+                       tls=TlsFiles(certfile="peer.crt", keyfile="peer.key"))
     await server.start("0.0.0.0", 7001)
-    pool = RpcPool(secret=secret, on_transfer=bandwidth.observe)
+    pool = RpcPool(secret=secret, on_transfer=bandwidth.observe, tls=TlsFiles(cafile="peer.crt"))
     result = await pool.call(("10.0.0.2", 7001), "run_share", share, timeout=30.0)
+
+Connections are closed after ``Limits.auth_timeout`` without a handshake and after
+``Limits.idle_timeout`` idle; ``Limits.max_connections_per_source`` caps one address. The
+server's ``stats`` count every drop by cause (``peer.rpc.server.DROP_KEYS``).
 
 ``RemoteError`` (the peer answered with an error), ``RpcTimeout`` and ``ConnectionLost`` are
 the peer's faults; ``EncodeError`` and ``TensorError`` are ours. A peer process that moves
@@ -35,6 +43,7 @@ from peer.rpc.limits import Limits
 from peer.rpc.pool import RpcPool
 from peer.rpc.server import RpcServer
 from peer.rpc.tensors import pack_tensor, unpack_tensor
+from peer.rpc.tls import TlsFiles
 
 __all__ = [
     "CODES",
@@ -54,6 +63,7 @@ __all__ = [
     "RpcServer",
     "RpcTimeout",
     "TensorError",
+    "TlsFiles",
     "VersionMismatch",
     "pack_tensor",
     "unpack_tensor",

@@ -275,7 +275,16 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 
 async def test_tls_with_a_self_signed_certificate(self_signed: tuple[str, str]) -> None:
-    cert, key = self_signed
+    await tls_scenario(*self_signed)
+
+
+def test_tls_under_uvloop(self_signed: tuple[str, str]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(tls_scenario(*self_signed))
+
+
+async def tls_scenario(cert: str, key: str) -> None:
     server = RpcServer(
         {"echo": Recorder()},
         limits=TEST_LIMITS,
