@@ -154,8 +154,12 @@ class Backend:
 
     @property
     def batch_quantum(self) -> int:
-        """Forwards are padded to a multiple of this many images (the planner's cost unit)."""
-        return BATCH_QUANTUM
+        """Forwards are padded to a multiple of this many images (the planner's cost unit).
+
+        The torch engine pads to an even batch for batch invariance; the onnx engine needs no
+        padding (see `peer.diffusion.onnx_engine`), so one image costs one row there.
+        """
+        return BATCH_QUANTUM if self.engine == "torch" else 1
 
     def _setup_engine(self, loaded: LoadedModel, requested: str) -> None:
         from peer.diffusion.onnx_engine import load_onnx_denoiser

@@ -34,11 +34,13 @@ def test_torch_is_the_default_engine(tiny: Backend) -> None:
     assert (tiny.engine, tiny.provider) == ("torch", "torch-cpu")
     assert info["engine"] == "torch" and info["onnx_model"] is None
     assert "+" not in tiny.model_id
+    assert tiny.batch_quantum == 2  # eager forwards are padded to an even batch
 
 
 def test_onnx_engine_matches_torch_to_the_last_bits(tiny: Backend, tiny_onnx: Backend) -> None:
     assert (tiny_onnx.engine, tiny_onnx.provider) == ("onnx", "CPUExecutionProvider")
     assert tiny_onnx.model_id == tiny.model_id + "+onnx-cpu"
+    assert tiny_onnx.batch_quantum == 1  # no padding: batch invariance holds without it
     info = tiny_onnx.engine_info()
     assert 0.0 < info["onnx_probe_max_abs_diff"] < 1e-4
     x = torch.randn((5, 1, 16, 16), generator=torch.Generator().manual_seed(3))
@@ -47,6 +49,18 @@ def test_onnx_engine_matches_torch_to_the_last_bits(tiny: Backend, tiny_onnx: Ba
         b = tiny_onnx._eps(x, 250, [1, 2, None, 4, 5])
     assert a.shape == b.shape == (5, 1, 16, 16)
     assert 0.0 < float((a - b).abs().max()) < 1e-4
+
+
+def test_io_binding_gives_the_same_bits(tiny_onnx: Backend) -> None:
+    from peer.diffusion.onnx_engine import OnnxDenoiser
+
+    den = tiny_onnx._denoiser
+    assert isinstance(den, OnnxDenoiser) and den.io_binding is False  # CPU default
+    bound = OnnxDenoiser(den._session, torch.device("cpu"), 1, True, io_binding=True)
+    x = torch.randn((3, 1, 16, 16), generator=torch.Generator().manual_seed(8))
+    cls = torch.tensor([1, 2, 3])
+    assert torch.equal(bound(x, 77, cls), den(x, 77, cls))
+    assert not torch.equal(bound(x, 77, cls), den(x, 78, cls))
 
 
 @pytest.mark.parametrize("side", [32, 48])
