@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,8 +235,11 @@ def test_reproduce_resumes_finished_runs(tmp_path: Path) -> None:
     files[2].write_text("{trunc")
     second = reproduce(tmp_path, plan, jobs=1, base=base)
     assert second["resumed"] == 5
-    key = lambda r: (r["method"], r["seed"], r["params"]["deadline"])  # noqa: E731
-    assert sorted(map(key, second["runs"])) == sorted(map(key, first["runs"]))  # type: ignore[arg-type]
+
+    def keys(res: dict[str, Any]) -> list[tuple[str, int, float]]:
+        return sorted((r["method"], r["seed"], r["params"]["deadline"]) for r in res["runs"])
+
+    assert keys(second) == keys(first)
     third = reproduce(tmp_path, plan, jobs=1, base=base)
     assert third["resumed"] == 8
     assert third["summary"] == second["summary"]

@@ -15,7 +15,7 @@ from policy.paper.report import write_report
 from policy.paper.reproduce import Plan, assemble, plan_work, render
 
 WRITER_SOURCE = Path(report_mod.__file__).read_text()
-NUMBER = re.compile(r"\d+(?:\.\d+)?")
+NUMBER = re.compile(r"(?<![A-Za-z_\d.])\d+(?:\.\d+)?")  # not part of a name (float32)
 
 
 def numbers_in(text: str) -> set[str]:
@@ -24,7 +24,7 @@ def numbers_in(text: str) -> set[str]:
 
 
 def literal_in_source(token: str) -> bool:
-    return re.search(rf"(?<![\d.]){re.escape(token)}(?![\d])", WRITER_SOURCE) is not None
+    return re.search(rf"(?<![A-Za-z_\d.]){re.escape(token)}(?![\d])", WRITER_SOURCE) is not None
 
 
 PLAN = Plan(
