@@ -238,3 +238,33 @@ def test_arbitrary_bytes_only_ever_raise_frame_errors(chunks: list[bytes]) -> No
 def test_any_decoded_object_is_classified(obj: Any) -> None:
     item = classify(msgpack.unpackb(msgpack.packb(obj), raw=False, strict_map_key=False))
     assert isinstance(item, Request | Response | Notification | Invalid)
+
+
+@pytest.mark.parametrize(
+    ("header", "what"),
+    [
+        (b"\xc6" + (64 << 20).to_bytes(4, "big"), "bin"),
+        (b"\xdb" + (2 << 20).to_bytes(4, "big"), "str"),
+        (b"\xdd" + (10**7).to_bytes(4, "big"), "array"),
+        (b"\xdf" + (10**6).to_bytes(4, "big"), "map"),
+        (b"\xc9" + (100).to_bytes(4, "big"), "ext"),  # refused before its type byte
+        (b"\xdc" + (60_000).to_bytes(2, "big"), "array"),  # within max_array_len, not the frame
+    ],
+)
+def test_declared_lengths_beyond_the_limits_are_refused_at_the_header(
+    header: bytes, what: str
+) -> None:
+    limits = Limits(max_frame_bytes=50_000, max_bin_len=40_000, max_str_len=40_000)
+    prefix = b"\x94\x00\x01\xa4echo\x91"  # [0, 1, "echo", [ ...
+    for cut in range(1, len(header)):  # in two pieces, the header cut anywhere
+        framer = Framer(limits)
+        assert framer.feed(prefix + header[:cut]) == []  # not yet known: nothing refused
+        with pytest.raises(FrameTooLarge, match=what):
+            framer.feed(header[cut:])  # refused as soon as the header is whole
+    with pytest.raises(FrameTooLarge, match=what):
+        Framer(limits).feed(prefix + header)
+    # an allowed declaration waits for its bytes as before
+    framer = Framer(limits)
+    assert framer.feed(prefix + b"\xc5" + (30_000).to_bytes(2, "big")) == []
+    assert framer.feed(b"z" * 29_999) == []
+    assert framer.feed(b"z") == [Request(1, "echo", [b"z" * 30_000])]
