@@ -107,7 +107,8 @@ class FrameMac:
         """The msgpack-encoded tag (bin8 header and 16 bytes) to send after ``frame``."""
         h = self.start()
         h.update(frame)
-        return TAG_HEADER + h.digest()[:TAG_BYTES]
+        digest: bytes = h.digest()
+        return TAG_HEADER + digest[:TAG_BYTES]
 
 
 def tag_matches(h: Any, given: object) -> bool:

@@ -461,7 +461,7 @@ class Encoder:
 
     def request(self, msgid: int, method: str, params: list[Any] | tuple[Any, ...]) -> bytes:
         try:
-            frame = self._packer.pack([REQUEST, msgid, method, params])
+            frame: bytes = self._packer.pack([REQUEST, msgid, method, params])
         except (TypeError, ValueError, OverflowError) as exc:
             raise self._unencodable(exc) from exc
         if len(frame) > self._max_frame:
@@ -470,7 +470,7 @@ class Encoder:
 
     def response(self, msgid: int, error: Any, result: Any) -> bytes:
         try:
-            frame = self._packer.pack([RESPONSE, msgid, error, result])
+            frame: bytes = self._packer.pack([RESPONSE, msgid, error, result])
         except (TypeError, ValueError, OverflowError) as exc:
             raise self._unencodable(exc) from exc
         if len(frame) > self._max_frame:
@@ -479,7 +479,7 @@ class Encoder:
 
     def notification(self, method: str, params: list[Any] | tuple[Any, ...]) -> bytes:
         try:
-            frame = self._packer.pack([NOTIFICATION, method, params])
+            frame: bytes = self._packer.pack([NOTIFICATION, method, params])
         except (TypeError, ValueError, OverflowError) as exc:
             raise self._unencodable(exc) from exc
         if len(frame) > self._max_frame:
