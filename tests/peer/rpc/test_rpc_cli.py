@@ -55,7 +55,7 @@ def test_tiny_bench_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     for row in report["sizes"]:
         assert row["rpc_us"]["median"] > 0 and row["raw_us"]["median"] > 0
     assert {"small_ratio_ok", "mb_per_s_ok"} <= report["targets"].keys()
-    assert report["rpc_auth"] == "none (no secret)"
+    assert report["rpc_auth"] == "none (no secret)" and report["mac_us_per_mib"] is None
 
 
 @pytest.mark.slow
@@ -78,6 +78,7 @@ def test_tiny_sealed_bench_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rpc_auth"].startswith("secret")
+    assert report["mac_us_per_mib"] > 0
     assert [r["payload_bytes"] for r in report["sizes"]] == [100, 70 * 1024]
 
 
