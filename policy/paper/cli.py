@@ -253,6 +253,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from policy.export import ExportError
+    from policy.paper.card import write_adadqn_card
+
+    try:
+        spread = json.loads(Path(args.spread).read_text()) if args.spread else None
+        write_adadqn_card(Path(args.checkpoint), Path(args.out), spread=spread)
+    except (ExportError, OSError, ValueError, KeyError) as exc:
+        print(f"error: cannot write the card: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"card": args.out}))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -370,6 +384,17 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
     e.add_argument("--out", required=True, metavar="X.onnx")
     e.add_argument("--opset", type=_positive_int, default=18)
     e.set_defaults(func=_cmd_export)
+
+    c = groups["policy"].add_parser(
+        "card",
+        help="write the model card of a paper-mode AdaDQN checkpoint",
+        description="Model card from the checkpoint, its ONNX file and an optional spread file; "
+        "hand-written notes come from <card>.notes.md.",
+    )
+    c.add_argument("--checkpoint", required=True, metavar="C.pt")
+    c.add_argument("--out", required=True, metavar="CARD.md")
+    c.add_argument("--spread", default=None, metavar="FILE.json", help="sim analyse spread output")
+    c.set_defaults(func=_cmd_card)
 
     b = groups["bench"].add_parser(
         "sim",
