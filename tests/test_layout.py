@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("peer", "policy", "gossip")
+PACKAGES = ("peer", "policy", "gossip", "amcoedge")
 CORE_FORBIDDEN = ("asyncio", "aiohttp", "peer.runtime", "peer.harness", "gossip.node")
 HARNESS_USERS = ("peer.harness", "peer.cli", "peer.commands")
 

@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from amcoedge.stats import percentile
 from peer.harness.client import Client, ClientError
 from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster, http_json
 from peer.harness.scenario import Event, Kind, Planned, Scenario, schedule
@@ -255,8 +256,8 @@ def _summarise(
         "failure_rate": (len(records) - len(ok)) / len(records) if records else 0.0,
         "errors": errors,
         "makespan_mean_s": statistics.fmean(walls) if walls else None,
-        "makespan_p50_s": _pct(walls, 50),
-        "makespan_p95_s": _pct(walls, 95),
+        "makespan_p50_s": percentile(walls, 50),
+        "makespan_p95_s": percentile(walls, 95),
         "utilisation": {p: round(b / span, 4) for p, b in busy.items()},
         "mean_peers_per_request": statistics.fmean(len(r["peers"]) for r in ok) if ok else None,
         "replans": sum(r.get("replans", 0) for r in records),
@@ -264,15 +265,6 @@ def _summarise(
         "quotas": quota_note,
         "records": records,
     }
-
-
-def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    k = (len(xs) - 1) * q / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def _f(x: Any, digits: int = 3) -> str:

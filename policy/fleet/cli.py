@@ -8,15 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from amcoedge.output import emit_json
 from policy.fleet.recruiters import RECRUITERS
-
-
-def _write_json(obj: Any, path: str | None) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=False)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print(text)
 
 
 def _methods(text: str) -> list[str]:
@@ -82,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     }
     meta = {**summary, "train_config": ckpt["train"], "net": ckpt["net"], "log": ckpt["log"]}
     (out / "recruiter.json").write_text(json.dumps(meta) + "\n")
-    _write_json(summary, None)
+    emit_json(summary)
     return 0
 
 
@@ -94,7 +87,7 @@ def _eval(args: argparse.Namespace) -> int:
     res = evaluate_cell(
         args.peers, args.load, args.staleness, range(args.seeds), args.methods, base, args.model
     )
-    _write_json(res, args.json)
+    emit_json(res, args.json)
     return 0
 
 
@@ -123,7 +116,7 @@ def _grid(args: argparse.Namespace) -> int:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         cmd = "amcoedge policy grid " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
         write_card(Path(args.card), meta, res, table, onnx_latency(model_path=model), cmd)
-    _write_json(res["checks"], None)
+    emit_json(res["checks"])
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     print(table, file=sys.stderr)

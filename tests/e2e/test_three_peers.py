@@ -1,6 +1,9 @@
 """End to end: three real peer processes on loopback, started with ``amcoedge peer --join``,
 running the shipped model. Batch and steps splits must be bit-identical to single-peer runs;
-a tiled repair must stay within 25 dB PSNR of the untiled one. The last test kills a peer."""
+a tiled repair must stay within 25 dB PSNR of the untiled one. The last test kills a peer.
+
+Real processes, so a stated budget instead of the ``slow`` marker: the module takes about 40 s
+on the 2-core CI machine (peer start-up included) and each test is stopped at 180 s."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from peer.harness.client import Client, ClientError, decode_images
 from peer.harness.cluster import free_ports, http_json
 
 STEPS = 6
+pytestmark = pytest.mark.timeout(180)
 
 
 class Peers:
@@ -177,8 +181,11 @@ def test_dead_peer_share_is_replanned(peers: Peers) -> None:
         peers.urls[0], count=6, label=2, steps=STEPS, seed=70, mode="batch", policy="equal"
     )
     assert len(decode_images(result)) == 6
-    if "p2" in result["plan"]["peers"]:
-        assert any(r["peer"] == "p2" for r in result["replans"]), result
+    # sent at once after the kill, before gossip can suspect p2: `equal` recruits every peer
+    # it believes alive, so p2 holds a share, which fails and is re-planned onto the others
+    assert "p2" in result["plan"]["peers"], result["plan"]
+    assert [r["peer"] for r in result["replans"]] == ["p2"], result["replans"]
+    assert "p2" not in {t["peer"] for t in result["timing"]["peers"]}
     for i in range(6):
         alone = gen(peers.urls[1], count=1, label=2, steps=STEPS, seed=70 + i, mode="local")
         assert np.array_equal(decode_images(alone)[0], decode_images(result)[i])

@@ -127,6 +127,7 @@ def test_cli_check_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan["peers"] == 4 and plan["requests"] > 0 and "8s crash p1" in plan["events"]
 
 
+@pytest.mark.timeout(180)  # real peer processes: about 10 s alone, stopped at 180 s
 def test_a_crash_scenario_runs_on_real_peers_and_accounts_for_every_request(
     tmp_path: Path,
 ) -> None:
