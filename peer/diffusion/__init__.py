@@ -3,6 +3,7 @@
 from peer.diffusion.backend import Backend, load_backend
 from peer.diffusion.chain import ChainState
 from peer.diffusion.cost import CostModel
+from peer.diffusion.engine import ENGINE_CHOICES
 from peer.diffusion.errors import (
     ChainStateError,
     DiffusionError,
@@ -15,6 +16,7 @@ from peer.diffusion.samplers import scheduler_names
 from peer.diffusion.tiles import Tile, blend_tiles, plan_tiles
 
 __all__ = [
+    "ENGINE_CHOICES",
     "Backend",
     "ChainState",
     "ChainStateError",

@@ -11,7 +11,9 @@ convolutions take another kernel at batch 1 and with the default memory format. 
 together make every sample's output independent of the batch it rides in (checked at 1 and 2
 torch threads, 16/32/48 px, batch sizes 1-16, any offset within a batch): 2-D linears run one
 row at a time (`RowLinear`), the model runs in `channels_last`, and every forward is padded to
-an even batch of at least 2 (`pad_batch`).
+an even batch of at least 2 (`padded_size`, applied by `peer.diffusion.engine.TorchDenoiser`).
+The onnx engine needs none of the three; it exports a plain copy (`plain_copy`), see
+`peer.diffusion.onnx_engine`.
 """
 
 from __future__ import annotations
