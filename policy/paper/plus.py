@@ -74,7 +74,7 @@ REFERENCE_EPS_MAX = 0.99
 @dataclass(frozen=True)
 class PlusConfig:
     state: str = "load"  # "load" (U_j, W_j per ES) or "reference" ([D, Q(t)])
-    hidden: int = 64
+    hidden: int = 32
     layers: int = 2
     lr: float = 1e-3
     lr_final: float = 1e-4
@@ -82,8 +82,8 @@ class PlusConfig:
     gamma: float = 0.0
     soft_target: float = 0.01  # target net ← (1-k)·target + k·eval after every step (γ > 0)
     huber: bool = True
-    steps_per_slot: float = 1.0  # < 1: one step every round(1/steps) slots
-    batch: int = 128
+    steps_per_slot: float = 0.5  # < 1: one step every round(1/steps) slots
+    batch: int = 64
     memory: int = 20000
     explore_start: float = 1.0
     explore_end: float = 0.01
