@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABLATIONS",
+    "DEPARTURES",
     "PLUS",
     "PlusConfig",
     "PlusMethod",
@@ -115,6 +116,25 @@ ABLATIONS: dict[str, PlusConfig] = {
     "constant-lr": replace(PLUS, lr_final=PLUS.lr),
 }
 """Each entry undoes one departure of :data:`PLUS` (``full`` is PLUS itself)."""
+
+
+DEPARTURES: dict[str, str] = {
+    "reference-state": "state = each ES's service and waiting time for this task in the current "
+    "intra-slot state (start-of-slot queue plus work assigned earlier in the slot, link backlog), "
+    "over the deadline; acting per task (reference: [D, Q(t)], start-of-slot queues only)",
+    "gamma-0.9": f"γ = {PLUS.gamma}: the target is the task's own reward (reference: γ = 0.9 "
+    "through the next task's state, which the action barely changes)",
+    "reference-steps": f"{PLUS.steps_per_slot} gradient steps per agent per slot, batch "
+    f"{PLUS.batch}, replay {PLUS.memory} (reference: one step every {REFERENCE_LEARN_EVERY} "
+    "slots after a warm-up, batch 32, replay 500)",
+    "mse": "Huber loss on the taken action (reference: MSE)",
+    "reference-exploration": f"random-action probability {PLUS.explore_start} → "
+    f"{PLUS.explore_end} over the first {PLUS.explore_episodes} episodes (reference: greedy "
+    f"probability rising {REFERENCE_EPS_INCREMENT} per learn call from 0)",
+    "constant-lr": f"learning rate {PLUS.lr} decayed linearly to {PLUS.lr_final} over "
+    f"{PLUS.lr_episodes} episodes (reference: constant)",
+}
+"""What each ablation undoes, in words (the report's list of departures)."""
 
 
 def n_features(cfg: PlusConfig, n_es: int = 5) -> int:

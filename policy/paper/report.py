@@ -83,6 +83,7 @@ def write_report(
         lines += _drl_rule(results, analyses.get("drl-rule"))
         if figures:
             lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    lines += departures()
     lines += _analyses(analyses)
     lines += _differences()
     return "\n".join(lines).rstrip() + "\n"
@@ -352,6 +353,22 @@ def _bound_section(a: Mapping[str, Any]) -> list[str]:
             f"{_f(r['ratio_optimal'], '.3f')} |"
         )
     return out
+
+
+def departures() -> list[str]:
+    from policy.paper.plus import DEPARTURES
+
+    out = [
+        "## amcoedge+: departures from the reference learning rule",
+        "",
+        "`amcoedge+` keeps AdaDQN's structure (one Q-network per BS over the same ES subsets, "
+        "replay, ε-greedy acting, CWA, the AMCoEdge environment and reward) and departs from its "
+        "learning rule as follows; the ablation of the same name undoes one departure "
+        "(`policy.paper.plus`). The faithful `amcoedge` is unchanged.",
+        "",
+    ]
+    out += [f"- `{name}`: {text}" for name, text in DEPARTURES.items()]
+    return [*out, ""]
 
 
 def _ablation_section(a: Mapping[str, Any]) -> list[str]:
