@@ -20,6 +20,7 @@ GROUPS = {
     "bench": "benchmarks that print JSON",
     "cluster": "local multi-peer clusters",
     "scenario": "scripted multi-peer scenarios: events, workload, policies compared",
+    "secret": "cluster keys and API tokens",
 }
 
 # Modules that contribute subcommands; each defines register(groups).

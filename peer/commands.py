@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -11,7 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peer.core.config import GOSSIP_PRESETS, MODES, POLICIES, load_peer_config, read_toml
+from peer.core.config import (
+    ENGINES,
+    GOSSIP_PRESETS,
+    MODES,
+    POLICIES,
+    load_peer_config,
+    read_toml,
+)
 from peer.core.errors import ConfigError, PeerError
 
 
@@ -28,7 +36,30 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="torch device for the model")
     p.add_argument("--model", help="local diffusers model dir (default: the shipped digits model)")
     p.add_argument("--policy", choices=POLICIES, help="default recruitment policy")
-    p.add_argument("--secret-file", help="file holding the shared cluster secret")
+    p.add_argument(
+        "--secret-file", help="the cluster key (`amcoedge secret new`); needed off loopback"
+    )
+    p.add_argument(
+        "--api-token-file",
+        help="bearer token for the HTTP API (`amcoedge secret new`); needed off loopback",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow non-loopback addresses without a key or token (trusted networks only)",
+    )
+    p.add_argument(
+        "--advertise", help="HOST[:PORT] other peers dial (default: the --listen address)"
+    )
+    p.add_argument("--tls-cert-file", help="RPC over TLS: this peer's certificate (PEM)")
+    p.add_argument("--tls-key-file", help="RPC over TLS: its private key (PEM)")
+    p.add_argument("--tls-ca-file", help="RPC over TLS: the CA that signed the peers' certificates")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="denoiser engine: onnx (default), torch, or auto (the faster at start)",
+    )
     p.add_argument("--threads", type=int, help="torch threads of the executor (default 1)")
     p.add_argument("--gossip", choices=GOSSIP_PRESETS, help="gossip timer preset (default lan)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -84,6 +115,13 @@ def register(groups: dict[str, Any]) -> None:
     sc.add_argument("--check", action="store_true", help="only check the file and print the plan")
     sc.set_defaults(func=cmd_scenario_run)
 
+    k = groups["secret"].add_parser(
+        "new", help="write a new random cluster key or API token to FILE (mode 0600)"
+    )
+    k.add_argument("file", help="where to write it")
+    k.add_argument("--force", action="store_true", help="overwrite an existing file")
+    k.set_defaults(func=cmd_secret_new)
+
     b = groups["bench"].add_parser("policy", help="policy (ONNX) and planner decision latency")
     b.add_argument("--json", help="write the JSON here as well as printing it")
     b.add_argument("--iters", type=int, default=2000)
@@ -109,6 +147,13 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 "model": args.model,
                 "policy": args.policy,
                 "secret_file": args.secret_file,
+                "api_token_file": args.api_token_file,
+                "insecure": args.insecure,
+                "advertise": args.advertise,
+                "tls_cert_file": args.tls_cert_file,
+                "tls_key_file": args.tls_key_file,
+                "tls_ca_file": args.tls_ca_file,
+                "engine": args.engine,
                 "threads": args.threads,
                 "gossip": args.gossip,
             },
@@ -132,6 +177,10 @@ def run_peer(cfg: Any) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await node.start()
+        except ConfigError as exc:
+            print(f"amcoedge peer: bad configuration: {exc}", file=sys.stderr)
+            await node.stop()
+            return 2
         except (PeerError, OSError) as exc:
             print(f"amcoedge peer: cannot start: {exc}", file=sys.stderr)
             await node.stop()
@@ -149,11 +198,44 @@ def run_peer(cfg: Any) -> int:
     from peer.rpc.tuning import retain_heap
 
     retain_heap()  # MiB-sized RPC frames without page-fault churn (see peer/rpc/tuning.py)
+    raise_fd_limit()  # caps, not the OS default of 1,024 files, bound the connections held
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main())
     return int(uvloop.run(main()))
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one (the peer's own caps bound its use)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def cmd_secret_new(args: argparse.Namespace) -> int:
+    """32 random bytes, hex: a cluster key (``--secret-file``) or an API token."""
+    import os
+    import secrets
+
+    path = Path(args.file)
+    if path.exists() and not args.force:
+        print(f"amcoedge secret new: {path} exists (use --force to overwrite)", file=sys.stderr)
+        return 2
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        print(f"amcoedge secret new: cannot write {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a new key to {path} (mode 0600); copy it to every peer of the cluster")
+    return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

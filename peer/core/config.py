@@ -9,6 +9,7 @@ works with validated values.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ POLICIES: tuple[str, ...] = ("onnx", "greedy", "local", "random", "equal")
 MODES: tuple[str, ...] = ("auto", "batch", "tile", "steps", "local")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 GOSSIP_PRESETS: tuple[str, ...] = ("lan", "local", "wan")
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,14 @@ class PeerConfig:
     device: str = "cpu"  # auto | cpu | cuda
     model: str | None = None  # a local diffusers model dir; None = the shipped digits model
     policy: str = "onnx"  # default recruitment policy for requests that name none
-    secret_file: str | None = None  # shared cluster secret (RPC HMAC and gossip)
+    secret_file: str | None = None  # the cluster key (`amcoedge secret new`): gossip and RPC MACs
+    insecure: bool = False  # allow non-loopback addresses without a cluster key / API token
+    api_token_file: str | None = None  # HTTP bearer token; without one HTTP serves loopback only
+    advertise: Addr | None = None  # the RPC/gossip address other peers dial (port 0: the bound one)
+    tls_cert_file: str | None = None  # RPC over TLS: this peer's certificate (PEM) ...
+    tls_key_file: str | None = None  # ... its private key ...
+    tls_ca_file: str | None = None  # ... and the CA that signed the cluster's certificates
+    engine: str = "auto"  # denoiser engine: auto (faster of the two at start) | torch | onnx
     threads: int = 1  # torch threads of the executor; fixed so split results are bit-identical
     gossip: str = "lan"  # gossip timer preset: lan | local | wan
     share_timeout_s: float = 120.0  # an RPC share that takes longer is re-planned
@@ -127,6 +136,12 @@ _SIMPLE_FIELDS: dict[str, type] = {
     "model": str,
     "policy": str,
     "secret_file": str,
+    "insecure": bool,
+    "api_token_file": str,
+    "tls_cert_file": str,
+    "tls_key_file": str,
+    "tls_ca_file": str,
+    "engine": str,
     "threads": int,
     "gossip": str,
     "share_timeout_s": float,
@@ -166,6 +181,8 @@ def load_peer_config(
     for key, value in merged.items():
         if key in ("listen", "http"):
             kwargs[key] = value if isinstance(value, tuple) else parse_addr(value, key)
+        elif key == "advertise":
+            kwargs[key] = value if isinstance(value, tuple) else parse_advertise(value)
         elif key == "join":
             if isinstance(value, str):
                 value = [value]
@@ -207,8 +224,24 @@ def validate(cfg: PeerConfig) -> None:
         raise ConfigError(f"ewma_alpha must be in (0, 1], got {cfg.ewma_alpha}")
     if cfg.share_timeout_s <= 0 or cfg.rpc_timeout_s <= 0:
         raise ConfigError("timeouts must be positive")
-    if cfg.secret_file is not None and not Path(cfg.secret_file).is_file():
-        raise ConfigError(f"secret file not found: {cfg.secret_file}")
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {cfg.engine!r}")
+    for what, path in (
+        ("secret file", cfg.secret_file),
+        ("API token file", cfg.api_token_file),
+        ("TLS certificate file", cfg.tls_cert_file),
+        ("TLS key file", cfg.tls_key_file),
+        ("TLS CA file", cfg.tls_ca_file),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{what} not found: {path}")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        raise ConfigError("RPC over TLS needs both --tls-cert-file and --tls-key-file")
+    if cfg.advertise is not None and is_wildcard(cfg.advertise[0]):
+        raise ConfigError(f"--advertise must be an address others can dial, not {cfg.advertise[0]}")
+    problem = exposure_problem(cfg)
+    if problem is not None:
+        raise ConfigError(problem)
     if cfg.model is not None and not Path(cfg.model).exists():
         raise ConfigError(f"model path not found: {cfg.model}")
 
@@ -223,3 +256,80 @@ def read_secret(cfg: PeerConfig) -> bytes | None:
     if len(secret) < 8:
         raise ConfigError("the secret must be at least 8 bytes")
     return secret
+
+
+def read_token(cfg: PeerConfig) -> str | None:
+    """The HTTP API's bearer token, or None when the API is open (loopback only)."""
+    if cfg.api_token_file is None:
+        return None
+    try:
+        token = Path(cfg.api_token_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read API token file {cfg.api_token_file}: {exc}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ConfigError("the API token must be at least 16 characters, without spaces")
+    return token
+
+
+def parse_advertise(text: str) -> Addr:
+    """``HOST`` or ``HOST:PORT`` (port 0 or none: the port actually bound)."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"advertise must be HOST or HOST:PORT, got {text!r}")
+    if text.count(":") == 1 or text.startswith("["):
+        return parse_addr(text, "advertise")
+    return text.strip("[]"), 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "*")
+
+
+def exposure_problem(cfg: PeerConfig) -> str | None:
+    """Why this configuration would expose the peer to the network unprotected, if it does.
+
+    Secure by default: a non-loopback gossip/RPC address needs the cluster key, a non-loopback
+    HTTP address needs an API token, unless ``insecure`` says the network is trusted.
+    """
+    if cfg.insecure:
+        return None
+    exposed = [
+        f"--{what} {format_addr(addr)}"
+        for what, addr in (("listen", cfg.listen), ("advertise", cfg.advertise))
+        if addr is not None and not is_loopback(addr[0])
+    ]
+    if exposed and cfg.secret_file is None:
+        return (
+            f"{' and '.join(exposed)} is reachable from the network, so the cluster needs a key: "
+            "run `amcoedge secret new cluster.key`, copy the file to every peer and start each "
+            "with --secret-file cluster.key (or pass --insecure on a network you trust)"
+        )
+    if not is_loopback(cfg.http[0]) and cfg.api_token_file is None:
+        return (
+            f"--http {format_addr(cfg.http)} is reachable from the network, so the HTTP API needs "
+            "a token: run `amcoedge secret new api.token` and pass --api-token-file api.token "
+            "(clients send `Authorization: Bearer <token>`), or pass --insecure"
+        )
+    return None
+
+
+def insecure_warnings(cfg: PeerConfig) -> list[str]:
+    """What ``insecure`` leaves open, for the start-up log and ``/healthz``."""
+    if not cfg.insecure:
+        return []
+    out = []
+    if cfg.secret_file is None and not is_loopback(cfg.listen[0]):
+        out.append(
+            f"gossip and RPC on {format_addr(cfg.listen)} accept anyone: no cluster key (--insecure)"
+        )
+    if cfg.api_token_file is None and not is_loopback(cfg.http[0]):
+        out.append(f"the HTTP API on {format_addr(cfg.http)} has no token (--insecure)")
+    return out

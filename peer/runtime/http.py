@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -57,8 +58,15 @@ class Api(Protocol):
 
     def metrics_text(self) -> str: ...
 
+    def retry_after_s(self) -> int:
+        """Seconds a client refused with 503 should wait before trying again."""
+        ...
+
 
 NODE_KEY: web.AppKey[Api] = web.AppKey("node")
+TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token")
+OPEN_PATHS = frozenset({"/healthz"})  # readiness probes need no token
+BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (slow uploads are cut: 408)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,6 +83,28 @@ _HTTP_CODES = {
 
 
 @web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a token, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
+
+    ``?token=`` is accepted too, for the dashboard's server-sent events (EventSource cannot set
+    headers). Compared in constant time.
+    """
+    token = request.app[TOKEN_KEY]
+    if token is None or request.path in OPEN_PATHS:
+        return await handler(request)
+    given = request.headers.get("Authorization", "")
+    offered = given[7:].strip() if given[:7].lower() == "bearer " else request.query.get("token")
+    if offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
+        return await handler(request)
+    request.app[NODE_KEY].count_http(request.path, 401, "unauthorized")
+    resp = error_response(
+        "unauthorized", "send the peer's API token as 'Authorization: Bearer <token>'", 401
+    )
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="amcoedge"'
+    return resp
+
+
+@web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     try:
@@ -84,7 +114,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.code, exc.message, exc.status)
     except (Overloaded, PlanError) as exc:
         node.count_http(request.path, exc.status, exc.code)
-        return error_response(exc.code, str(exc), exc.status)
+        resp = error_response(exc.code, str(exc), exc.status)
+        if exc.status == 503:
+            resp.headers["Retry-After"] = str(node.retry_after_s())
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -111,7 +144,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(
             "unsupported_media_type", f"send JSON (application/json), not {ctype}", status=415
         )
-    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()  # aiohttp raises 413 past client_max_size
+    except TimeoutError:
+        raise BadRequest(
+            "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s", status=408
+        ) from None
     return parse_json(raw)
 
 
@@ -205,11 +244,16 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-def build_app(node: Api) -> web.Application:
-    app = web.Application(
-        client_max_size=node.limits.max_body_bytes, middlewares=[errors_middleware]
-    )
+def build_app(
+    node: Api, token: str | None = None, *, guard: ConnectionGuard | None = None
+) -> web.Application:
+    """The API over ``node``; ``token``: require it as a bearer token (``/healthz`` excepted)."""
+    middlewares = [auth_middleware, errors_middleware]
+    if guard is not None:
+        middlewares.insert(0, guard.middleware)
+    app = web.Application(client_max_size=node.limits.max_body_bytes, middlewares=middlewares)
     app[NODE_KEY] = node
+    app[TOKEN_KEY] = token
     app.router.add_post("/v1/generate", generate)
     app.router.add_post("/v1/repair", repair)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
@@ -218,3 +262,53 @@ def build_app(node: Api) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+class ConnectionGuard:
+    """Closes HTTP connections that hold a slot without sending a request (slowloris).
+
+    aiohttp closes idle keep-alive connections but sets no deadline for a request's headers: a
+    client that sends a partial header line and then a byte now and then holds a connection
+    forever. The guard sweeps the server's connections: one with no request in progress for
+    ``header_timeout_s`` since it opened or since its last request ended is closed. A request
+    is in progress from the moment its headers are parsed (the middleware sees it) to its end.
+    """
+
+    def __init__(self, header_timeout_s: float, clock: Callable[[], float]) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.clock = clock
+        self.closed = 0
+        self._seen: dict[int, float] = {}  # id(transport) -> when it opened or last went idle
+        self._busy: dict[int, int] = {}  # id(transport) -> requests in progress
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = id(request.transport)
+        self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            return await handler(request)
+        finally:
+            self._busy[key] -= 1
+            if self._busy[key] <= 0:
+                del self._busy[key]
+            self._seen[key] = self.clock()
+
+    def sweep(self, transports: list[asyncio.BaseTransport | None]) -> int:
+        """Close the idle ones among ``transports``; returns how many it closed."""
+        now = self.clock()
+        live: set[int] = set()
+        n = 0
+        for tr in transports:
+            if tr is None or tr.is_closing():
+                continue
+            key = id(tr)
+            live.add(key)
+            since = self._seen.setdefault(key, now)
+            if key not in self._busy and now - since > self.header_timeout_s:
+                tr.close()
+                n += 1
+        for key in list(self._seen):
+            if key not in live:
+                del self._seen[key]
+        self.closed += n
+        return n

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -21,9 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
-from peer.core.config import PeerConfig, read_secret
+from peer.core.config import (
+    PeerConfig,
+    exposure_problem,
+    insecure_warnings,
+    is_wildcard,
+    read_secret,
+    read_token,
+)
 from peer.core.costs import CostTracker
-from peer.core.errors import BadRequest, Overloaded, PeerError, ShareFailed
+from peer.core.errors import BadRequest, ConfigError, Overloaded, PeerError, ShareFailed
 from peer.core.jobs import Job, JobBook, JobState
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
@@ -39,6 +48,7 @@ from peer.core.shares import (
     units_of,
 )
 from peer.core.viewstate import states_from_view
+from peer.rpc.tls import TlsFiles
 from peer.runtime.backend import Backend
 from peer.runtime.runner import ShareRunner
 
@@ -49,7 +59,7 @@ if TYPE_CHECKING:
     from policy.fleet import DispatchLedger
 from peer.runtime import metrics
 from peer.runtime.executor import Executor
-from peer.runtime.http import build_app
+from peer.runtime.http import ConnectionGuard, build_app
 from peer.runtime.origin import PeerTiming, run_generate, run_repair
 
 log = logging.getLogger("amcoedge.node")
@@ -63,6 +73,36 @@ CLUSTER_UNITS = {
     "rtt_s": "seconds, measured by this peer",
 }
 PROBE_PERIOD_S = 2.0
+HTTP_HEADER_TIMEOUT_S = 10.0  # an HTTP connection must send a request's headers within this
+
+
+def advertised_host(cfg: PeerConfig) -> str:
+    """The host other peers dial: ``--advertise``, the bound host, or for a wildcard bind an
+    address of this machine that is not loopback (refuses to guess when there is none)."""
+    if cfg.advertise is not None:
+        return cfg.advertise[0]
+    host = cfg.listen[0]
+    if not is_wildcard(host):
+        return host
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    for info in infos:
+        addr = str(info[4][0])
+        if not addr.startswith("127."):
+            return addr
+    raise ConfigError(
+        f"--listen {host} binds every interface but this machine has no address other peers "
+        "can dial; pass --advertise HOST[:PORT] with the address they should use"
+    )
+
+
+def rpc_tls(cfg: PeerConfig) -> TlsFiles | None:
+    """Mutual TLS for RPC: each peer presents its certificate and trusts the cluster's CA."""
+    if cfg.tls_cert_file is None:
+        return None
+    return TlsFiles(certfile=cfg.tls_cert_file, keyfile=cfg.tls_key_file, cafile=cfg.tls_ca_file)
 
 
 class Node:
@@ -102,6 +142,8 @@ class Node:
         self.server: RpcServer | None = None
         self.pool: RpcPool | None = None
         self._http_runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
+        self.advertised = cfg.listen[0]
         self.http_port = cfg.http[1]
         self.rpc_port = cfg.listen[1]
         self.provider = "unknown"
@@ -113,6 +155,12 @@ class Node:
         from peer.rpc import Limits, RpcPool, RpcServer
         from policy.fleet import DispatchLedger
 
+        problem = exposure_problem(self.cfg)
+        if problem is not None:
+            raise ConfigError(problem)
+        for warning in insecure_warnings(self.cfg):
+            log.warning("INSECURE: %s", warning)
+        token = read_token(self.cfg)
         self._ledger = DispatchLedger()
         await self.executor.start()
         backend = self.backend
@@ -121,7 +169,9 @@ class Node:
 
             cfg = self.cfg
             backend = await self.executor.call(
-                lambda: load_backend(model=cfg.model, device=cfg.device, threads=cfg.threads)
+                lambda: load_backend(
+                    model=cfg.model, device=cfg.device, threads=cfg.threads, engine=cfg.engine
+                )
             )
             self.backend = backend
         self.native = int(backend.sample_size)
@@ -142,11 +192,18 @@ class Node:
             limits=Limits(),
             secret=self.secret,
             info=self._info,
+            tls=rpc_tls(self.cfg),
         )
         await self.server.start(host, port)
         self.rpc_port = int(self.server.port)
-        self.pool = RpcPool(secret=self.secret, limits=Limits(), on_transfer=self._on_transfer)
-        app = build_app(self)
+        self.pool = RpcPool(
+            secret=self.secret,
+            limits=Limits(),
+            on_transfer=self._on_transfer,
+            tls=rpc_tls(self.cfg),
+        )
+        self.guard = ConnectionGuard(HTTP_HEADER_TIMEOUT_S, self.clock)
+        app = build_app(self, token, guard=self.guard)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.cfg.http[0], self.cfg.http[1])
@@ -154,12 +211,16 @@ class Node:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = int(server.sockets[0].getsockname()[1])
+        self.advertised = advertised_host(self.cfg)
+        adv_port = self.cfg.advertise[1] if self.cfg.advertise and self.cfg.advertise[1] else 0
+        rpc_addr = (self.advertised, adv_port or self.rpc_port)
+        http_host = self.advertised if is_wildcard(self.cfg.http[0]) else self.cfg.http[0]
         preset = {"lan": GossipConfig.lan, "local": GossipConfig.local, "wan": GossipConfig.wan}
         meta = PeerMeta(
             name=self.name,
-            gossip_addr=(host, self.rpc_port),
-            rpc_addr=(host, self.rpc_port),
-            http_addr=(self.cfg.http[0], self.http_port),
+            gossip_addr=rpc_addr,
+            rpc_addr=rpc_addr,
+            http_addr=(http_host, self.http_port),
             version=VERSION,
             model_id=backend.model_id,
             capacity=self.cost.capacity(),
@@ -178,6 +239,7 @@ class Node:
 
         self._bg.append(asyncio.create_task(self._publish_loop(), name="meta"))
         self._bg.append(asyncio.create_task(self._probe_loop(), name="probe"))
+        self._bg.append(asyncio.create_task(self._guard_loop(), name="http-guard"))
         log.info(
             "peer %s up: rpc/gossip %s:%d http %s:%d model %s a=%.5fs c=%.5fs capacity=%.1f",
             self.name,
@@ -250,6 +312,18 @@ class Node:
         while True:
             self._publish()
             await asyncio.sleep(META_PERIOD_S)
+
+    async def _guard_loop(self) -> None:
+        """Close HTTP connections that send no request in time (see ``ConnectionGuard``)."""
+        while True:
+            await asyncio.sleep(1.0)
+            runner = self._http_runner
+            if runner is not None and runner.server is not None and self.guard is not None:
+                self.guard.sweep([h.transport for h in runner.server.connections])
+
+    def retry_after_s(self) -> int:
+        """Seconds until this peer's queued work is done: what a 503 asks a client to wait."""
+        return max(1, math.ceil(self.executor.queued_s()))
 
     async def _probe_loop(self) -> None:
         from peer.rpc import RpcError
@@ -576,6 +650,8 @@ class Node:
         return {
             "status": "ok",
             "name": self.name,
+            "insecure": self.cfg.insecure,
+            "warnings": insecure_warnings(self.cfg),
             "uptime_s": round(self.clock() - self.started, 3),
             "alive_peers": len(self.gossip.view().alive()) if self.gossip else 0,
             "queued_s": round(self.executor.queued_s(), 6),
