@@ -2,7 +2,14 @@
 
 Pure functions; every rejection carries a stable code:
 ``invalid_json``, ``not_an_object``, ``missing_field``, ``unknown_field``, ``invalid_type``,
-``out_of_range``, ``invalid_value``, ``bad_base64``, ``bad_png``, ``size_mismatch``.
+``out_of_range``, ``invalid_value``, ``bad_base64``, ``bad_png``, ``size_mismatch``, and for
+bodies that are JSON only in name: ``number_too_large`` (an integer of more than
+``MAX_INT_DIGITS`` digits: Python would spend quadratic time on it, or refuse it past its own
+4,300-digit limit), ``invalid_number`` (``NaN``, ``Infinity`` or a float that overflows),
+``too_deep`` (arrays or objects nested past the interpreter's recursion limit; the C scanner
+refuses them in linear time, so no pre-scan is needed) and ``duplicate_key`` (an object
+naming a key twice: which one wins is up to each parser, so neither does). Any body is a
+``BadRequest`` or a dict; nothing else escapes ``parse_json``.
 """
 
 from __future__ import annotations
@@ -11,18 +18,21 @@ import base64
 import binascii
 import io
 import json
+import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from peer.core.config import MODES, POLICIES, Limits
 from peer.core.errors import BadRequest
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")  # the samplers peer.diffusion provides
 MAX_SEED = 2**31 - 1
+MAX_INT_DIGITS = 64  # every integer field is far below 10**64
 
 
 @dataclass(frozen=True)
@@ -47,10 +57,57 @@ class RepairRequest:
     label: int | None
 
 
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(
+            "number_too_large", f"an integer of {len(text)} characters; at most {MAX_INT_DIGITS}"
+        )
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest("invalid_number", f"{text[:40]} does not fit in a 64-bit float")
+    return value
+
+
+def _parse_constant(text: str) -> float:
+    raise BadRequest("invalid_number", f"{text} is not a JSON number")
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise BadRequest("duplicate_key", f"key {k[:64]!r} appears more than once")
+            seen.add(k)
+    return out
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
+    """A request body -> a JSON object, or ``BadRequest`` (never any other exception)."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode("utf-8")  # RFC 8259: UTF-8 only (json.loads would guess UTF-16/32)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("invalid_json", f"body is not UTF-8: {exc}") from None
+    try:
+        value = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+            object_pairs_hook=_pairs,
+        )
+    except json.JSONDecodeError as exc:
+        raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # the C scanner counts each nested array/object against the limit
+        raise BadRequest(
+            "too_deep", f"arrays and objects nest deeper than {sys.getrecursionlimit()}"
+        ) from None
+    except ValueError as exc:  # e.g. a number the int/float constructors refuse
         raise BadRequest("invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadRequest("not_an_object", "the body must be a JSON object")
@@ -135,8 +192,9 @@ def decode_png(value: Any, key: str, limits: Limits) -> np.ndarray:
             arr = np.asarray(img.convert("L"), dtype=np.uint8)
     except BadRequest:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadRequest("bad_png", f"{key} is not a readable PNG: {exc}") from None
+    except Exception as exc:  # hostile bytes: PIL raises OSError, ValueError, SyntaxError,
+        # EOFError, struct.error, zlib.error, DecompressionBombError, ... on them
+        raise BadRequest("bad_png", f"{key} is not a readable PNG: {type(exc).__name__}") from None
     return arr
 
 
