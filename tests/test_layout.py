@@ -141,6 +141,14 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_loading_the_core_loads_no_shell() -> None:
+    """Transitively too: the core's imports (``peer.rpc`` for tensors, ``policy.fleet``) do not
+    drag in asyncio, aiohttp or the RPC transport."""
     core = [n for n in modules() if n.startswith("peer.core.")]
     loaded = _loaded_after("\n".join(f"import {n}" for n in core))
-    assert {m for m in loaded if m.startswith(CORE_FORBIDDEN[1:])} == set()
+    shells = (*CORE_FORBIDDEN, "peer.rpc.server", "peer.rpc.client", "peer.rpc.pool")
+    assert {m for m in loaded if m == "asyncio" or m.startswith(shells)} == set()
+
+
+def test_import_gossip_leaves_the_asyncio_driver_unloaded() -> None:
+    loaded = _loaded_after("import gossip")
+    assert {"gossip.node", "gossip.udp", "asyncio"} & loaded == set()

@@ -23,8 +23,19 @@ the peer's faults; ``EncodeError`` and ``TensorError`` are ours. A peer process 
 MiB-sized frames should call ``peer.rpc.tuning.retain_heap()`` once at start-up (see there).
 """
 
-from peer.rpc.client import CallInfo, RpcClient
-from peer.rpc.errors import (
+from typing import TYPE_CHECKING, Any
+
+# The asyncio transport (client, pool, server) is loaded on first use, so that the pure
+# parts (errors, framer, limits, tensors) import without it: the peer's core uses tensors.
+_LAZY = {
+    "CallInfo": "peer.rpc.client",
+    "RpcClient": "peer.rpc.client",
+    "RpcPool": "peer.rpc.pool",
+    "RpcServer": "peer.rpc.server",
+    "TlsFiles": "peer.rpc.tls",
+}
+
+from peer.rpc.errors import (  # noqa: E402
     CODES,
     AuthError,
     ConnectionLost,
@@ -38,12 +49,27 @@ from peer.rpc.errors import (
     TensorError,
     VersionMismatch,
 )
-from peer.rpc.framer import PROTOCOL_VERSION
-from peer.rpc.limits import Limits
-from peer.rpc.pool import RpcPool
-from peer.rpc.server import RpcServer
-from peer.rpc.tensors import pack_tensor, unpack_tensor
-from peer.rpc.tls import TlsFiles
+from peer.rpc.framer import PROTOCOL_VERSION  # noqa: E402
+from peer.rpc.limits import Limits  # noqa: E402
+from peer.rpc.tensors import pack_tensor, unpack_tensor  # noqa: E402
+
+if TYPE_CHECKING:
+    from peer.rpc.client import CallInfo, RpcClient
+    from peer.rpc.pool import RpcPool
+    from peer.rpc.server import RpcServer
+    from peer.rpc.tls import TlsFiles
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'peer.rpc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CODES",
