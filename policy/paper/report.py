@@ -186,7 +186,7 @@ def _defaults(results: Mapping[str, Any]) -> list[str]:
     ]
     for m, c in d.items():
         ref, src = DEFAULT_MAKESPAN.get(m.split("/")[0], (math.nan, "none"))
-        gap = c["makespan"] / ref - 1.0 if math.isfinite(ref) else math.nan
+        gap = c["makespan"] / ref - 1 if math.isfinite(ref) else math.nan
         ratios = c.get("ratio_to_optimal", [])
         out.append(
             f"| {m} | {_f(c['makespan'])} ± {_f(c['makespan_sd'])} | {_f(c['failure_rate'])} | "
@@ -200,10 +200,10 @@ def _defaults(results: Mapping[str, Any]) -> list[str]:
         out.append("")
         for m, ref_gain in README_GAINS.items():
             if m in d:
-                ours = 1.0 - d[lm]["makespan"] / d[m]["makespan"]
+                ours = 1 - d[lm]["makespan"] / d[m]["makespan"]
                 out.append(f"- vs {m}: ours {_pct(ours)}, README about {_pct(ref_gain)}")
         if "optimal" in d:
-            gap = d[lm]["makespan"] / d["optimal"]["makespan"] - 1.0
+            gap = d[lm]["makespan"] / d["optimal"]["makespan"] - 1
             out.append(
                 f"- gap to Optimal: ours {_pct(gap)}; the reference's single run "
                 f"{_pct(REFERENCE_GAP_TO_OPTIMAL)} ({COMMITTED_SOURCE})"
