@@ -3,7 +3,9 @@
 Remote peers: the gossiped backlog is aged forward by the age of its metadata (a queue drains
 one second per second), this origin's own dispatches since that metadata was published come
 from the ``DispatchLedger``, and compute cost ``(a, c)`` is this peer's calibrated shape scaled
-by the published capacity (``peer.core.costs.remote_cost``). Peers with another model are skipped.
+by the published capacity (``peer.core.costs.remote_cost``). Links: this peer's own estimate
+(``peer.core.links``) first, then a rate gossiped by either end, then a default. Peers with
+another model are skipped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peer.core.costs import CostTracker, remote_cost
+from peer.core.links import LinkEstimate
 from peer.core.planner import PeerState
 
 DEFAULT_RTT_S = 0.001
@@ -28,10 +31,10 @@ def states_from_view(
     ledger: Any,
     now: float,
     model_id: str,
-    rtts: Mapping[str, float] | None = None,
+    links: Mapping[str, LinkEstimate] | None = None,
     exclude: Sequence[str] = (),
 ) -> list[PeerState]:
-    rtts = rtts or {}
+    links = links or {}
     out = [
         PeerState(
             name=me,
@@ -48,7 +51,13 @@ def states_from_view(
             continue
         age = max(float(p.meta_age_s), 0.0)
         a, c = remote_cost(cost, p.meta.capacity)
-        bw = view.bandwidth(me, p.name) or view.bandwidth(p.name, me) or DEFAULT_BW
+        link = links.get(p.name)
+        bw = (
+            (link.bytes_per_s if link is not None else None)
+            or view.bandwidth(me, p.name)
+            or view.bandwidth(p.name, me)
+            or DEFAULT_BW
+        )
         out.append(
             PeerState(
                 name=p.name,
@@ -58,7 +67,7 @@ def states_from_view(
                 view_age_s=age,
                 a_s=a,
                 c_s=c,
-                rtt_s=rtts.get(p.name, DEFAULT_RTT_S),
+                rtt_s=link.rtt_s if link is not None else DEFAULT_RTT_S,
                 bytes_per_s=float(bw),
                 own_pending_s=float(ledger.pending(p.name, now - age))
                 if ledger is not None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import EllipsisType
 from typing import Any
 
-from peer.rpc.client import RpcClient
+from peer.rpc.client import CallInfo, RpcClient
 from peer.rpc.errors import ConnectionLost
 from peer.rpc.limits import Limits
 from peer.rpc.tls import TlsOption, client_context
@@ -99,6 +99,17 @@ class RpcPool:
         timeout: float | EllipsisType | None = ...,
     ) -> Any:
         """Call ``method`` on the peer at ``addr`` (see ``RpcClient.call`` for errors)."""
+        result, _ = await self.call_measured(addr, method, *params, timeout=timeout)
+        return result
+
+    async def call_measured(
+        self,
+        addr: Address,
+        method: str,
+        *params: Any,
+        timeout: float | EllipsisType | None = ...,
+    ) -> tuple[Any, CallInfo]:
+        """``call``, and what it moved: request and response bytes, and its wall seconds."""
         client = await self.client(addr)
         try:
             result, info = await client.call_measured(method, params, timeout)
@@ -116,7 +127,7 @@ class RpcPool:
                     self.on_transfer(client.address, nbytes, seconds)
                 except Exception:
                     log.exception("on_transfer callback failed")
-        return result
+        return result, info
 
     async def notify(self, addr: Address, method: str, *params: Any) -> None:
         client = await self.client(addr)

@@ -34,6 +34,7 @@ from peer.core.config import (
 from peer.core.costs import CostTracker
 from peer.core.errors import BadRequest, ConfigError, Overloaded, PeerError, ShareFailed
 from peer.core.jobs import Job, JobBook, JobState
+from peer.core.links import PROBE_BYTES, LinkBook
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest, RepairRequest
@@ -70,9 +71,12 @@ CLUSTER_UNITS = {
     "capacity": "images x denoising steps per second at batch 8",
     "backlog": "seconds of queued work, as published",
     "age": "seconds since that peer's metadata was published",
-    "rtt_s": "seconds, measured by this peer",
+    "rtt_s": "seconds, this peer's measured round trip to that peer",
+    "links": "per peer, its links to the others: bytes_per_s, rtt_s (seconds), age_s and "
+    "samples as measured by this peer for itself; gossiped rates for the others",
 }
 PROBE_PERIOD_S = 2.0
+PROBE_MAX_BYTES = 4 * PROBE_BYTES  # what a peer sends back to one link probe, at most
 HTTP_HEADER_TIMEOUT_S = 10.0  # an HTTP connection must send a request's headers within this
 
 
@@ -131,7 +135,7 @@ class Node:
         self.runner: ShareRunner | None = None
         self.http_stats: Counter[tuple[str, int, str]] = Counter()
         self.rpc_stats: Counter[str] = Counter()
-        self.rtt: dict[str, float] = {}
+        self.links = LinkBook()  # this peer's measured links, one estimator per peer
         self.makespans: list[float] = []
         self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
@@ -188,6 +192,7 @@ class Node:
             handlers={
                 "run_share": self._rpc_run_share,
                 "cancel": self._rpc_cancel,
+                "link.probe": self._rpc_link_probe,
             },
             limits=Limits(),
             secret=self.secret,
@@ -325,23 +330,44 @@ class Node:
         """Seconds until this peer's queued work is done: what a 503 asks a client to wait."""
         return max(1, math.ceil(self.executor.queued_s()))
 
+    def _link_sample(self, peer: str, nbytes: int, seconds: float) -> None:
+        """One transfer's network time into the link estimate; the rate on to gossip."""
+        if seconds <= 0 or peer == self.name:
+            return
+        now = self.clock()
+        self.links.observe(peer, nbytes, seconds, now)
+        est = self.links.estimate(peer, now)
+        if est is not None and est.bytes_per_s is not None and self.gossip is not None:
+            # gossip carries one rate per link: hand it the fitted rate as a 1 s sample
+            self.gossip.record_transfer(peer, nbytes=max(int(est.bytes_per_s), 1), seconds=1.0)
+
     async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_PERIOD_S)
+            await self.probe_links()
+
+    async def probe_links(self) -> None:
+        """A ping to every live peer (round trip), and one budgeted bulk probe per call to the
+        peer whose rate no transfer has shown for longest (``peer.core.links``)."""
         from peer.rpc import RpcError
 
         gossip, pool = self._started()
-        while True:
-            await asyncio.sleep(PROBE_PERIOD_S)
-            for p in gossip.view().alive():
-                if p.name == self.name:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    await pool.call((p.meta.rpc_addr[0], p.meta.rpc_addr[1]), "ping", timeout=1.0)
-                except (RpcError, OSError, TimeoutError):
-                    continue
-                rtt = time.perf_counter() - t0
-                old = self.rtt.get(p.name)
-                self.rtt[p.name] = rtt if old is None else 0.7 * old + 0.3 * rtt
+        now = self.clock()
+        others = [p for p in gossip.view().alive() if p.name != self.name]
+        stale = [p for p in others if self.links.needs_probe(p.name, now)]
+        bulk = min(stale, key=lambda p: self.links.last_rate_sample(p.name)) if stale else None
+        for p in others:
+            addr = (p.meta.rpc_addr[0], p.meta.rpc_addr[1])
+            try:
+                if p is bulk:
+                    _, info = await pool.call_measured(
+                        addr, "link.probe", {"bytes": PROBE_BYTES}, timeout=5.0
+                    )
+                else:
+                    _, info = await pool.call_measured(addr, "ping", timeout=1.0)
+            except (RpcError, OSError, TimeoutError):
+                continue
+            self._link_sample(p.name, info.request_bytes + info.response_bytes, info.seconds)
 
     # -- planner input ------------------------------------------------------------------
 
@@ -359,7 +385,7 @@ class Node:
             ledger=self._ledger,
             now=now,
             model_id=self.backend.model_id if self.backend is not None else "",
-            rtts=self.rtt,
+            links=self.links.estimates(now),
             exclude=exclude,
         )
 
@@ -391,7 +417,7 @@ class Node:
         _, pool = self._started()
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
         try:
-            res = await pool.call(
+            res, info = await pool.call_measured(
                 share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s
             )
         except (RpcError, OSError, TimeoutError) as exc:
@@ -409,6 +435,8 @@ class Node:
             raise ShareFailed(share.peer, f"malformed reply: {exc.message}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ShareFailed(share.peer, f"malformed reply timing: {exc}") from exc
+        net = max(info.seconds - q - c, 0.0)
+        self._link_sample(share.peer, info.request_bytes + info.response_bytes, net)
         timing = PeerTiming(share.peer, units, q, max(wall - q - c, 0.0), c, t0, 0.0)
         return out, timing
 
@@ -469,6 +497,17 @@ class Node:
             "queued_s": self.executor.queued_s(),
             "threads": self.cfg.threads,
         }
+
+    async def _rpc_link_probe(self, params: Any) -> bytes:
+        """``{"bytes": n}`` -> n zero bytes (n <= PROBE_MAX_BYTES): a bulk sample of the link."""
+        from peer.rpc import RpcError
+
+        n = params.get("bytes") if isinstance(params, dict) else None
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= PROBE_MAX_BYTES:
+            raise RpcError(
+                f"link.probe needs {{'bytes': 0..{PROBE_MAX_BYTES}}}", code="invalid_params"
+            )
+        return bytes(n)
 
     async def _rpc_cancel(self, params: Any) -> dict[str, Any]:
         job = params.get("job") if isinstance(params, dict) else None
@@ -641,10 +680,27 @@ class Node:
                     "backlog": p.meta.queued_s,
                     "active_shares": p.meta.active_shares,
                     "age": round(float(p.meta_age_s), 4),
-                    "rtt_s": self.rtt.get(p.name),
+                    "rtt_s": self._rtt_to(p.name),
+                    "links": self._links_json(view, p.name),
                 }
             )
         return {"self": self.name, "units": CLUSTER_UNITS, "peers": peers}
+
+    def _rtt_to(self, name: str) -> float | None:
+        est = self.links.estimate(name, self.clock()) if name != self.name else None
+        return None if est is None else round(est.rtt_s, 6)
+
+    def _links_json(self, view: Any, name: str) -> dict[str, dict[str, Any]]:
+        """Links from ``name`` to the others: measured here for this peer; for another, the
+        rates it gossips (its round trips and sample counts stay with it)."""
+        if name == self.name:
+            return {k: v.to_json() for k, v in self.links.estimates(self.clock()).items()}
+        out: dict[str, dict[str, Any]] = {}
+        for other in sorted(view.peers):
+            rate = view.bandwidth(name, other) if other != name else None
+            if rate is not None:
+                out[other] = {"bytes_per_s": round(float(rate), 1), "rtt_s": None}
+        return out
 
     def health_json(self) -> dict[str, Any]:
         return {

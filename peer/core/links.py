@@ -1,0 +1,157 @@
+"""Per-link estimates of latency and throughput from the transfers a peer actually makes.
+
+Every call to another peer is a sample ``(bytes moved, network seconds)``: the request and reply
+bytes, and the call's wall time less what the callee reports it spent queued and computing. A
+link is modelled as ``seconds = rtt + bytes / rate``. Delays only ever add to a sample (queueing
+in the kernel, a busy event loop, the token bucket of a rate limiter), so the fit follows the
+*lower envelope* of the samples rather than their mean:
+
+- ``rtt`` is a low quantile of the seconds of the samples small enough that their transfer
+  time is negligible next to it (or, when there are none, of all samples, less their transfer
+  time at the current rate);
+- ``rate`` is a high quantile of ``bytes / (seconds - rtt)`` over the samples whose transfer
+  time clearly exceeds the round trip, where the rate can be seen at all.
+
+Small transfers alone cannot reveal a fast link's rate; a peer with no recent sample large
+enough gets a small, budgeted active probe (``needs_probe``). Pure: time is passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MAX_SAMPLES = 64  # per link, newest kept
+MAX_AGE_S = 120.0  # samples older than this are forgotten
+SMALL_BYTES = 4096  # at most this: a round-trip sample
+PROBE_BYTES = 256 * 1024  # the active probe's reply: well past a typical tbf burst
+PROBE_EVERY_S = 30.0  # a link gets a probe when it has no rate sample this recent
+RATE_MARGIN = 2.0  # a rate sample needs transfer time >= RATE_MARGIN x rtt
+RTT_QUANTILE = 0.1
+RATE_QUANTILE = 0.75
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # when it finished
+    nbytes: int  # bytes moved, both directions
+    seconds: float  # network time
+
+
+@dataclass(frozen=True)
+class LinkEstimate:
+    bytes_per_s: float | None  # None until a sample could show the rate
+    rtt_s: float
+    age_s: float  # since the newest sample
+    samples: int
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "bytes_per_s": None if self.bytes_per_s is None else round(self.bytes_per_s, 1),
+            "rtt_s": round(self.rtt_s, 6),
+            "age_s": round(self.age_s, 3),
+            "samples": self.samples,
+        }
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def fit(samples: Iterable[Sample]) -> tuple[float, float | None]:
+    """``(rtt_s, bytes_per_s or None)`` from samples (see the module's docstring)."""
+    xs = list(samples)
+    if not xs:
+        raise ValueError("fit needs at least one sample")
+    small = [s.seconds for s in xs if s.nbytes <= SMALL_BYTES]
+    rtt = _quantile(small if small else [s.seconds for s in xs], RTT_QUANTILE)
+    rate = None
+    for _ in range(20):  # without small samples, alternate rtt and rate until they settle
+        rates = [
+            s.nbytes / (s.seconds - rtt)
+            for s in xs
+            if s.nbytes > SMALL_BYTES and s.seconds - rtt >= RATE_MARGIN * max(rtt, 1e-4)
+        ]
+        rate = _quantile(rates, RATE_QUANTILE) if rates else None
+        if small or rate is None:
+            break
+        new = max(_quantile([s.seconds - s.nbytes / rate for s in xs], RTT_QUANTILE), 0.0)
+        if abs(new - rtt) <= 1e-6:
+            break
+        rtt = new
+    return max(rtt, 0.0), rate
+
+
+class LinkEstimator:
+    """One link's recent samples and their fit."""
+
+    def __init__(self) -> None:
+        self._samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
+        self._last_rate_sample = -math.inf
+
+    def observe(self, nbytes: int, seconds: float, now: float) -> None:
+        if nbytes < 0 or not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(
+                f"a link sample needs nbytes >= 0 and seconds > 0, got {nbytes}, {seconds}"
+            )
+        self._samples.append(Sample(now, nbytes, seconds))
+        if nbytes > SMALL_BYTES:
+            self._last_rate_sample = now
+
+    def _recent(self, now: float) -> list[Sample]:
+        while self._samples and now - self._samples[0].at > MAX_AGE_S:
+            self._samples.popleft()
+        return list(self._samples)
+
+    def estimate(self, now: float) -> LinkEstimate | None:
+        xs = self._recent(now)
+        if not xs:
+            return None
+        rtt, rate = fit(xs)
+        return LinkEstimate(rate, rtt, max(now - xs[-1].at, 0.0), len(xs))
+
+    def needs_probe(self, now: float) -> bool:
+        return now - self._last_rate_sample >= PROBE_EVERY_S
+
+    @property
+    def last_rate_sample(self) -> float:
+        return self._last_rate_sample
+
+
+class LinkBook:
+    """This peer's estimators, one per peer it talks to."""
+
+    def __init__(self) -> None:
+        self._links: dict[str, LinkEstimator] = {}
+
+    def observe(self, peer: str, nbytes: int, seconds: float, now: float) -> None:
+        self._links.setdefault(peer, LinkEstimator()).observe(nbytes, seconds, now)
+
+    def estimate(self, peer: str, now: float) -> LinkEstimate | None:
+        est = self._links.get(peer)
+        return None if est is None else est.estimate(now)
+
+    def needs_probe(self, peer: str, now: float) -> bool:
+        est = self._links.get(peer)
+        return est is None or est.needs_probe(now)
+
+    def last_rate_sample(self, peer: str) -> float:
+        est = self._links.get(peer)
+        return -math.inf if est is None else est.last_rate_sample
+
+    def estimates(self, now: float) -> dict[str, LinkEstimate]:
+        out = {}
+        for name in sorted(self._links):
+            est = self._links[name].estimate(now)
+            if est is not None:
+                out[name] = est
+        return out
+
+    def forget(self, peer: str) -> None:
+        self._links.pop(peer, None)

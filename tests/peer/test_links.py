@@ -1,0 +1,100 @@
+"""Link estimates: rtt and rate from the lower envelope of noisy samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from peer.core.links import PROBE_EVERY_S, LinkBook, LinkEstimator, Sample, fit
+
+RTT, RATE = 0.0006, 2.5e6  # a 20 Mbit/s link with 0.6 ms round trips
+
+
+def noisy(rng: np.random.Generator, nbytes: int) -> float:
+    """What a call of ``nbytes`` takes: the link's time plus delays that only ever add."""
+    return RTT + nbytes / RATE + float(rng.exponential(0.0004)) * (rng.random() < 0.7)
+
+
+def test_small_and_large_samples_recover_rtt_and_rate() -> None:
+    rng = np.random.default_rng(0)
+    sizes = [int(s) for s in rng.choice([300, 2_000, 40_000, 140_000], size=40)]
+    rtt, rate = fit(Sample(float(i), n, noisy(rng, n)) for i, n in enumerate(sizes))
+    assert rtt == pytest.approx(RTT, rel=0.3)
+    assert rate == pytest.approx(RATE, rel=0.15)
+
+
+def test_only_large_samples_still_find_both() -> None:
+    rng = np.random.default_rng(1)
+    sizes = [int(s) for s in rng.integers(20_000, 200_000, size=30)]
+    rtt, rate = fit(Sample(float(i), n, noisy(rng, n)) for i, n in enumerate(sizes))
+    assert rate == pytest.approx(RATE, rel=0.15)
+    assert rtt < 0.005
+
+
+def test_a_fast_link_seen_only_through_small_calls_has_no_rate_yet() -> None:
+    # 1 GB/s: 2 KB moves in 2 us, hidden in a 200 us round trip
+    rtt, rate = fit(Sample(float(i), 2_000, 0.0002 + 2_000 / 1e9) for i in range(10))
+    assert rate is None and rtt == pytest.approx(0.0002, rel=0.01)
+
+
+def test_probe_schedule_age_and_expiry() -> None:
+    est = LinkEstimator()
+    assert est.needs_probe(0.0) and est.estimate(0.0) is None
+    est.observe(131072, RTT + 131072 / RATE, now=1.0)
+    assert not est.needs_probe(1.0 + PROBE_EVERY_S / 2)
+    assert est.needs_probe(1.0 + PROBE_EVERY_S)
+    got = est.estimate(3.0)
+    assert got is not None and got.samples == 1 and got.age_s == pytest.approx(2.0)
+    assert est.estimate(1.0 + 121.0) is None  # forgotten after MAX_AGE_S
+    with pytest.raises(ValueError):
+        est.observe(10, -1.0, now=5.0)
+
+
+def test_book_keeps_one_estimator_per_peer() -> None:
+    book = LinkBook()
+    book.observe("b", 100, 0.001, 0.0)
+    book.observe("c", 100, 0.002, 0.0)
+    assert sorted(book.estimates(0.5)) == ["b", "c"]
+    assert book.needs_probe("d", 0.0)
+    book.forget("b")
+    assert book.estimate("b", 0.5) is None
+
+
+async def test_two_peers_measure_their_link_and_show_it() -> None:
+    import asyncio
+
+    from peer.core.config import PeerConfig
+    from peer.runtime.backend import NullBackend
+    from peer.runtime.node import Node
+
+    def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
+        return PeerConfig(
+            name=name,
+            listen=("127.0.0.1", 0),
+            http=("127.0.0.1", 0),
+            join=join,
+            gossip="local",
+            calibrate=False,
+        )
+
+    a = Node(cfg("a"), backend=NullBackend())
+    await a.start()
+    b = Node(cfg("b", (("127.0.0.1", a.rpc_port),)), backend=NullBackend())
+    await b.start()
+    try:
+        for _ in range(200):
+            if len(a.gossip.view().alive()) == 2:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.02)
+        await a.probe_links()  # the bulk probe goes to b: no rate sample yet
+        await a.probe_links()  # then a ping
+        est = a.links.estimate("b", a.clock())
+        assert est is not None and est.samples == 2 and est.rtt_s > 0
+        assert a.links.last_rate_sample("b") > float("-inf")
+        [mine] = [p for p in a.cluster_json()["peers"] if p["self"]]
+        assert mine["links"]["b"]["samples"] == 2
+        [other] = [p for p in a.cluster_json()["peers"] if p["name"] == "b"]
+        assert other["rtt_s"] == pytest.approx(est.rtt_s, abs=1e-6)
+    finally:
+        await b.stop()
+        await a.stop()
