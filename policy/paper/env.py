@@ -68,6 +68,9 @@ class PaperEnv:
         self._sum_ms = 0.0
         self._n_tasks = 0
         self._n_fail = 0
+        self._version = 0  # bumped whenever P, L or the queues change
+        self._cache_key: tuple[int, int, int, float] | None = None
+        self._cache: tuple[list[float], list[float]] = ([], [])
 
     # ---- episode -------------------------------------------------------------------------
     def draw_arrivals(self, rng: np.random.Generator) -> F64:
@@ -80,6 +83,7 @@ class PaperEnv:
         if arrivals.shape != (self.T, self.B, self.N):
             raise SimError(f"arrivals must have shape {(self.T, self.B, self.N)}")
         self.D = arrivals
+        self._version += 1
         self.Q = np.zeros((self.T, self.B))
         self.q = [0.0] * self.B
         self.P = [0.0] * self.B
@@ -90,6 +94,7 @@ class PaperEnv:
 
     def end_slot(self, t: int) -> None:
         """Q(t+1) = max(Q(t) + P(t) - f*slot, 0); P and L restart at zero."""
+        self._version += 1
         nxt = [max(self.q[j] + self.P[j] - self.f[j] * self.delta, 0.0) for j in range(self.B)]
         self.Q[t + 1] = nxt
         self.q = nxt
@@ -104,7 +109,14 @@ class PaperEnv:
 
     # ---- one task ------------------------------------------------------------------------
     def task_vectors(self, b: int, n: int, size: float) -> tuple[list[float], list[float]]:
-        """U_j and W_j of every ES for this task in the current intra-slot state."""
+        """U_j and W_j of every ES for this task in the current intra-slot state.
+
+        The last answer is kept until the state changes (any offload, end of slot or reset), so
+        a method that reads the vectors to decide does not make ``offload`` compute them again.
+        """
+        key = (self._version, b, n, size)
+        if key == self._cache_key:
+            return self._cache
         rho = self.rho[n]
         r, f, q, P, lb = self.r, self.f, self.q, self.P, self.L[b]
         local_link = self.rules.local_pays_transfer
@@ -122,6 +134,8 @@ class PaperEnv:
         if self.rules.cap_wait:
             tau = self.tau
             W = [w if w < tau else tau for w in W]
+        self._cache_key = key
+        self._cache = (U, W)
         return U, W
 
     def offload(self, b: int, n: int, subset: Sequence[int], size: float) -> tuple[float, bool]:
@@ -137,6 +151,7 @@ class PaperEnv:
             self._sum_ms += min(DROPPED_MAKESPAN, self.tau)
             return DROPPED_MAKESPAN, dropped_fail
         U, W = self.task_vectors(b, n, size)
+        self._version += 1  # this offload changes P (and L): the cached vectors go stale
         work = size * self.rho[n]
         k = len(subset)
         rules = self.rules

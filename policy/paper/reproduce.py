@@ -31,6 +31,7 @@ __all__ = ["Plan", "full_plan", "plan_work", "quick_plan", "render", "reproduce"
 BASELINES = ("smcoedge", "drlcoedge", "randcoedge")
 CLAIM_METHODS = ("amcoedge", "amcoedge+")
 FAILURE_THRESHOLD = 1e-3  # a failure-rate reduction is only measured where baselines fail more
+FULL_SEEDS = 3  # seeds of the full reproduction (the plan), used by the estimate
 TAIL = 50  # a run's figure is the mean of its last min(TAIL, episodes) episodes
 
 
@@ -278,7 +279,7 @@ def assemble(
             "learned": min(TAIL, plan.learned_episodes),
             "other": min(TAIL, plan.other_episodes),
         },
-        "estimate": estimate_full(rows, full_plan(len(plan.seeds)), jobs, base),
+        "estimate": estimate_full(rows, full_plan(FULL_SEEDS), jobs, base),
         "summary": summarise(index, by_point, _key(base)),
         "runs": rows,
     }
