@@ -3,13 +3,20 @@
 ``LocalCluster`` starts ``amcoedge peer`` processes (peer 0 first, the others join it), waits
 until every peer's ``/v1/cluster`` lists all of them alive, and stops them all on ``stop()``
 (SIGTERM, then SIGKILL after a grace period), removing any cgroups it made.
+
+``ClusterSpec.places`` puts each peer somewhere else than loopback: its own address and an argv
+prefix to start it with (``ip netns exec NAME``: an emulated machine, see
+:mod:`peer.harness.netns`). Such peers get the spec's cluster key and API token files, and die
+with the process that started them (``PR_SET_PDEATHSIG``), so a crashed runner leaves no peer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,6 +54,16 @@ def stop_on_signals() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where one peer runs: its address, ports (0 = free ones here) and an argv prefix."""
+
+    host: str
+    port: int = 0
+    http_port: int = 0
+    prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", "amc-1a2b-p0")
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     peers: int = 3
     host: str = "127.0.0.1"
@@ -57,6 +74,9 @@ class ClusterSpec:
     policy: str = "onnx"
     gossip: str = "local"
     extra_args: tuple[str, ...] = ()
+    places: tuple[Place, ...] | None = None  # one per peer; None = all on ``host``
+    secret_file: str | None = None  # cluster key for every peer (needed off loopback)
+    api_token_file: str | None = None  # HTTP bearer token for every peer (and our calls)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -83,9 +103,14 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     return out
 
 
-def http_json(url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+def http_json(
+    url: str, body: Any = None, timeout: float = 10.0, token: str | None = None
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
@@ -121,20 +146,34 @@ class LocalCluster:
     _ports: list[int] = field(default_factory=list)
     _https: list[int] = field(default_factory=list)
     _groups: list[Path | None] = field(default_factory=list)
+    _hosts: list[str] = field(default_factory=list)
+    token: str | None = None  # the API token the peers require, read from the spec's file
 
     def start(self) -> None:
         spec = self.spec
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        ports = (
-            free_ports(spec.peers, spec.host)
-            if spec.base_port == 0
-            else [spec.base_port + i for i in range(spec.peers)]
-        )
-        https = (
-            free_ports(spec.peers, spec.host)
-            if spec.base_http == 0
-            else [spec.base_http + i for i in range(spec.peers)]
-        )
+        if spec.api_token_file is not None:
+            self.token = Path(spec.api_token_file).read_text().strip()
+        if spec.places is not None:
+            if len(spec.places) != spec.peers:
+                raise ClusterError(f"{len(spec.places)} places for {spec.peers} peers")
+            ports, https = [], []
+            for pl in spec.places:
+                ports.append(pl.port or free_ports(1, pl.host)[0])
+                https.append(pl.http_port or free_ports(1, pl.host)[0])
+            self._hosts = [pl.host for pl in spec.places]
+        else:
+            ports = (
+                free_ports(spec.peers, spec.host)
+                if spec.base_port == 0
+                else [spec.base_port + i for i in range(spec.peers)]
+            )
+            https = (
+                free_ports(spec.peers, spec.host)
+                if spec.base_http == 0
+                else [spec.base_http + i for i in range(spec.peers)]
+            )
+            self._hosts = [spec.host] * spec.peers
         groups: list[Path | None] = [None] * spec.peers
         if spec.quotas:
             ok, why = quotas.available()
@@ -149,12 +188,16 @@ class LocalCluster:
                 self.quota_note = f"plain loopback, no quotas ({why})"
         self._ports, self._https, self._groups = ports, https, groups
         for i in range(spec.peers):
-            self.procs.append(self._launch(i, ports[0] if i > 0 else None))
+            self.procs.append(self._launch(i, 0 if i > 0 else None))
 
-    def _launch(self, i: int, join_port: int | None) -> PeerProc:
+    def _launch(self, i: int, join: int | None) -> PeerProc:
+        """Start peer ``i``; ``join`` is the index of the peer it joins (None: it is the seed)."""
         spec = self.spec
         name = f"p{i}"
+        host = self._hosts[i]
+        prefix = spec.places[i].prefix if spec.places is not None else ()
         args = [
+            *prefix,
             sys.executable,
             "-m",
             "peer",
@@ -162,9 +205,9 @@ class LocalCluster:
             "--name",
             name,
             "--listen",
-            f"{spec.host}:{self._ports[i]}",
+            f"{host}:{self._ports[i]}",
             "--http",
-            f"{spec.host}:{self._https[i]}",
+            f"{host}:{self._https[i]}",
             "--threads",
             str(spec.threads),
             "--policy",
@@ -173,23 +216,32 @@ class LocalCluster:
             spec.gossip,
             *spec.extra_args,
         ]
-        if join_port is not None:
-            args += ["--join", f"{spec.host}:{join_port}"]
+        if spec.secret_file is not None:
+            args += ["--secret-file", spec.secret_file]
+        if spec.api_token_file is not None:
+            args += ["--api-token-file", spec.api_token_file]
+        if join is not None:
+            args += ["--join", f"{self._hosts[join]}:{self._ports[join]}"]
         log_path = self.log_dir / f"{name}.log"
         group = self._groups[i]
-        pre = (lambda g=group: quotas.CpuQuotas.attach_self(g)) if group is not None else None
+        pdeath = bool(prefix)
+
+        def pre() -> None:
+            if pdeath:
+                _die_with_parent()
+            if group is not None:
+                quotas.CpuQuotas.attach_self(group)
+
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 args,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                preexec_fn=pre,
+                preexec_fn=pre if (pdeath or group is not None) else None,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
-        return PeerProc(
-            name, (spec.host, self._ports[i]), (spec.host, self._https[i]), proc, log_path, quota
-        )
+        return PeerProc(name, (host, self._ports[i]), (host, self._https[i]), proc, log_path, quota)
 
     def kill(self, i: int, graceful: bool = False) -> None:
         """Crash peer ``i`` (SIGKILL) or, ``graceful``, stop it (SIGTERM, then wait)."""
@@ -213,7 +265,7 @@ class LocalCluster:
         seeds = [j for j, q in enumerate(self.procs) if j != i and q.proc.poll() is None]
         if not seeds:
             raise ClusterError(f"no running peer for p{i} to join")
-        self.procs[i] = self._launch(i, self._ports[seeds[0]])
+        self.procs[i] = self._launch(i, seeds[0])
 
     def set_quota(self, i: int, cores: float) -> bool:
         """Change peer ``i``'s CPU quota; False where this cluster runs without quotas."""
@@ -232,7 +284,7 @@ class LocalCluster:
                 if p.proc.poll() is not None:
                     tail = p.log_path.read_text(errors="replace")[-2000:]
                     raise ClusterError(f"peer {p.name} exited with {p.proc.returncode}:\n{tail}")
-            if all(self._sees_all(p, n) for p in self.procs):
+            if all(self._sees_all(p, n, self.token) for p in self.procs):
                 return
             time.sleep(0.25)
         raise ClusterError(
@@ -240,9 +292,9 @@ class LocalCluster:
         )
 
     @staticmethod
-    def _sees_all(p: PeerProc, n: int) -> bool:
+    def _sees_all(p: PeerProc, n: int, token: str | None = None) -> bool:
         try:
-            status, body = http_json(p.url + "/v1/cluster", timeout=2.0)
+            status, body = http_json(p.url + "/v1/cluster", timeout=2.0, token=token)
         except (OSError, ValueError):
             return False
         if status != 200:
@@ -288,3 +340,35 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the thread that started it ends (a runner crash)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+_GROUP = re.compile(r"^amcoedge-(\d+)-[0-9a-f]{6}-\d+$")
+
+
+def sweep_cgroup_leftovers(root: Path = quotas.CPU_ROOT) -> list[str]:
+    """Remove the quota cgroups (``amcoedge-<pid>-<hex>-<n>``) of runs whose process is gone.
+
+    A process still inside one (a peer the crashed run started) goes back to the root group.
+    Returns the groups removed; nothing where quotas are not available."""
+    ok, _ = quotas.available(root)
+    if not ok:
+        return []
+    removed = []
+    for path in sorted(root.iterdir()):
+        m = _GROUP.match(path.name)
+        if not (m and path.is_dir()) or Path(f"/proc/{m.group(1)}").exists():
+            continue
+        q = quotas.CpuQuotas(root)
+        q.groups = [path]
+        if not q.close():
+            removed.append(path.name)
+    return removed

@@ -341,6 +341,15 @@ class Network:
             self.log.append(" ".join(cmd))
             run_cmd(cmd, check=check)
 
+    def set_rate(self, i: int, up_mbit: float | None, down_mbit: float | None) -> None:
+        """Peer ``i``'s link rates; None removes that direction's limit (if it had one)."""
+        if self.plan is None:
+            raise NetnsError("the network is not open")
+        for cmd, mbit in zip(
+            self.plan.rate(i, up_mbit, down_mbit), (up_mbit, down_mbit), strict=True
+        ):
+            self.run([cmd], check=mbit is not None)
+
     def close(self) -> list[str]:
         """Remove every namespace and link of this run; returns the names still there."""
         tag = tag_for(os.getpid())
