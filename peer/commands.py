@@ -66,7 +66,14 @@ def register(groups: dict[str, Any]) -> None:
     p.set_defaults(func=cmd_peer)
 
     s = top.add_parser("submit", help="send a request to a peer's HTTP API")
-    s.add_argument("--peer", default="127.0.0.1:8001", help="HOST:PORT of any peer's HTTP API")
+    s.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        help="HOST:PORT of a peer's HTTP API (repeatable: the others are tried in turn when the "
+        "first dies; default 127.0.0.1:8001, with the rest of its cluster as fallbacks)",
+    )
+    s.add_argument("--api-token-file", help="the peers' API token, if they need one")
     s.add_argument("--count", type=int, default=1)
     s.add_argument("--label", type=int, default=None, help="digit 0-9 (default: random labels)")
     s.add_argument("--steps", type=int, default=20)
@@ -241,7 +248,21 @@ def cmd_secret_new(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from peer.harness.client import Client, ClientError, decode_images
 
-    client = Client(f"http://{args.peer}", timeout=args.timeout)
+    peers = [f"http://{p}" for p in (args.peer or ["127.0.0.1:8001"])]
+    token = None
+    if args.api_token_file:
+        try:
+            token = Path(args.api_token_file).read_text().strip()
+        except OSError as exc:
+            print(f"cannot read {args.api_token_file}: {exc}", file=sys.stderr)
+            return 2
+    client = Client(
+        peers[0],
+        timeout=args.timeout,
+        token=token,
+        fallbacks=tuple(peers[1:]),
+        discover=len(peers) == 1,
+    )
     try:
         if args.repair:
             if not args.mask:

@@ -58,7 +58,7 @@ class PeerConfig:
     tls_cert_file: str | None = None  # RPC over TLS: this peer's certificate (PEM) ...
     tls_key_file: str | None = None  # ... its private key ...
     tls_ca_file: str | None = None  # ... and the CA that signed the cluster's certificates
-    engine: str = "auto"  # denoiser engine: auto (faster of the two at start) | torch | onnx
+    engine: str = "onnx"  # denoiser engine: onnx | torch | auto (the faster at start; peers may differ)
     threads: int = 1  # torch threads of the executor; fixed so split results are bit-identical
     gossip: str = "lan"  # gossip timer preset: lan | local | wan
     share_timeout_s: float = 120.0  # an RPC share that takes longer is re-planned

@@ -106,10 +106,13 @@ class JobBook:
     def __init__(self, keep: int = 256) -> None:
         self.keep = keep
         self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._keys: dict[str, str] = {}  # idempotency key -> job id
 
-    def create(self, kind: str, total_units: int, now: float) -> Job:
+    def create(self, kind: str, total_units: int, now: float, key: str | None = None) -> Job:
         job = Job(id=secrets.token_hex(8), kind=kind, created=now, total_units=total_units)
         self._jobs[job.id] = job
+        if key is not None:
+            self._keys[key] = job.id
         job.note("state", now, state="queued")
         self._trim()
         return job
@@ -119,6 +122,11 @@ class JobBook:
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         return job
+
+    def by_key(self, key: str) -> Job | None:
+        """The job created with idempotency key ``key``, while it is kept."""
+        job_id = self._keys.get(key)
+        return None if job_id is None else self._jobs.get(job_id)
 
     def active(self) -> int:
         return sum(1 for j in self._jobs.values() if not j.terminal)
@@ -132,8 +140,11 @@ class JobBook:
     def _trim(self) -> None:
         finished = [k for k, j in self._jobs.items() if j.terminal]
         excess = len(self._jobs) - self.keep
-        for k in finished[: max(excess, 0)]:
+        dropped = set(finished[: max(excess, 0)])
+        for k in dropped:
             del self._jobs[k]
+        if dropped:
+            self._keys = {key: j for key, j in self._keys.items() if j not in dropped}
 
     def __len__(self) -> int:
         return len(self._jobs)

@@ -225,3 +225,21 @@ def parse_wait(body: Mapping[str, Any]) -> bool:
     if not isinstance(v, bool):
         raise BadRequest("invalid_type", "wait must be true or false")
     return v
+
+
+IDEMPOTENCY_KEY_MAX = 128
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header: 1..128 characters of ``[A-Za-z0-9_.:-]``, or absent."""
+    if value is None:
+        return None
+    ok = 0 < len(value) <= IDEMPOTENCY_KEY_MAX and all(
+        c.isascii() and (c.isalnum() or c in "_.:-") for c in value
+    )
+    if not ok:
+        raise BadRequest(
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX} characters of A-Z a-z 0-9 _ . : -",
+        )
+    return value

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,18 +24,36 @@ class ClientError(Exception):
         self.message = message
 
 
+# What a dead or restarting origin looks like from here (not an HTTP error answer).
+_GONE = (ConnectionError, http.client.RemoteDisconnected, http.client.IncompleteRead)
+
+
 @dataclass
 class Client:
+    """A peer's HTTP API. Requests carry an idempotency key; when the peer that took one dies
+    before answering (reset, refused, closed), the request is sent again, with the same key and
+    ``X-Retry-Of``, to the next peer in ``fallbacks`` (or, with ``discover``, another peer of
+    the cluster as the first one listed it): it runs once, on the first origin if that one
+    survives, else on the new one."""
+
     base_url: str  # http://host:port
     timeout: float = 120.0
+    token: str | None = None  # the peers' API token, if they need one
+    fallbacks: tuple[str, ...] = ()  # other peers' base URLs to retry on
+    discover: bool = False  # learn fallbacks from the first peer's /v1/cluster
+    retries: list[dict[str, str]] = field(default_factory=list)  # what was retried where
 
-    def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, float]:
-        data = None if body is None else json.dumps(body).encode()
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.token is not None:
+            h["Authorization"] = f"Bearer {self.token}"
+        return {**h, **(extra or {})}
+
+    def _send(
+        self, base: str, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[Any, float]:
         req = urllib.request.Request(
-            self.base_url.rstrip("/") + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            base.rstrip("/") + path, data=data, method=method, headers=headers
         )
         t0 = time.perf_counter()
         try:
@@ -47,6 +67,46 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 raise ClientError(exc.code, "http", raw.decode(errors="replace")) from None
         return json.loads(raw), time.perf_counter() - t0
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[Any, float]:
+        data = None if body is None else json.dumps(body).encode()
+        if method != "POST":
+            return self._send(self.base_url, method, path, data, self._headers())
+        key = secrets.token_hex(16)
+        targets = [self.base_url, *self._fallbacks()]
+        last: BaseException | None = None
+        for i, base in enumerate(targets):
+            extra = {"Idempotency-Key": key}
+            if i > 0:
+                extra["X-Retry-Of"] = targets[i - 1]
+            try:
+                return self._send(base, method, path, data, self._headers(extra))
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, _GONE) or i == len(targets) - 1:
+                    raise
+                last = exc
+            except _GONE as exc:
+                if i == len(targets) - 1:
+                    raise
+                last = exc
+            self.retries.append({"from": base, "to": targets[i + 1], "why": str(last)})
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _fallbacks(self) -> list[str]:
+        if self.fallbacks or not self.discover:
+            return list(self.fallbacks)
+        try:
+            peers = self.cluster().get("peers", [])
+        except (ClientError, OSError, ValueError):
+            return []
+        out = []
+        for p in peers:
+            host, port = p.get("addresses", {}).get("http", [None, None])
+            url = f"http://{host}:{port}"
+            if p.get("status") == "alive" and host and url.rstrip("/") != self.base_url.rstrip("/"):
+                out.append(url)
+        self.fallbacks = tuple(out)
+        return out
 
     def generate(self, **body: Any) -> tuple[dict[str, Any], float]:
         res, wall = self._call("POST", "/v1/generate", body)

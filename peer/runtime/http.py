@@ -25,6 +25,7 @@ from peer.core.requests import (
     GenerateRequest,
     RepairRequest,
     parse_generate,
+    parse_idempotency_key,
     parse_json,
     parse_repair,
     parse_wait,
@@ -42,9 +43,13 @@ class Api(Protocol):
 
     def count_http(self, path: str, status: int, code: str) -> None: ...
 
-    def submit_generate(self, req: GenerateRequest) -> Job: ...
+    def submit_generate(
+        self, req: GenerateRequest, *, key: str | None = None, retry_of: str | None = None
+    ) -> Job: ...
 
-    def submit_repair(self, req: RepairRequest) -> Job: ...
+    def submit_repair(
+        self, req: RepairRequest, *, key: str | None = None, retry_of: str | None = None
+    ) -> Job: ...
 
     async def wait_job(self, job: Job) -> None: ...
 
@@ -178,7 +183,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     req = parse_generate(body, node.limits)
     wait = parse_wait(body)
-    job = node.submit_generate(req)
+    job = node.submit_generate(req, **_retry_headers(request))
     if not wait:
         return web.json_response(job.summary(), status=202)
     await node.wait_job(job)
@@ -190,11 +195,23 @@ async def repair(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     req = parse_repair(body, node.limits, native=node.native)
     wait = parse_wait(body)
-    job = node.submit_repair(req)
+    job = node.submit_repair(req, **_retry_headers(request))
     if not wait:
         return web.json_response(job.summary(), status=202)
     await node.wait_job(job)
     return _respond(request, node.job_json(job), 200 if job.state == "done" else _fail_status(job))
+
+
+def _retry_headers(request: web.Request) -> dict[str, str | None]:
+    """``Idempotency-Key`` (the same request sent again runs once) and ``X-Retry-Of`` (the
+    base URL of the origin that a client gave up on: that peer is asked first)."""
+    retry_of = request.headers.get("X-Retry-Of")
+    if retry_of is not None and len(retry_of) > 256:
+        raise BadRequest("invalid_retry_of", "X-Retry-Of is a peer's base URL")
+    return {
+        "key": parse_idempotency_key(request.headers.get("Idempotency-Key")),
+        "retry_of": retry_of,
+    }
 
 
 def _fail_status(job: Job) -> int:

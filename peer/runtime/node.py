@@ -37,7 +37,7 @@ from peer.core.jobs import Job, JobBook, JobState
 from peer.core.links import PROBE_BYTES, LinkBook
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
-from peer.core.requests import GenerateRequest, RepairRequest
+from peer.core.requests import GenerateRequest, RepairRequest, parse_idempotency_key
 from peer.core.shares import (
     ChainShare,
     GenerateShare,
@@ -54,7 +54,7 @@ from peer.runtime.backend import Backend
 from peer.runtime.runner import ShareRunner
 
 if TYPE_CHECKING:
-    from gossip import GossipNode
+    from gossip import GossipNode, View
     from peer.diffusion.tiles import Tile
     from peer.rpc import RpcPool, RpcServer
     from policy.fleet import DispatchLedger
@@ -76,6 +76,18 @@ CLUSTER_UNITS = {
     "samples as measured by this peer for itself; gossiped rates for the others",
 }
 PROBE_PERIOD_S = 2.0
+FOLLOW_POLL_S = 0.25  # a retried request polls the first origin's job this often
+FOLLOW_TIMEOUT_S = 2.0  # per poll
+FOLLOW_MISSES = 3  # unanswered polls in a row before the retry runs here
+WATCH_PERIOD_S = 0.05  # how often a share's holder is checked against the gossip view
+
+
+def overrun_deadline_s(predicted_s: float) -> float:
+    """How long a remote share may run before it is re-planned: well past its prediction (the
+    cost model errs), and never less than 5 s (gossip sees a silent peer die in ~2-3 s)."""
+    return max(3.0 * max(predicted_s, 0.0), predicted_s + 5.0)
+
+
 PROBE_MAX_BYTES = 4 * PROBE_BYTES  # what a peer sends back to one link probe, at most
 HTTP_HEADER_TIMEOUT_S = 10.0  # an HTTP connection must send a request's headers within this
 
@@ -136,6 +148,7 @@ class Node:
         self.http_stats: Counter[tuple[str, int, str]] = Counter()
         self.rpc_stats: Counter[str] = Counter()
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
+        self._serving: dict[str, set[str]] = {}  # origin -> its jobs with shares queued here
         self.makespans: list[float] = []
         self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
@@ -193,6 +206,7 @@ class Node:
                 "run_share": self._rpc_run_share,
                 "cancel": self._rpc_cancel,
                 "link.probe": self._rpc_link_probe,
+                "job.lookup": self._rpc_job_lookup,
             },
             limits=Limits(),
             secret=self.secret,
@@ -240,6 +254,7 @@ class Node:
             push_pull_dialer=self._dial_push_pull,
         )
         self.server.add_handler("gossip.push_pull", self.gossip.handle_push_pull)
+        self.gossip.subscribe(self._on_view)
         await self.gossip.start(seeds=list(self.cfg.join))
 
         self._bg.append(asyncio.create_task(self._publish_loop(), name="meta"))
@@ -416,16 +431,25 @@ class Node:
 
         _, pool = self._started()
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
+        call = asyncio.ensure_future(
+            pool.call_measured(share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s)
+        )
+        watch = asyncio.ensure_future(self._watch_holder(share, t0))
         try:
-            res, info = await pool.call_measured(
-                share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s
-            )
+            await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if not call.done():  # the holder was declared lost, or overran: re-plan at once
+            call.cancel()
+            self.rpc_stats["share_abandoned"] += 1
+            self._spawn_bg(self._cancel_remote(share.addr, job.id))
+            raise ShareFailed(share.peer, watch.result())
+        try:
+            res, info = call.result()
         except (RpcError, OSError, TimeoutError) as exc:
             self.rpc_stats["share_failed"] += 1
             if isinstance(exc, RpcTimeout | TimeoutError):  # best effort: drop it over there
-                task = asyncio.create_task(self._cancel_remote(share.addr, job.id))
-                self._job_tasks.add(task)
-                task.add_done_callback(self._job_tasks.discard)
+                self._spawn_bg(self._cancel_remote(share.addr, job.id))
             raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t0
         try:
@@ -439,6 +463,37 @@ class Node:
         self._link_sample(share.peer, info.request_bytes + info.response_bytes, net)
         timing = PeerTiming(share.peer, units, q, max(wall - q - c, 0.0), c, t0, 0.0)
         return out, timing
+
+    def _on_view(self, view: View) -> None:
+        """Drop the queued shares of origins that gossip declares dead or gone: no work for
+        nobody (a share already running finishes; its reply then fails to arrive)."""
+        for origin in list(self._serving):
+            peer = view.peers.get(origin)
+            if peer is None or peer.status in ("dead", "left"):
+                for job_id in self._serving.pop(origin, set()):
+                    self.rpc_stats["orphans_cancelled"] += self.executor.cancel(job_id)
+
+    def _spawn_bg(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._job_tasks.add(task)
+        task.add_done_callback(self._job_tasks.discard)
+
+    async def _watch_holder(self, share: Share, t0: float) -> str:
+        """Returns (why) once the peer holding ``share`` is declared suspect, dead or gone by
+        gossip, or the share overruns its predicted finish by far (``overrun_deadline_s``)."""
+        deadline = t0 + overrun_deadline_s(share.predicted_s)
+        while True:
+            gossip = self.gossip
+            peer = gossip.view().peers.get(share.peer) if gossip is not None else None
+            if peer is None or peer.status != "alive":
+                status = "gone" if peer is None else peer.status
+                return f"{share.peer} declared {status} by gossip while holding the share"
+            if time.perf_counter() >= deadline:
+                return (
+                    f"{share.peer} overran the share's predicted finish "
+                    f"({share.predicted_s:.3f} s) past {overrun_deadline_s(share.predicted_s):.1f} s"
+                )
+            await asyncio.sleep(WATCH_PERIOD_S)
 
     async def _cancel_remote(self, addr: tuple[str, int], job_id: str) -> None:
         from peer.rpc import RpcError
@@ -532,18 +587,34 @@ class Node:
         runner = self.runner
         from peer.diffusion import DiffusionError, InvalidRequestError
 
+        job_id: str = params["job"]
+        origin = params.get("origin")
+        origin = origin if isinstance(origin, str) else ""
+        serving = self._serving.setdefault(origin, set()) if origin else None
+        if serving is not None:
+            serving.add(job_id)
         try:
             out, st = await self.executor.run(
-                lambda: runner.run(work), runner.predict(work), params["job"]
+                lambda: runner.run(work), runner.predict(work), job_id
             )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this handler itself is being cancelled
+            raise RpcError(f"share of job {job_id} cancelled here", code="cancelled") from None
         except Overloaded as exc:
             raise RpcError(str(exc), code="busy") from None
         except (BadRequest, InvalidRequestError) as exc:  # the caller's share is at fault
             msg = exc.message if isinstance(exc, BadRequest) else str(exc)
             raise RpcError(msg, code="invalid_params") from None
         except DiffusionError as exc:  # this peer's model failed on a valid share
-            log.error("share of job %s failed here", params["job"], exc_info=exc)
+            log.error("share of job %s failed here", job_id, exc_info=exc)
             raise RpcError(f"{type(exc).__name__}: {exc}", code="internal") from None
+        finally:
+            if serving is not None:
+                serving.discard(job_id)
+                if not serving:
+                    self._serving.pop(origin, None)
         res: dict[str, Any] = {"queue_s": st.queue_s, "compute_s": st.compute_s, "peer": self.name}
         res.update(encode_reply(work, out))
         return res
@@ -556,27 +627,110 @@ class Node:
         if self.jobs.active() >= self.limits.max_pending_jobs:
             raise Overloaded(f"{self.limits.max_pending_jobs} jobs already in progress here")
 
-    def submit_generate(self, req: GenerateRequest) -> Job:
+    def submit_generate(
+        self, req: GenerateRequest, *, key: str | None = None, retry_of: str | None = None
+    ) -> Job:
+        """Start a generate job; a request sent again with the same idempotency ``key`` gets
+        the first job, here or, when ``retry_of`` names its origin and that origin survives,
+        there (see ``_run_or_follow``)."""
+        seen = self.jobs.by_key(key) if key is not None else None
+        if seen is not None:
+            return seen
         self._admit()
         if req.mode == "tile":
             raise BadRequest("mode_not_applicable", "tile mode applies to repair requests")
         if req.mode == "steps" and req.count != 1:
             raise BadRequest("mode_not_applicable", "steps mode chains one image; send count=1")
-        job = self.jobs.create(
-            "generate", req.count if req.mode != "steps" else req.steps, time.time()
+        units = req.count if req.mode != "steps" else req.steps
+        job = self.jobs.create("generate", units, time.time(), key=key)
+        self._spawn(
+            job, lambda: self._run_or_follow(key, retry_of, lambda: run_generate(self, req, job))
         )
-        self._spawn(job, lambda: run_generate(self, req, job))
         return job
 
-    def submit_repair(self, req: RepairRequest) -> Job:
+    def submit_repair(
+        self, req: RepairRequest, *, key: str | None = None, retry_of: str | None = None
+    ) -> Job:
+        seen = self.jobs.by_key(key) if key is not None else None
+        if seen is not None:
+            return seen
         self._admit()
         if req.mode == "tile" and max(req.image.shape) <= self.native:
             raise BadRequest(
                 "mode_not_applicable", f"tile mode needs a canvas larger than {self.native}px"
             )
-        job = self.jobs.create("repair", 1, time.time())
-        self._spawn(job, lambda: run_repair(self, req, job))
+        job = self.jobs.create("repair", 1, time.time(), key=key)
+        self._spawn(
+            job, lambda: self._run_or_follow(key, retry_of, lambda: run_repair(self, req, job))
+        )
         return job
+
+    async def _run_or_follow(
+        self,
+        key: str | None,
+        retry_of: str | None,
+        run: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run the job here, unless it is a client's retry of a request whose first origin
+        still holds it: then follow that job to its end and answer with its result."""
+        addr = self._rpc_addr_of_http(retry_of) if key is not None and retry_of else None
+        if addr is None or key is None:
+            return await run()
+        from peer.rpc import RpcError
+
+        _, pool = self._started()
+        misses = 0
+        while misses < FOLLOW_MISSES:
+            try:
+                got = await pool.call(addr, "job.lookup", {"key": key}, timeout=FOLLOW_TIMEOUT_S)
+            except (RpcError, OSError, TimeoutError):
+                misses += 1  # that origin may be gone: a few tries, then run it here
+                await asyncio.sleep(FOLLOW_POLL_S)
+                continue
+            if not isinstance(got, dict) or not got.get("found"):
+                break  # it never reached that origin, or was forgotten there: run it here
+            misses = 0
+            remote = got.get("job")
+            if isinstance(remote, dict) and remote.get("state") in ("done", "failed", "cancelled"):
+                if remote.get("state") == "done" and isinstance(remote.get("result"), dict):
+                    self.rpc_stats["retries_followed"] += 1
+                    return {
+                        **remote["result"],
+                        "followed": {"origin": retry_of, "job": remote.get("id")},
+                    }
+                break  # it failed there: try it here
+            await asyncio.sleep(FOLLOW_POLL_S)
+        self.rpc_stats["retries_run"] += 1
+        return await run()
+
+    def _rpc_addr_of_http(self, base_url: str) -> tuple[str, int] | None:
+        """The RPC address of the peer whose HTTP API is at ``base_url`` (None: not known)."""
+        hostport = base_url.split("://", 1)[-1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        if self.gossip is None or not port.isdigit():
+            return None
+        for p in self.gossip.view().peers.values():
+            h, hp = p.meta.http_addr
+            if p.name != self.name and str(h) == host.strip("[]") and int(hp) == int(port):
+                return (str(p.meta.rpc_addr[0]), int(p.meta.rpc_addr[1]))
+        return None
+
+    async def _rpc_job_lookup(self, params: Any) -> dict[str, Any]:
+        """``{"key": k}`` -> whether this peer took a request with idempotency key ``k``, and
+        the job (with its result once finished)."""
+        from peer.rpc import RpcError
+
+        key = params.get("key") if isinstance(params, dict) else None
+        try:
+            key = parse_idempotency_key(key) if isinstance(key, str) else None
+        except BadRequest:
+            key = None
+        if key is None:
+            raise RpcError("job.lookup needs {'key': str}", code="invalid_params")
+        job = self.jobs.by_key(key)
+        if job is None:
+            return {"found": False}
+        return {"found": True, "job": self.job_json(job) if job.terminal else job.summary()}
 
     def _spawn(self, job: Job, factory: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> None:
         self._job_cond[job.id] = asyncio.Event()
