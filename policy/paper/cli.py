@@ -169,6 +169,29 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             return 2
         print(json.dumps({"out": args.out, "rendered": True}))
         return 0
+    if args.estimate_from:
+        from policy.paper.reproduce import estimate_full
+
+        rows: list[dict[str, Any]] = []
+        try:
+            for f in args.estimate_from:
+                data = json.loads(Path(f).read_text())
+                rows += data["runs"] if "runs" in data else data["rows"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot read run times: {exc}", file=sys.stderr)
+            return 2
+        full = full_plan(args.seeds or 3)
+        if args.methods:
+            full = replace(full, methods=tuple(args.methods))
+        est = estimate_full(rows, full, args.jobs, DEFAULT.with_(drl_rule=args.drl_rule))
+        if est is None:
+            have = sorted({str(r["method"]) for r in rows})
+            print(
+                f"error: no measured run for some method of the plan (have {have})", file=sys.stderr
+            )
+            return 2
+        print(json.dumps({"estimate_full": est, "from_runs": len(rows)}, indent=1))
+        return 0
     plan = quick_plan(args.seeds or 1) if args.quick else full_plan(args.seeds or 3)
     if args.methods:
         plan = replace(plan, methods=tuple(args.methods))
@@ -366,6 +389,14 @@ def register(groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParse
         help="folder of `sim analyse` outputs the report cites (reports/analyses)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--estimate-from",
+        nargs="+",
+        metavar="FILE.json",
+        default=None,
+        help="only print the full plan's wall-time estimate from the run times in these "
+        "results.json / sim analyse files (nothing is run)",
+    )
     r.add_argument(
         "--render-only",
         action="store_true",

@@ -162,3 +162,39 @@ def test_render_cites_analyses_folder(tmp_path: Path) -> None:
     assert "Not computed: `amcoedge sim analyse spread" in text
     assert (out / "convergence.png").is_file() and (out / "sweep_deadline.png").is_file()
     check_no_literals(text)
+
+
+def test_estimate_scales_measured_times(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from peer.cli import main
+    from policy.paper.reproduce import estimate_full, full_plan
+
+    plan = full_plan(3)
+    rows = [
+        {
+            "method": m,
+            "params": DEFAULT.as_dict(),
+            "episodes": 10,
+            "seed": 0,
+            "wall_s": 2.0 if m != "optimal" else 4.0,
+        }
+        for m in plan.methods
+    ]
+    est = estimate_full(rows, plan, jobs=2)
+    assert est is not None
+    work, _ = plan_work(plan, DEFAULT)
+    per_unit = {
+        m: (4.0 if m == "optimal" else 2.0) / (10 * DEFAULT.tasks * DEFAULT.arrival_prob)
+        for m in plan.methods
+    }
+    cpu = sum(per_unit[m] * e * p.tasks * p.arrival_prob for m, p, e, _ in work)
+    assert est["cpu_s"] == pytest.approx(cpu) and est["wall_s"] == pytest.approx(cpu / 2)
+    assert estimate_full(rows[1:], plan, jobs=2) is None  # a method without a measured run
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"runs": rows}))
+    assert (
+        main(["sim", "reproduce", "--out", str(tmp_path), "--jobs", "2", "--estimate-from", str(f)])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["estimate_full"]["cpu_s"] == pytest.approx(cpu)
+    f.write_text(json.dumps({"runs": rows[1:]}))
+    assert main(["sim", "reproduce", "--out", str(tmp_path), "--estimate-from", str(f)]) == 2
