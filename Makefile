@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BROWSER_STAMP := $(VENV)/.browser
 
 .PHONY: demo test test-all check install clean
 
@@ -21,8 +22,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest -q
+
+# The dashboard's browser test (tests/e2e/test_ui_browser.py) drives the system's chromium
+# through the system's chromedriver with Selenium; nothing downloads a browser.
+$(BROWSER_STAMP): $(STAMP)
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else \
+	    echo "the browser test needs chromium and chromium-driver: apt-get install chromium chromium-driver (as root)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,dev,browser]'
+	touch $(BROWSER_STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check .

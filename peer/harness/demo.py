@@ -182,6 +182,7 @@ def _summary(res: dict[str, Any], wall: float, origin: str) -> dict[str, Any]:
     return {
         "origin": origin,
         "makespan_s": timing["makespan_s"],
+        "predicted_s": plan["predicted_makespan_s"],
         "client_wall_s": round(wall, 6),
         "mode": plan["mode"],
         "policy": plan["policy"],
@@ -244,33 +245,16 @@ def _print_table(results: dict[str, Any]) -> None:
 
 
 def _timeline_chart(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """The slowest 8-image batch of each policy, share by share (``peer.harness.timeline``)."""
+    from peer.harness.timeline import draw, panel_of
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    policies = list(results["policies"])
-    fig, axes = plt.subplots(len(policies), 1, figsize=(9, 1.6 * len(policies) + 1), sharex=True)
-    colors = {"queue": "#bbbbbb", "transfer": "#f4a261", "compute": "#2a9d8f"}
-    for ax, policy in zip(np.atleast_1d(axes), policies, strict=True):
-        req = max(results["policies"][policy]["batch"], key=lambda b: b["makespan_s"])
-        names = sorted({t["peer"] for t in req["timing"]})
-        for t in req["timing"]:
-            y = names.index(t["peer"])
-            x = t["start_s"]
-            for part in ("queue", "transfer", "compute"):
-                wdt = t[f"{part}_s"]
-                ax.barh(y, wdt, left=x, color=colors[part], edgecolor="none", height=0.6)
-                x += wdt
-            ax.text(x, y, f" {t['units']}", va="center", fontsize=7)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_title(
-            f"{policy}: slowest 8-image batch from {req['origin']} ({req['makespan_s']:.3f} s)",
-            fontsize=9,
-        )
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors.values()]
-    fig.legend(handles, list(colors), loc="upper right", ncol=3, fontsize=8)
-    np.atleast_1d(axes)[-1].set_xlabel("seconds since dispatch")
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    panels = []
+    for policy, row in results["policies"].items():
+        req = max(row["batch"], key=lambda b: b["makespan_s"])
+        result = {
+            "timing": {"makespan_s": req["makespan_s"], "peers": req["timing"]},
+            "plan": {"predicted_makespan_s": req["predicted_s"]},
+        }
+        title = f"{policy}: slowest 8-image batch from {req['origin']} ({req['makespan_s']:.3f} s)"
+        panels.append(panel_of(result, title))
+    draw(panels, path)

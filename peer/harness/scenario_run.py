@@ -6,25 +6,42 @@ schedule through the HTTP API of peers drawn at random among those up, applying 
 (SIGKILL, SIGTERM, restart, quota change) at their times. Every scheduled request is accounted
 for: it either returns in time, or counts as failed with its error code (``deadline`` when it
 took longer than the scenario's deadline). Writes ``results.json``, ``report.md`` and
-``makespan.png`` to the output directory.
+``makespan.png`` (and ``timeline.png``, the slowest successful request of each policy, share by
+share: ``peer.harness.timeline``) to the output directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from amcoedge.stats import percentile
+from peer.harness import netns
 from peer.harness.client import Client, ClientError
-from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster, http_json
-from peer.harness.scenario import Event, Kind, Planned, Scenario, schedule
+from peer.harness.cluster import (
+    ClusterError,
+    ClusterSpec,
+    LocalCluster,
+    Place,
+    http_json,
+    sweep_cgroup_leftovers,
+)
+from peer.harness.scenario import LINK_ACTIONS, Event, Kind, Link, Planned, Scenario, schedule
+from peer.harness.timeline import Panel, draw, panel_of
 
 MAX_IN_FLIGHT = 32  # client threads per policy run; later arrivals wait for a free one
 
@@ -55,10 +72,16 @@ def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, An
     plan = schedule(sc)
     t0 = time.perf_counter()
     runs: dict[str, Any] = {}
-    for policy in sc.policies:
-        if progress:
-            print(f"scenario {sc.name}: policy {policy}, {len(plan)} requests", flush=True)
-        runs[policy] = _run_policy(sc, plan, policy, out / "logs" / policy)
+    net = NetworkMode(sc)
+    if progress:
+        print(f"scenario {sc.name}: network {net.mode} ({net.why})", flush=True)
+    try:
+        for policy in sc.policies:
+            if progress:
+                print(f"scenario {sc.name}: policy {policy}, {len(plan)} requests", flush=True)
+            runs[policy] = _run_policy(sc, plan, policy, out / "logs" / policy, net)
+    finally:
+        net.close()
     results = {
         "scenario": sc.name,
         "seed": sc.seed,
@@ -69,39 +92,69 @@ def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, An
         "deadline_s": sc.deadline_s,
         "kinds": [_kind(k) for k in sc.kinds],
         "events": [_event(e) for e in sc.events],
+        "network": net.summary(runs),
         "requests": len(plan),
         "policies": runs,
         "wall_s": round(time.perf_counter() - t0, 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+    panels = _timeline_panels(results)
+    results["timeline_png"] = "timeline.png" if panels else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "report.md").write_text(render_report(results))
     _plot(results, out / "makespan.png")
+    if panels:
+        draw(panels, out / "timeline.png")
     return results
 
 
 def _kind(k: Kind) -> dict[str, Any]:
-    return {"mode": k.mode, "count": k.count, "steps": k.steps, "weight": k.weight}
-
-
-def _event(e: Event) -> dict[str, Any]:
-    d: dict[str, Any] = {"at_s": e.at_s, "action": e.action, "peer": f"p{e.peer}"}
-    if e.cores is not None:
-        d["cores"] = e.cores
+    d: dict[str, Any] = {"mode": k.mode, "count": k.count, "steps": k.steps, "weight": k.weight}
+    if k.request != "generate":
+        d.update(request=k.request, size=k.size)
     return d
 
 
-def _run_policy(sc: Scenario, plan: list[Planned], policy: str, logs: Path) -> dict[str, Any]:
-    spec = ClusterSpec(peers=sc.peers, quotas=sc.quotas, threads=sc.threads, policy=policy)
-    cluster = LocalCluster(spec, logs)
+def _event(e: Event) -> dict[str, Any]:
+    d: dict[str, Any] = {"at_s": e.at_s, "action": e.action, "what": e.describe()}
+    if e.peer is not None:
+        d["peer"] = f"p{e.peer}"
+    if e.peers:
+        d["peers"] = [f"p{i}" for i in e.peers]
+    if e.cores is not None:
+        d["cores"] = e.cores
+    if e.link is not None:
+        d["up_mbit"], d["down_mbit"] = e.link.up_mbit, e.link.down_mbit
+    return d
+
+
+def _run_policy(
+    sc: Scenario, plan: list[Planned], policy: str, logs: Path, net: NetworkMode
+) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     applied: list[dict[str, Any]] = []
     lock = threading.Lock()
     try:
+        places = net.open()
+    except netns.NetnsError as exc:
+        net.close_policy()
+        return {"error": f"network: {exc}", "records": records, "events_applied": applied}
+    spec = ClusterSpec(
+        peers=sc.peers,
+        quotas=sc.quotas,
+        threads=sc.threads,
+        policy=policy,
+        places=places,
+        secret_file=net.secret_file,
+        api_token_file=net.token_file,
+    )
+    cluster = LocalCluster(spec, logs)
+    token = net.token
+    try:
         cluster.start()
         cluster.wait_ready(timeout=120)
         for p in cluster.procs:  # one local request each: real cost models before the clock
-            Client(p.url, timeout=120).generate(
+            Client(p.url, timeout=120, token=token).generate(
                 count=1, label=0, steps=5, seed=0, mode="local", policy="local"
             )
         time.sleep(1.0)
@@ -112,26 +165,27 @@ def _run_policy(sc: Scenario, plan: list[Planned], policy: str, logs: Path) -> d
         with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT) as pool:
             for req in plan:
                 while events and events[0].at_s <= req.at_s:
-                    applied.append(_apply(cluster, events.pop(0), up, start))
+                    applied.append(_apply(cluster, events.pop(0), up, start, net))
                 _sleep_until(start + req.at_s)
                 alive = up.sorted()
                 origin = alive[int(req.origin_u * len(alive))]
                 url = cluster.procs[origin].url
                 sent = time.perf_counter() - start
                 futures.append(
-                    pool.submit(_send, sc, req, policy, url, origin, sent, records, lock)
+                    pool.submit(_send, sc, req, policy, url, origin, sent, records, lock, token)
                 )
             while events:
                 ev = events.pop(0)
                 _sleep_until(start + ev.at_s)
-                applied.append(_apply(cluster, ev, up, start))
+                applied.append(_apply(cluster, ev, up, start, net))
             for f in futures:
                 f.result()
         quota_note = cluster.quota_note
-    except ClusterError as exc:
+    except (ClusterError, netns.NetnsError) as exc:
         return {"error": str(exc), "records": records, "events_applied": applied}
     finally:
         cluster.stop()
+        net.close_policy()
     return _summarise(sc, records, applied, quota_note)
 
 
@@ -141,9 +195,15 @@ def _sleep_until(t: float) -> None:
         time.sleep(delay)
 
 
-def _apply(cluster: LocalCluster, ev: Event, up: _Live, start: float) -> dict[str, Any]:
+def _apply(
+    cluster: LocalCluster, ev: Event, up: _Live, start: float, net: NetworkMode
+) -> dict[str, Any]:
     _sleep_until(start + ev.at_s)
     done = _event(ev) | {"applied_at_s": round(time.perf_counter() - start, 3)}
+    if ev.action in LINK_ACTIONS:
+        done["result"] = net.apply(ev, up)
+        return done
+    assert ev.peer is not None  # every other action names one peer
     if ev.action in ("crash", "stop"):
         up.discard(ev.peer)
         cluster.kill(ev.peer, graceful=ev.action == "stop")
@@ -193,6 +253,7 @@ def _send(
     sent: float,
     records: list[dict[str, Any]],
     lock: threading.Lock,
+    token: str | None = None,
 ) -> None:
     kind = sc.kinds[req.kind]
     rec: dict[str, Any] = {
@@ -203,20 +264,29 @@ def _send(
         "kind": req.kind,
         "images": kind.count,
     }
-    client = Client(url, timeout=sc.deadline_s + 30.0)
+    client = Client(url, timeout=sc.deadline_s + 30.0, token=token)
     try:
-        res, wall = client.generate(
-            count=kind.count,
-            label=req.label,
-            steps=kind.steps,
-            seed=req.seed,
-            mode=kind.mode,
-            policy=policy,
-        )
+        if kind.request == "repair":
+            image, mask = repair_canvas(kind.size, req.seed)
+            res, wall = client.repair(
+                image, mask, steps=kind.steps, seed=req.seed, mode=kind.mode, policy=policy
+            )
+        else:
+            res, wall = client.generate(
+                count=kind.count,
+                label=req.label,
+                steps=kind.steps,
+                seed=req.seed,
+                mode=kind.mode,
+                policy=policy,
+            )
         result = res["result"]
         rec["wall_s"] = round(wall, 6)
         rec["makespan_s"] = result["timing"]["makespan_s"]
         rec["peers"] = result["plan"]["peers"]
+        rec["mode"] = result["plan"]["mode"]
+        rec["predicted_s"] = result["plan"]["predicted_makespan_s"]
+        rec["timing"] = result["timing"]["peers"]
         rec["replans"] = len(result.get("replans", []))
         rec["busy_s"] = {
             t["peer"]: t["compute_s"] for t in result["timing"]["peers"] if t.get("compute_s")
@@ -309,12 +379,43 @@ def render_report(res: dict[str, Any]) -> str:
         for ev in r.get("events_applied", []):
             ready = f", serving again at {ev['ready_at_s']:g} s" if "ready_at_s" in ev else ""
             lines.append(
-                f"- {name}: {ev['action']} {ev['peer']} at {ev['at_s']:g} s "
+                f"- {name}: {ev['what']} "
                 f"(applied at {ev['applied_at_s']:g} s): {ev['result']}{ready}"
             )
     first: dict[str, Any] = next(iter(res["policies"].values()), {})
     lines += ["", f"Compute heterogeneity: {first.get('quotas', 'unknown')}.", ""]
+    lines += _network_report(res.get("network"))
+    if res.get("timeline_png"):
+        lines += [
+            "## Request timelines",
+            "",
+            "The slowest successful request of each policy, one bar per share: queue, transfer "
+            "and compute seconds laid end to end from the share's start, the rest up to its end "
+            "outlined; solid line: make-span at the origin, dashed: the plan's prediction.",
+            "",
+            f"![request timelines]({res['timeline_png']})",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _timeline_panels(res: dict[str, Any]) -> list[Panel]:
+    panels = []
+    for name, r in res["policies"].items():
+        ok = [x for x in r.get("records", []) if x.get("ok") and x.get("timing")]
+        if not ok:
+            continue
+        rec = max(ok, key=lambda x: x["makespan_s"])
+        title = (
+            f"{name}: request {rec['index']} from {rec['origin']}, {rec['images']} images, "
+            f"{rec['mode']} ({rec['makespan_s']:.3f} s)"
+        )
+        result = {
+            "timing": {"makespan_s": rec["makespan_s"], "peers": rec["timing"]},
+            "plan": {"predicted_makespan_s": rec["predicted_s"]},
+        }
+        panels.append(panel_of(result, title))
+    return panels
 
 
 def _plot(res: dict[str, Any], path: Path) -> None:
@@ -348,3 +449,211 @@ def print_table(res: dict[str, Any]) -> None:
             f"mean {_f(r['makespan_mean_s'])} s  p95 {_f(r['makespan_p95_s'])} s  "
             f"errors {r['errors'] or '-'}"
         )
+
+
+def repair_canvas(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded ``size`` x ``size`` grey canvas and a mask over its central half (to repair)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    lo, hi = size // 4, size - size // 4
+    mask[lo:hi, lo:hi] = 255
+    return image, mask
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM does not cut a clean-up short (main thread only)."""
+    try:
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        old = {}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+NO_DELAY = "none: `tc netem` does not exist in this kernel; latency is the real stack's"
+
+
+class NetworkMode:
+    """Where the peers run: loopback, or emulated machines (:mod:`peer.harness.netns`).
+
+    With namespaced peers and root, every policy gets a fresh network (``open``), with the
+    configured link rates, removed by name after it (``close_policy``, also on Ctrl-C); the
+    leftovers of crashed runs (namespaces, links, quota cgroups) are removed first. The peers
+    get a cluster key and an API token made with ``amcoedge secret new`` in a private temporary
+    directory, deleted by ``close``. Without root (or where ``ip netns`` fails) every peer runs
+    on loopback, and the summary says so.
+    """
+
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.requested = "netns" if "netns" in sc.network else "loopback"
+        self.secret_file: str | None = None
+        self.token_file: str | None = None
+        self.token: str | None = None
+        self.addresses: list[str] = ["127.0.0.1"] * sc.peers
+        self.left: list[str] = []  # names still present after a close (should stay empty)
+        self.applied: dict[str, list[str]] = {}
+        self._net: netns.Network | None = None
+        self._partition: tuple[int, ...] = ()
+        self._dir: Path | None = None
+        self.leftovers = sweep_cgroup_leftovers()
+        if self.requested == "loopback":
+            self.mode, self.why = "loopback", "every peer on 127.0.0.1 (peers.network)"
+            return
+        self.leftovers += netns.sweep_leftovers()
+        ok, why = netns.available()
+        if not ok:
+            self.mode = "loopback"
+            self.why = (
+                f"fallback to loopback: emulated machines need root and `ip netns` ({why}); "
+                "no link rates or link events applied"
+            )
+            return
+        self.mode, self.why = "netns", why
+        self._dir = Path(tempfile.mkdtemp(prefix="amcoedge-scenario-"))
+        self.secret_file = self._secret("cluster.key")
+        self.token_file = self._secret("api.token")
+        self.token = Path(self.token_file).read_text().strip()
+
+    def _secret(self, name: str) -> str:
+        assert self._dir is not None
+        path = self._dir / name
+        cmd = [sys.executable, "-m", "peer", "secret", "new", str(path)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        if res.returncode != 0:
+            raise ClusterError(f"amcoedge secret new {path} failed: {res.stderr.strip()}")
+        return str(path)
+
+    def open(self) -> tuple[Place, ...] | None:
+        """A fresh network for one policy; the peers' places (None: plain loopback)."""
+        if self.mode != "netns":
+            return None
+        ns_peers = tuple(i for i, n in enumerate(self.sc.network) if n == "netns")
+        self._net = netns.Network(ns_peers)
+        plan = self._net.open()
+        self._partition = ()
+        for i in ns_peers:
+            link = self.sc.links[i]
+            if link.up_mbit is not None or link.down_mbit is not None:
+                self._net.set_rate(i, link.up_mbit, link.down_mbit)
+        places = []
+        for i, where in enumerate(self.sc.network):
+            if where == "netns":
+                prefix = tuple(plan.exec_prefix(i))
+                places.append(Place(plan.addr(i), netns.PEER_PORT, netns.HTTP_PORT, prefix))
+            else:  # this namespace, on the bridge's address so the namespaced peers reach it
+                places.append(Place(plan.root_addr))
+        self.addresses = [p.host for p in places]
+        return tuple(places)
+
+    def apply(self, ev: Event, up: _Live) -> str:
+        """Carry out a link event (``up``: the peers clients may use)."""
+        if self._net is None or self._net.plan is None:
+            return f"skipped: {self.why}"
+        plan, net = self._net.plan, self._net
+        if ev.action == "link":
+            assert ev.peer is not None and ev.link is not None
+            net.set_rate(ev.peer, ev.link.up_mbit, ev.link.down_mbit)
+            return "rate set"
+        if ev.action == "partition":
+            net.run(plan.partition(ev.peers))
+            self._partition = ev.peers
+            return "partitioned (silent drop between the two sides; the runner reaches all)"
+        if ev.action == "heal":
+            net.run(plan.heal(self._partition), check=False)
+            self._partition = ()
+            return "healed"
+        assert ev.peer is not None
+        if ev.action == "link_down":
+            net.run(plan.link_down(ev.peer))
+            up.discard(ev.peer)
+            return "link down (silent drop); clients stop sending to it"
+        net.run(plan.link_up(ev.peer))
+        up.add(ev.peer)
+        return "link up; clients send to it again"
+
+    def close_policy(self) -> None:
+        if self._net is not None:
+            with _no_interrupts():
+                self.left += self._net.close()
+            self._net = None
+
+    def close(self) -> None:
+        self.close_policy()
+        if self._dir is not None:
+            with _no_interrupts():
+                for f in self._dir.iterdir():
+                    f.unlink()
+                self._dir.rmdir()
+            self._dir = None
+
+    def summary(self, runs: dict[str, Any]) -> dict[str, Any]:
+        applied = self.mode == "netns"
+        peers = []
+        for i, where in enumerate(self.sc.network):
+            link: Link = self.sc.links[i]
+            peers.append(
+                {
+                    "peer": f"p{i}",
+                    "placement": where if applied else "loopback",
+                    "address": self.addresses[i],
+                    "up_mbit": link.up_mbit,  # None: not limited
+                    "down_mbit": link.down_mbit,
+                    "applied": applied and where == "netns",
+                }
+            )
+        events = {
+            name: [e for e in r.get("events_applied", []) if e["action"] in LINK_ACTIONS]
+            for name, r in runs.items()
+        }
+        return {
+            "mode": self.mode,
+            "requested": self.requested,
+            "why": self.why,
+            "emulated_delay": NO_DELAY if applied else None,
+            "peers": peers,
+            "events_applied": events,
+            "leftovers_removed_at_start": self.leftovers,
+            "left_after_cleanup": self.left,
+        }
+
+
+def _mbit(x: float | None) -> str:
+    return "unlimited" if x is None else f"{x:g}"
+
+
+def _network_report(net: dict[str, Any] | None) -> list[str]:
+    if not net:
+        return []
+    lines = ["## Network", "", f"Mode: **{net['mode']}** ({net['why']})."]
+    if net["mode"] == "netns":
+        lines += [f"Emulated delay: {net['emulated_delay']}."]
+    lines += [
+        "",
+        "| peer | placement | address | up Mbit/s | down Mbit/s | applied |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in net["peers"]:
+        lines.append(
+            f"| {p['peer']} | {p['placement']} | {p['address']} | {_mbit(p['up_mbit'])} | "
+            f"{_mbit(p['down_mbit'])} | {'yes' if p['applied'] else 'no'} |"
+        )
+    lines.append("")
+    for name, evs in net["events_applied"].items():
+        for ev in evs:
+            lines.append(
+                f"- {name}: {ev['what']} (applied at {ev['applied_at_s']:g} s): {ev['result']}"
+            )
+    if net["leftovers_removed_at_start"]:
+        lines.append(
+            f"- removed at start, left by a crashed run: {net['leftovers_removed_at_start']}"
+        )
+    if net["left_after_cleanup"]:
+        lines.append(f"- NOT removed after the run: {net['left_after_cleanup']}")
+    lines.append("")
+    return lines

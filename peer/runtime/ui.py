@@ -57,6 +57,8 @@ ASSETS = {
     "/ui/app.js": ("app.js", "text/javascript"),
     "/ui/app.css": ("app.css", "text/css"),
 }
+# The page holds no data: these paths need no API token (the data routes do).
+PAGE_PATHS: frozenset[str] = frozenset(ASSETS)
 
 
 class UiApi(Protocol):

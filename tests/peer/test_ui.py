@@ -426,3 +426,24 @@ def test_timeline_png(tmp_path: Path) -> None:
         timeline.panel_of({}, "none")
     with pytest.raises(ValueError, match="no timelines"):
         timeline.draw([], tmp_path / "none.png")
+
+
+def test_demo_and_scenario_reports_draw_the_slowest_request(tmp_path: Path) -> None:
+    from peer.harness import demo, scenario_run
+
+    fast = [dict(r, end_s=r["end_s"] / 2, compute_s=r["compute_s"] / 4) for r in SHARES]
+    batch = [
+        {"origin": "p0", "makespan_s": 0.65, "predicted_s": 0.6, "timing": fast},
+        {"origin": "p1", "makespan_s": 1.3, "predicted_s": 1.1, "timing": SHARES},
+    ]
+    demo._timeline_chart({"policies": {"onnx": {"batch": batch}}}, tmp_path / "demo.png")
+    assert (tmp_path / "demo.png").stat().st_size > 0
+    records = [
+        {"ok": True, "index": i, "origin": b["origin"], "images": 8, "mode": "batch",
+         "makespan_s": b["makespan_s"], "predicted_s": b["predicted_s"], "timing": b["timing"]}
+        for i, b in enumerate(batch)
+    ] + [{"ok": False, "index": 2, "error": "connection"}]  # fmt: skip
+    res = {"policies": {"onnx": {"records": records}, "local": {"records": records[2:]}}}
+    (panel,) = scenario_run._timeline_panels(res)
+    assert panel.title.startswith("onnx: request 1 from p1") and panel.makespan_s == 1.3
+    assert len(timeline.segments(panel.shares)) == 7

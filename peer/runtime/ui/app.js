@@ -190,8 +190,9 @@
     last = Math.min(counts.length - 1, last + 1);
     const shown = counts.slice(first, last + 1);
     const max = Math.max(...shown, 1);
-    const W = 24, H = 80;
-    const label = (i) => (i === 0 ? "<" + m.edges[0] : i > m.edges.length - 1 ? "≥" + m.edges[m.edges.length - 1] : String(m.edges[i - 1]));
+    const W = 36, H = 80;
+    const short = (x) => String(Number(x.toPrecision(2)));
+    const label = (i) => (i === 0 ? "<" + short(m.edges[0]) : i > m.edges.length - 1 ? "≥" + short(m.edges[m.edges.length - 1]) : short(m.edges[i - 1]));
     const bars = shown.map((c, k) => {
       const h = (c / max) * H;
       const i = first + k;
@@ -237,9 +238,9 @@
     const when = new Date(r.created * 1000).toLocaleTimeString();
     const shares = r.shares || [];
     const vs = typeof r.makespan_s === "number"
-      ? `${num(r.makespan_s)} s (predicted ${num(r.predicted_s)})` : esc(r.error || r.state);
+      ? `${num(r.makespan_s)} s (pred. ${num(r.predicted_s)})` : esc(r.error || r.state);
     const more = r.shares_total > shares.length ? ` of ${r.shares_total}` : "";
-    const meta = `${when} ${esc(r.kind)} · ${esc(r.policy || "–")}/${esc(r.mode || "–")} · ` +
+    const meta = `${when} ${esc(r.kind)} ${esc(r.policy || "–")}/${esc(r.mode || "–")} ` +
       `<span class="badge ${esc(r.state)}">${esc(r.state)}</span> ${vs} · ${shares.length}${more} shares`;
     const chart = shares.length
       ? ganttSvg(shares, spanOf(r), r.makespan_s, r.predicted_s, 7).svg
@@ -354,6 +355,6 @@
     $("#detail").hidden = true;
     for (const el of document.querySelectorAll(".req.selected")) el.classList.remove("selected");
   });
-  window.amcoedgeUi = { render, state }; // for tests: render a snapshot directly
+  window.amcoedgeUi = { render, state, stop }; // for tests: stop live updates, render a snapshot
   start();
 })();
