@@ -33,10 +33,11 @@ def test_cost_model_predicts_and_round_trips() -> None:
 
 def test_calibrate_fits_positive_costs(tiny: Backend) -> None:
     cm = tiny.calibrate(batch_sizes=(1, 2, 4), repeats=2, warmup=1)
-    assert cm.a_s >= 0.0 and cm.c_s >= 0.0
-    assert cm.a_s + cm.c_s > 0.0
+    assert cm.a_s >= 0.0
+    assert cm.c_s > 0.0  # fit_affine floors the per-image slope: a peer never costs nothing
     assert cm.pixels == 256
-    assert cm.predict(8, 10) > cm.predict(1, 10) or cm.c_s == 0.0
+    assert cm.predict(8, 10) > cm.predict(1, 10)
+    assert cm.predict(8, 10) == pytest.approx(10 * (cm.a_s + 8 * cm.c_s))
 
 
 def test_png_round_trip() -> None:

@@ -34,7 +34,8 @@ def test_shipped_model_loads_with_card(shipped: Backend) -> None:
     assert 1_000_000 < shipped.describe()["parameters"] < 1_200_000
     card = read_card(shipped.model_dir)
     assert card is not None and card["training"]["steps_done"] == card["config"]["steps"]
-    assert card["quality"] and all(q["agreement"] >= 0.9 for q in card["quality"])
+    # the card records how quality was measured; the quality itself is measured below, not read
+    assert card["quality"] and all({"agreement", "n"} <= set(q) for q in card["quality"])
 
 
 def test_label_agreement_of_shipped_model(shipped: Backend) -> None:
