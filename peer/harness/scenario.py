@@ -64,7 +64,7 @@ class Event:
     peer: int | None = None  # None for partition (``peers``) and heal
     cores: float | None = None
     peers: tuple[int, ...] = ()  # partition: the peers cut off from the others
-    link: Link | None = None  # link: the new rates
+    link: Link | None = None  # link: the new rates; a direction left None keeps its rate
 
     def describe(self) -> str:
         """``8s crash p1``, ``20s partition p3,p4``, ``12s link p2 up 20 down 20 Mbit``."""
@@ -76,13 +76,12 @@ class Event:
         if self.action == "quota":
             return f"{head} p{self.peer} {self.cores:g} cores"
         if self.link is not None:
-            up, down = _mbit(self.link.up_mbit), _mbit(self.link.down_mbit)
+            up, down = (
+                "unchanged" if x is None else f"{x:g} Mbit"
+                for x in (self.link.up_mbit, self.link.down_mbit)
+            )
             return f"{head} p{self.peer} up {up} down {down}"
         return f"{head} p{self.peer}"
-
-
-def _mbit(x: float | None) -> str:
-    return "unlimited" if x is None else f"{x:g} Mbit"
 
 
 @dataclass(frozen=True, slots=True)

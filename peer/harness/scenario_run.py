@@ -500,6 +500,7 @@ class NetworkMode:
         self.applied: dict[str, list[str]] = {}
         self._net: netns.Network | None = None
         self._partition: tuple[int, ...] = ()
+        self._rates: list[Link] = list(sc.links)
         self._dir: Path | None = None
         self.leftovers = sweep_cgroup_leftovers()
         if self.requested == "loopback":
@@ -537,6 +538,7 @@ class NetworkMode:
         self._net = netns.Network(ns_peers)
         plan = self._net.open()
         self._partition = ()
+        self._rates = list(self.sc.links)
         for i in ns_peers:
             link = self.sc.links[i]
             if link.up_mbit is not None or link.down_mbit is not None:
@@ -558,8 +560,14 @@ class NetworkMode:
         plan, net = self._net.plan, self._net
         if ev.action == "link":
             assert ev.peer is not None and ev.link is not None
-            net.set_rate(ev.peer, ev.link.up_mbit, ev.link.down_mbit)
-            return "rate set"
+            old = self._rates[ev.peer]
+            new = Link(
+                old.up_mbit if ev.link.up_mbit is None else ev.link.up_mbit,
+                old.down_mbit if ev.link.down_mbit is None else ev.link.down_mbit,
+            )
+            net.set_rate(ev.peer, new.up_mbit, new.down_mbit)
+            self._rates[ev.peer] = new
+            return f"rate set: up {_mbit(new.up_mbit)}, down {_mbit(new.down_mbit)} Mbit/s"
         if ev.action == "partition":
             net.run(plan.partition(ev.peers))
             self._partition = ev.peers
