@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import socket
 import time
 from collections import Counter
@@ -76,6 +77,9 @@ CLUSTER_UNITS = {
     "samples as measured by this peer for itself; gossiped rates for the others",
 }
 PROBE_PERIOD_S = 2.0
+REFRESH_SAMPLE = 16  # peers whose load is refreshed before a decision, at most
+REFRESH_MIN_S = 0.005  # bounds on that round trip's wait
+REFRESH_MAX_S = 0.1
 FOLLOW_POLL_S = 0.25  # a retried request polls the first origin's job this often
 FOLLOW_TIMEOUT_S = 2.0  # per poll
 FOLLOW_MISSES = 3  # unanswered polls in a row before the retry runs here
@@ -148,6 +152,7 @@ class Node:
         self.http_stats: Counter[tuple[str, int, str]] = Counter()
         self.rpc_stats: Counter[str] = Counter()
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
+        self._rng = random.Random(0)
         self._serving: dict[str, set[str]] = {}  # origin -> its jobs with shares queued here
         self.makespans: list[float] = []
         self.started = clock()
@@ -385,6 +390,31 @@ class Node:
             self._link_sample(p.name, info.request_bytes + info.response_bytes, info.seconds)
 
     # -- planner input ------------------------------------------------------------------
+
+    async def refresh_load(self) -> dict[str, float]:
+        """Just before deciding: one bounded round trip refreshes the load of the peers the
+        planner may use (a sample of them in a large cluster); returns the age of the load
+        now held for each candidate, fresh or not."""
+        gossip = self.gossip
+        if gossip is None:
+            return {}
+        others = [p.name for p in gossip.view().alive() if p.name != self.name]
+        if len(others) > REFRESH_SAMPLE:
+            others = self._rng.sample(others, REFRESH_SAMPLE)
+        if others:
+            await gossip.refresh_load(others, timeout_s=self._refresh_timeout_s(others))
+        ages = {}
+        for name in others:
+            age = gossip.load_age(name)
+            if age is not None:
+                ages[name] = age
+        return ages
+
+    def _refresh_timeout_s(self, names: Sequence[str]) -> float:
+        """Wait for answers about 3 round trips of the slowest of them, within bounds."""
+        now = self.clock()
+        rtts = [e.rtt_s for n in names if (e := self.links.estimate(n, now)) is not None]
+        return min(max(3.0 * max(rtts, default=0.01), REFRESH_MIN_S), REFRESH_MAX_S)
 
     def states(self, exclude: Sequence[str] = ()) -> list[PeerState]:
         """The view as planner input (see ``peer.core.viewstate``)."""

@@ -59,6 +59,8 @@ class Cluster(Protocol):
 
     def states(self, exclude: Sequence[str] = ()) -> list[PeerState]: ...
 
+    async def refresh_load(self) -> dict[str, float]: ...
+
     def record_dispatch(self, plan: Plan) -> None: ...
 
     async def run_share(
@@ -110,6 +112,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         quantum=cluster.quantum,
     )
     t_plan = time.perf_counter()
+    fresh = await cluster.refresh_load()
     plan = cluster.planner.plan(cluster.states(), work, mode=req.mode, policy=policy)
     plan_s = time.perf_counter() - t_plan
     cluster.emit(job, "plan", **plan.to_json())
@@ -144,7 +147,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         "seeds": seeds,
         "plan": plan.to_json(),
         "replans": rl.replans,
-        "timing": _timing(rl, makespan, plan_s),
+        "timing": _timing(rl, makespan, plan_s, plan, fresh),
     }
 
 
@@ -177,6 +180,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         quantum=cluster.quantum if rows == 1 else 1,
     )
     t_plan = time.perf_counter()
+    fresh = await cluster.refresh_load()
     plan = cluster.planner.plan(
         cluster.states(), work, mode=req.mode, policy=policy, height=h, width=w
     )
@@ -223,7 +227,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         "tiles": len(all_tiles),
         "tiles_repaired": len(tiles),
         "replans": rl.replans,
-        "timing": _timing(rl, makespan, plan_s),
+        "timing": _timing(rl, makespan, plan_s, plan, fresh),
     }
 
 
@@ -313,9 +317,16 @@ async def _run_chain(
     raise PeerError("the chain ended without an image")
 
 
-def _timing(rl: RunLog, makespan: float, plan_s: float) -> dict[str, Any]:
+def _timing(
+    rl: RunLog, makespan: float, plan_s: float, plan: Plan, fresh: dict[str, float]
+) -> dict[str, Any]:
+    """Measured make-span beside the plan's prediction, and how fresh the load it used was."""
+    predicted = plan.predicted_makespan_s
     return {
         "makespan_s": round(makespan, 6),
+        "predicted_s": round(predicted, 6),
+        "actual_over_predicted": round(makespan / predicted, 4) if predicted > 0 else None,
         "plan_s": round(plan_s, 6),
+        "load_age_s": {k: round(v, 4) for k, v in sorted(fresh.items())},
         "peers": [t.to_json() for t in rl.timings],
     }

@@ -180,3 +180,20 @@ async def test_the_client_retries_on_another_peer_when_the_origin_is_gone(
     assert res["state"] == "done" and len(decode_images(res["result"])) == 2
     [hop] = client.retries
     assert hop["to"] == live
+
+
+async def test_a_decision_uses_freshly_refreshed_load_and_reports_its_prediction(
+    pair: tuple[Node, Node, GatedBackend],
+) -> None:
+    a, _, gated = pair
+    gated.gate.set()
+    await asyncio.sleep(1.0)  # the load gossip holds of b ages
+    job = a.submit_generate(req(policy="greedy"))
+    await asyncio.wait_for(a.wait_job(job), 20)
+    assert job.result is not None
+    timing = job.result["timing"]
+    assert timing["load_age_s"]["b"] < 0.5  # refreshed by one round trip just before planning
+    assert timing["predicted_s"] == pytest.approx(job.result["plan"]["predicted_makespan_s"])
+    assert timing["actual_over_predicted"] == pytest.approx(
+        timing["makespan_s"] / timing["predicted_s"], rel=1e-3
+    )
