@@ -2,9 +2,10 @@
 
 With a cluster key every datagram and push-pull payload is framed as
 
-    MAGIC_AUTH | tag (32) | boot (u64) | seq (u64) | ts_ms (u64) | len (u16) | sender | body
+    MAGIC_AUTH | tag (16) | boot (u32) | seq (u64) | ts_ms (u64) | len (u8) | sender | body
 
-where `tag = HMAC-SHA256(key, everything after the tag)`. `sender` is the sending peer's name
+where `tag` is HMAC-SHA256(key, everything after the tag) truncated to 128 bits (RFC 4868's
+HMAC-SHA-256-128; a forger must guess 2^128 values) to keep datagrams small. `sender` is the sending peer's name
 (so a receiver knows, with the key's authority, who sent it), `boot` a random id of the
 sender's process, `seq` a per-process counter and `ts_ms` the sender's wall clock.
 
@@ -32,11 +33,12 @@ from gossip.errors import AuthError, ConfigError, DecodeError, ReplayError, Stal
 from gossip.view import MAX_NAME
 
 MAGIC_AUTH = b"\xa9"
-TAG_LEN = 32
-_HEAD = struct.Struct(">QQQH")
+TAG_LEN = 16
+_HEAD = struct.Struct(">IQQB")
 WINDOW = 1024
 MAX_WINDOWS = 4096
 _U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
 
 
 class _Window:
@@ -69,10 +71,11 @@ class Authenticator:
         if not isinstance(key, bytes) or not key:
             raise ConfigError("secret must be non-empty bytes")
         raw = name.encode() if isinstance(name, str) else b""
-        if not 0 < len(name) <= MAX_NAME:
+        if not 0 < len(name) <= MAX_NAME or len(raw) > 255:
             raise ConfigError("sender name must be a non-empty string of <= 64 chars")
         if not 0 <= boot <= _U64 or not skew_s > 0:
-            raise ConfigError("boot must be a u64 and skew_s > 0")
+            raise ConfigError("boot must be an int >= 0 and skew_s > 0")
+        boot &= _U32
         self._key = key
         self._name = raw
         self._boot = boot
@@ -85,7 +88,7 @@ class Authenticator:
         self._seq += 1
         ts = min(_U64, max(0, int(wall * 1000)))
         signed = _HEAD.pack(self._boot, self._seq, ts, len(self._name)) + self._name + body
-        tag = hmac.new(self._key, signed, hashlib.sha256).digest()
+        tag = hmac.new(self._key, signed, hashlib.sha256).digest()[:TAG_LEN]
         return MAGIC_AUTH + tag + signed
 
     def open(self, data: bytes, wall: float) -> tuple[str, bytes]:
@@ -93,7 +96,7 @@ class Authenticator:
         if len(data) < 1 + TAG_LEN + _HEAD.size:
             raise DecodeError("short authenticated frame")
         tag, signed = data[1 : 1 + TAG_LEN], data[1 + TAG_LEN :]
-        want = hmac.new(self._key, signed, hashlib.sha256).digest()
+        want = hmac.new(self._key, signed, hashlib.sha256).digest()[:TAG_LEN]
         if not hmac.compare_digest(tag, want):
             raise AuthError("bad HMAC tag")
         boot, seq, ts, n = _HEAD.unpack_from(signed)

@@ -6,7 +6,10 @@ One seeded simulation in phases:
 2. dissemination: one peer at a time changes its load; the time until every other peer holds
    that digest version;
 3. steady state: `steady_s` of background load changes (`meta_rate` per peer per second) with no
-   faults: any peer declared dead is a false positive; bytes sent per peer per second;
+   faults: any peer declared dead is a false positive; bytes sent per peer per second; every
+   `age_every_s` each peer's held load of `age_pairs` random others is read: `load_age_s` is
+   how old that load was (now minus when the source's load was last known to have that value:
+   a sample's origin, or a digest's arrival), p50 and p95 over all readings;
 4. crashes: one peer at a time stops answering: time to the first suspicion anywhere and until
    every live peer marks it dead.
 """
@@ -89,11 +92,14 @@ def run_sim_bench(
     crashes: int = 9,
     meta_rate: float = 0.02,
     progress: Callable[[str, float], None] | None = None,
+    age_every_s: float = 1.0,
+    age_pairs: int = 10,
+    secret: bytes | None = None,
 ) -> dict[str, Any]:
     cfg = config or GossipConfig.lan()
     rng = random.Random(seed)
     track = _Tracker(n)
-    cluster = SimCluster(n, cfg, NetConfig(loss=loss), seed=seed, on_notify=track)
+    cluster = SimCluster(n, cfg, NetConfig(loss=loss), seed=seed, secret=secret, on_notify=track)
     cpu0 = time.process_time()
     report = progress or (lambda phase, t: None)
 
@@ -136,14 +142,33 @@ def run_sim_bench(
     udp0 = sum(cluster.net.bytes_out.values())
     tcp0 = sum(cluster.net.stream_bytes_out.values())
     t_start = cluster.net.now
-    if meta_rate > 0:
-        t_next = t_start + rng.expovariate(meta_rate * n)
-        while t_next < t_start + steady_s:
-            cluster.run_until(t_next)
+    ages: list[float] = []
+    names = [p.core.name for p in cluster.peers]
+    age_rng = random.Random(seed + 1)
+
+    def read_ages() -> None:
+        now = cluster.net.now
+        for p in cluster.peers:
+            for j in age_rng.sample(range(n), min(age_pairs + 1, n)):
+                if names[j] != p.core.name:
+                    age = p.core.load_age(names[j], now)
+                    if age is not None:
+                        ages.append(age)
+
+    t_age = t_start + age_every_s
+    t_meta = t_start + rng.expovariate(meta_rate * n) if meta_rate > 0 else float("inf")
+    end = t_start + steady_s
+    while min(t_age, t_meta) < end:
+        if t_age <= t_meta:
+            cluster.run_until(t_age)
+            read_ages()
+            t_age += age_every_s
+        else:
+            cluster.run_until(t_meta)
             i = rng.randrange(n)
             cluster.update_meta(i, queued_s=rng.uniform(0, 5), active_shares=rng.randrange(4))
-            t_next += rng.expovariate(meta_rate * n)
-    cluster.run_until(t_start + steady_s)
+            t_meta += rng.expovariate(meta_rate * n)
+    cluster.run_until(end)
     udp = sum(cluster.net.bytes_out.values()) - udp0
     tcp = sum(cluster.net.stream_bytes_out.values()) - tcp0
     false_positives = len(track.false_dead) - fp_before
@@ -183,6 +208,7 @@ def run_sim_bench(
     return {
         "mode": "simulated",
         "peers": n,
+        "authenticated": secret is not None,
         "loss": loss,
         "seed": seed,
         "probe_interval_s": cfg.probe_interval_s,
@@ -210,6 +236,11 @@ def run_sim_bench(
             "bytes_per_peer_per_s": round((udp + tcp) / n / steady_s, 1),
             "udp_bytes_per_peer_per_s": round(udp / n / steady_s, 1),
             "tcp_bytes_per_peer_per_s": round(tcp / n / steady_s, 1),
+            "load_age_s": {
+                "readings": len(ages),
+                "p50": _pct(ages, 50),
+                "p95": _pct(ages, 95),
+            },
         },
         "false_positives_total": len(track.false_dead),
         "counters": counters,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ def register(groups: dict[str, Any]) -> None:
         type=float,
         default=0.02,
         help="background load updates per peer per second in the steady window (simulated)",
+    )
+    p.add_argument(
+        "--keyed",
+        action="store_true",
+        help="run with a cluster key (authenticated frames; measures their byte overhead)",
     )
     p.add_argument("--real", action="store_true", help="real processes on loopback UDP/TCP")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON here")
@@ -110,6 +116,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             crashes=9 if args.crashes is None else args.crashes,
             meta_rate=args.meta_rate,
             progress=progress,
+            secret=os.urandom(32) if args.keyed else None,
         )
     finally:
         bar.close()

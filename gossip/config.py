@@ -92,10 +92,28 @@ class GossipConfig:
         0.5, "publish load digests at most this often; the view of self is always immediate"
     )
     meta_budget_bytes_s: float = _f(
-        800.0,
-        "load updates cost every peer about N x size x retransmits bytes per round of updates: "
-        "each peer spaces its versions so that all peers' updates together stay within this "
-        "many bytes/s per peer (one version per ~7 s per peer at 20 peers, ~50 s at 100)",
+        400.0,
+        "digest updates cost every peer about N x size x retransmits bytes per round of "
+        "updates: each peer spaces its versions so that all peers' updates together stay "
+        "within this many bytes/s per peer (one version per ~13 s per peer at 20 peers, "
+        "~100 s at 100); fresh load travels in samples, digests carry bandwidth rows",
+    )
+    load_samples_per_datagram: int = _f(
+        24,
+        "every datagram (probe, ack, gossip) carries this peer's current load and up to this "
+        "many fresh samples of others (~21 bytes each); fewer when the byte budget binds",
+    )
+    gossip_budget_bytes_s: float = _f(
+        1900.0,
+        "a peer adapts how many samples it forwards per datagram (one more or one fewer each "
+        "second) so that all it sends (datagrams and push-pull) stays under this many bytes/s: "
+        "the load it holds of others is then ~1 s old at 20 peers and <2 s at 100, under 2 KB/s",
+    )
+    load_sample_transmits: int = _f(
+        2, "a fresh sample of another peer is forwarded at most this many times (tuned in the sim)"
+    )
+    load_sample_max_age_s: float = _f(
+        10.0, "samples older than this are no longer forwarded (the digest carries the rest)"
     )
     bandwidth_alpha: float = _f(
         0.3, "EWMA weight of a new transfer sample: follows changes within a few transfers"
@@ -126,6 +144,8 @@ class GossipConfig:
             "meta_budget_bytes_s",
             "suspicion_mult",
             "auth_skew_s",
+            "load_sample_max_age_s",
+            "gossip_budget_bytes_s",
         )
         for name in positive:
             value = getattr(self, name)
@@ -143,6 +163,8 @@ class GossipConfig:
             raise ConfigError("udp_payload_max must be within [200, 65000]")
         if not 0 < self.bandwidth_alpha <= 1:
             raise ConfigError("bandwidth_alpha must be within (0, 1]")
+        if self.load_samples_per_datagram < 0 or self.load_sample_transmits < 1:
+            raise ConfigError("load_samples_per_datagram >= 0 and load_sample_transmits >= 1")
         if self.join_sync_rounds < 0:
             raise ConfigError("join_sync_rounds must be >= 0")
         if self.bandwidth_row_max < 0 or self.inbound_queue < 1:

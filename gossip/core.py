@@ -19,6 +19,7 @@ list of effects (Send a datagram, call PushPull on a stream, Notify a change). D
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 import secrets
@@ -29,7 +30,7 @@ from typing import Any
 from gossip.config import GossipConfig
 from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
-from gossip.effects import Effect, PushPullCall, Send
+from gossip.effects import Effect, LoadAnswer, PushPullCall, Send
 from gossip.errors import (
     AuthError,
     ForgedError,
@@ -50,6 +51,7 @@ from gossip.wire import (
     Dead,
     Gossip,
     Left,
+    LoadSample,
     Nack,
     Ping,
     PingReq,
@@ -146,7 +148,19 @@ class GossipCore:
             self.counters,
             self._out,
             self._on_live,
+            self._on_fresh_sample,
         )
+        self._own_sample: tuple[object, bytes] = (None, b"")
+        # The byte budget: bytes sent in the current second, their smoothed rate, and how
+        # many samples of others each datagram may carry (adapted once a second).
+        self._sent_bytes = 0  # datagrams, this second
+        self._pp_bytes = 0  # push-pull payloads, this second
+        self._sent_since = now
+        self.sent_rate = 0.0  # datagram bytes/s, smoothed over a few seconds
+        self.pp_rate = 0.0  # push-pull bytes/s, smoothed over about a minute (bursty)
+        self.samples_per_datagram = max(0, config.load_samples_per_datagram // 2)
+        self._fwd: dict[str, int] = {}  # samples of others to forward: name -> sends left
+        self._load_reqs: dict[int, tuple[str, float]] = {}  # ping seq -> (name, expiry)
         self._queue.put(("m", self.name), encode_broadcast(Alive(self.name, 0, digest)))
 
     # -- read-only accessors -----------------------------------------------------------------
@@ -216,15 +230,23 @@ class GossipCore:
                     self._local.bw.as_dict(),
                 )
             else:
+                meta, at = m.load()
                 peers[m.name] = PeerView(
                     m.name,
                     m.status,
                     m.incarnation,
-                    m.digest.meta,
-                    max(0.0, now - m.digest_at),
+                    meta,
+                    max(0.0, now - at),
                     dict(m.digest.bandwidth),
                 )
         return View.build(self.name, peers, now)
+
+    def load_age(self, name: str, now: float) -> float | None:
+        """How old the load this peer holds of `name` is (None: unknown peer)."""
+        if name == self.name:
+            return 0.0
+        m = self._members.get(name)
+        return None if m is None else max(0.0, now - m.load()[1])
 
     def next_deadline(self) -> float:
         times = [self._next_gossip, self._next_reap, self._next_push_pull, self._next_reconnect]
@@ -309,6 +331,7 @@ class GossipCore:
         if now >= self._next_reap:
             self._next_reap = now + _REAP_CHECK_S
             self._reap(now)
+            self._adapt_samples(now)
         return self._flush()
 
     def handle(self, data: bytes, src_addr: Addr, now: float) -> list[Effect]:
@@ -349,6 +372,7 @@ class GossipCore:
         self.counters["push_pull_in"] += 1
         self._merge_remote(pp, now)
         reply = self._state_payload(join=False)
+        self._pp_bytes += len(reply)
         return reply, self._flush()
 
     def push_pull_reply(self, payload: bytes, now: float) -> list[Effect]:
@@ -399,6 +423,25 @@ class GossipCore:
         self._local.bw.record(dst, nbytes, seconds, now)
         self._ms.schedule_publish(now)
         return self._flush()
+
+    def request_load(self, names: Iterable[str], now: float) -> tuple[dict[str, int], list[Effect]]:
+        """Ping each named live peer directly; its ack carries its current load.
+
+        Returns {name: seq} for the peers pinged (unknown, dead and self are skipped) and the
+        effects; each answer is a `LoadAnswer(name, seq)` effect, by which time the sample is
+        applied. Unanswered requests expire silently (the caller bounds its wait).
+        """
+        self._now = now
+        asked: dict[str, int] = {}
+        for name in dict.fromkeys(names):
+            m = self._members.get(name)
+            if m is None or not m.live or name == self.name or len(self._load_reqs) >= 4096:
+                continue
+            seq = self._next_seq()
+            self._load_reqs[seq] = (name, now + 10.0)
+            asked[name] = seq
+            self._send(m.addr, Ping(seq, name, self.name, self._addr))
+        return asked, self._flush()
 
     def leave(self, now: float) -> list[Effect]:
         """Announce a graceful leave to every live member directly; keep gossiping, stop probing.
@@ -513,6 +556,11 @@ class GossipCore:
             if relay is not None and relay.target == msg.src:
                 self._send(relay.requester_addr, Ack(relay.orig_seq, msg.src))
                 return
+            req = self._load_reqs.get(msg.seq)
+            if req is not None and req[0] == msg.src:
+                del self._load_reqs[msg.seq]
+                self._out.append(LoadAnswer(msg.src, msg.seq))
+                return
             reconnect = self._reconnects.pop(msg.seq, None)
             if reconnect is not None:
                 # A peer we hold dead or forgot answers: exchange full states (each side
@@ -581,6 +629,8 @@ class GossipCore:
         """
         for seq in [s for s, (_, until) in self._reconnects.items() if until <= now]:
             del self._reconnects[seq]
+        for seq in [s for s, (_, until) in self._load_reqs.items() if until <= now]:
+            del self._load_reqs[seq]
         for name in [n for n, g in self._gone.items() if g[2] <= now]:
             del self._gone[name]
         if self._ms.leaving:
@@ -606,7 +656,9 @@ class GossipCore:
 
     def _push_pull_to(self, addr: Addr, join: bool) -> None:
         self.counters["push_pull_out"] += 1
-        self._out.append(PushPullCall(addr, self._state_payload(join), join))
+        payload = self._state_payload(join)
+        self._pp_bytes += len(payload)
+        self._out.append(PushPullCall(addr, payload, join))
 
     def _send_join(self, now: float) -> None:
         for addr in self._seeds:
@@ -646,15 +698,83 @@ class GossipCore:
 
     # -- output ------------------------------------------------------------------------------
 
+    def _samples(self) -> bytes:
+        """This peer's current load, then fresh samples of others, freshest news first."""
+        local = self._local
+        meta = local.meta
+        key = (local.digest.version, meta.capacity, meta.queued_s, meta.active_shares)
+        if self._own_sample[0] != key:
+            own = LoadSample(self.name, key[0], 0.0, key[1], key[2], key[3])
+            self._own_sample = (key, encode_broadcast(own))
+        out = [self._own_sample[1]]
+        k = self.samples_per_datagram
+        if k and self._fwd:
+            horizon = self._now - self.config.load_sample_max_age_s
+            done: list[str] = []
+            members = self._members
+            fresh: list[tuple[float, str]] = []
+            for name in self._fwd:
+                m = members.get(name)
+                if m is None or m.sample is None or m.sample_at < horizon:
+                    done.append(name)
+                else:
+                    fresh.append((m.sample_at, name))
+            # The youngest samples first: they refresh the most at their receivers.
+            for _, name in heapq.nlargest(k, fresh) if len(fresh) > k else fresh:
+                m = members[name]
+                sample = m.sample
+                if sample is None:
+                    continue
+                out.append(
+                    encode_broadcast(
+                        LoadSample(name, m.sample_version, self._now - m.sample_at, *sample)
+                    )
+                )
+                self._fwd[name] -= 1
+                if self._fwd[name] <= 0:
+                    done.append(name)
+            for name in done:
+                del self._fwd[name]
+        return b"".join(out)
+
+    def _adapt_samples(self, now: float) -> None:
+        """One step of the byte-budget controller: +1 sample per datagram while this peer's
+        datagrams stay under 93% of what the budget leaves after push-pull, -1 over it."""
+        dt = now - self._sent_since
+        if dt <= 0:
+            return
+        rate = self._sent_bytes / dt
+        pp = self._pp_bytes / dt
+        self._sent_bytes = 0
+        self._pp_bytes = 0
+        self._sent_since = now
+        self.sent_rate = 0.7 * self.sent_rate + 0.3 * rate
+        self.pp_rate = 0.98 * self.pp_rate + 0.02 * pp
+        budget = self.config.gossip_budget_bytes_s - self.pp_rate
+        if self.sent_rate > budget:
+            self.samples_per_datagram = max(0, self.samples_per_datagram - 1)
+        elif self.sent_rate < 0.93 * budget:
+            self.samples_per_datagram = min(
+                self.config.load_samples_per_datagram, self.samples_per_datagram + 1
+            )
+
+    def _on_fresh_sample(self, name: str) -> None:
+        self._fwd.pop(name, None)
+        self._fwd[name] = self.config.load_sample_transmits
+
     def _send(
         self, addr: Addr, msg: Primary, require_broadcasts: bool = False, extra: bytes = b""
     ) -> None:
-        head = encode_primary(msg) + extra
+        if require_broadcasts and not len(self._queue):
+            return
+        head = encode_primary(msg) + extra + self._samples()
         budget = self.config.udp_payload_max - self.codec.overhead - len(head)
         items = self._queue.take(budget, self.config.retransmit_limit(self._members.live))
         if require_broadcasts and not items:
             return
-        self._out.append(Send(addr, self._seal(head + b"".join(items))))
+        data = self._seal(head + b"".join(items))
+        self._sent_bytes += len(data)
+        self._out.append(Send(addr, data))
 
     def _count_drop(self, exc: RemoteError) -> None:
         if isinstance(exc, ReplayError):

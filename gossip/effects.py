@@ -31,4 +31,11 @@ class Notify(NamedTuple):
     meta_version: int
 
 
-Effect = Send | PushPullCall | Notify
+class LoadAnswer(NamedTuple):
+    """A peer answered a `request_load` probe: its load (just updated) is fresh."""
+
+    name: str
+    seq: int
+
+
+Effect = Send | PushPullCall | Notify | LoadAnswer

@@ -21,6 +21,7 @@ The rules cannot be turned against a member:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -31,7 +32,7 @@ from gossip.digests import LocalMeta
 from gossip.dissemination import BroadcastQueue
 from gossip.effects import Notify
 from gossip.suspicion import LocalHealth, Suspicion
-from gossip.view import STATUS_RANK, Addr, PeerStatus
+from gossip.view import STATUS_RANK, Addr, PeerMeta, PeerStatus
 from gossip.wire import (
     MAX_INCARNATION,
     Alive,
@@ -40,6 +41,7 @@ from gossip.wire import (
     Digest,
     Left,
     Load,
+    LoadSample,
     MemberState,
     PushPull,
     Suspect,
@@ -85,7 +87,18 @@ def merge_digest(a: Digest, b: Digest) -> Digest:
 class Member:
     """The local record of one peer (mutable, owned by the core)."""
 
-    __slots__ = ("digest", "digest_at", "incarnation", "name", "since", "status")
+    __slots__ = (
+        "digest",
+        "digest_at",
+        "incarnation",
+        "name",
+        "sample",
+        "sample_at",
+        "sample_meta",
+        "sample_version",
+        "since",
+        "status",
+    )
 
     def __init__(
         self, name: str, incarnation: int, status: PeerStatus, digest: Digest, now: float
@@ -96,6 +109,28 @@ class Member:
         self.since = now
         self.digest = digest
         self.digest_at = now
+        # The freshest load sample (capacity, queued_s, active_shares), the digest version it
+        # was taken under, and when it was taken (our clock, estimated from its age).
+        self.sample: tuple[float, float, int] | None = None
+        self.sample_version = -1
+        self.sample_at = -math.inf
+        self.sample_meta: PeerMeta | None = None  # built when first needed
+
+    def load(self) -> tuple[PeerMeta, float]:
+        """This peer's metadata with its freshest load, and when that load was current."""
+        sample = self.sample
+        if sample is None or self.sample_version < self.digest.version:
+            return self.digest.meta, self.digest_at
+        # Taken while that digest version (or a newer one) was current: newer content.
+        sm = self.sample_meta
+        base = self.digest.meta
+        if sm is None or sm.name != base.name or sm.gossip_addr != base.gossip_addr:
+            if (base.capacity, base.queued_s, base.active_shares) == sample:
+                sm = base
+            else:
+                sm = replace(base, capacity=sample[0], queued_s=sample[1], active_shares=sample[2])
+            self.sample_meta = sm
+        return sm, self.sample_at
 
     @property
     def addr(self) -> Addr:
@@ -254,6 +289,7 @@ class Membership:
         counters: dict[str, int],
         out: list[Any],
         on_live: Callable[[str], None],
+        on_fresh_sample: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.name = name
         self.config = config
@@ -264,6 +300,7 @@ class Membership:
         self.counters = counters
         self.out = out
         self.on_live = on_live
+        self.on_fresh_sample = on_fresh_sample
         self.incarnation = 0
         self.leaving = False
         self.suspicions: dict[str, Suspicion] = {}
@@ -298,8 +335,32 @@ class Membership:
                 self.counters["dropped_forged"] += 1
                 return
             self.on_left(b, now)
+        elif isinstance(b, LoadSample):
+            self.on_sample(b, now)
         else:
             self.on_load(b, now)
+
+    def on_sample(self, s: LoadSample, now: float) -> bool:
+        """Apply a load sample if it is fresher than what we hold; True if it was."""
+        if s.name == self.name:
+            return False
+        m = self.table.get(s.name)
+        taken = now - s.age_s
+        if m is None or taken <= m.sample_at or self.version_implausible(s.name, s.version):
+            return False
+        before = m.sample if m.sample_version >= m.digest.version else None
+        value = (s.capacity, s.queued_s, s.active_shares)
+        if value != m.sample:
+            m.sample_meta = None
+        m.sample = value
+        m.sample_version = s.version
+        m.sample_at = taken
+        self.on_fresh_sample(s.name)
+        if before != value and (before is not None or s.version >= m.digest.version):
+            meta = m.digest.meta
+            if before is not None or (meta.capacity, meta.queued_s, meta.active_shares) != value:
+                self.notify(m)
+        return True
 
     def implausible(self, name: str, incarnation: int) -> bool:
         """True (and counted) if `incarnation` jumps too far past the one held for `name`."""

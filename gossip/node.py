@@ -16,7 +16,7 @@ from typing import Any
 
 from gossip.config import GossipConfig
 from gossip.core import GossipCore
-from gossip.effects import Effect, Notify, PushPullCall, Send
+from gossip.effects import Effect, LoadAnswer, Notify, PushPullCall, Send
 from gossip.errors import ConfigError, StateError, TransportError
 from gossip.transport import DatagramTransport, Dialer, MemoryNetwork
 from gossip.udp import TcpPushPullServer, UdpTransport, tcp_dial
@@ -74,6 +74,7 @@ class GossipNode:
         self._runner: asyncio.Task[None] | None = None
         self._pp_tasks: set[asyncio.Task[None]] = set()
         self._subscribers: list[Subscriber] = []
+        self._load_waiters: dict[int, asyncio.Future[None]] = {}
         self._stopped = False
         self._stats: dict[str, int] = {
             "datagrams_in": 0,
@@ -86,6 +87,8 @@ class GossipNode:
             "push_pull_skipped": 0,
             "push_pull_errors": 0,
             "subscriber_errors": 0,
+            "load_refresh_asked": 0,
+            "load_refresh_answered": 0,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -218,6 +221,48 @@ class GossipNode:
     def bandwidth(self, src: str, dst: str) -> float | None:
         return self.core.bandwidth(src, dst)
 
+    def load_age(self, name: str) -> float | None:
+        """How old the load held of `name` is, in seconds (None: unknown peer)."""
+        return self.core.load_age(name, time.monotonic())
+
+    async def refresh_load(self, names: Sequence[str], timeout_s: float) -> dict[str, float]:
+        """Refresh the load of a few peers with one bounded round trip, just before deciding.
+
+        Pings each named live peer directly; its ack carries its current load. Waits at most
+        `timeout_s` and returns {name: age of the load now held} for the peers that answered
+        in time (their view entries are updated; `view()` shows them). Peers that did not
+        answer, and unknown or dead ones, are left out and keep their older load.
+        """
+        if not isinstance(timeout_s, int | float) or not timeout_s >= 0:
+            raise ConfigError("timeout_s must be a number >= 0")
+        if isinstance(names, str):
+            raise ConfigError("names must be a sequence of peer names, not one string")
+        core = self.core
+        loop = asyncio.get_running_loop()
+        asked, effects = core.request_load(names, time.monotonic())
+        futures: dict[str, asyncio.Future[None]] = {}
+        for name, seq in asked.items():
+            fut: asyncio.Future[None] = loop.create_future()
+            self._load_waiters[seq] = fut
+            futures[name] = fut
+        self._stats["load_refresh_asked"] += len(asked)
+        self._apply(effects)
+        try:
+            if futures and timeout_s > 0:
+                await asyncio.wait(list(futures.values()), timeout=timeout_s)
+        finally:
+            for seq in asked.values():
+                self._load_waiters.pop(seq, None)
+        now = time.monotonic()
+        out: dict[str, float] = {}
+        for name, fut in futures.items():
+            if fut.done():
+                age = core.load_age(name, now)
+                if age is not None:
+                    out[name] = age
+        self._stats["load_refresh_answered"] += len(out)
+        return out
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         self._subscribers.append(callback)
 
@@ -295,6 +340,10 @@ class GossipNode:
                 self._start_push_pull(e)
             elif type(e) is Notify:
                 notify = True
+            elif type(e) is LoadAnswer:
+                fut = self._load_waiters.pop(e.seq, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
         self._wakeup.set()
         if notify and self._subscribers:
             view = self.view()

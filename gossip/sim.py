@@ -18,7 +18,7 @@ from typing import Any
 
 from gossip.config import GossipConfig
 from gossip.core import GossipCore
-from gossip.effects import Notify, PushPullCall, Send
+from gossip.effects import LoadAnswer, Notify, PushPullCall, Send
 from gossip.errors import ConfigError, RemoteError
 from gossip.transport import OnDatagram, check_datagram
 from gossip.view import Addr, PeerMeta
@@ -246,6 +246,7 @@ class SimCluster:
         self._secret = secret
         self.on_notify = on_notify
         self.peers: list[SimPeer] = []
+        self.load_answers: dict[tuple[int, int], float] = {}  # (peer, seq) -> answered at
         self._by_addr: dict[Addr, SimPeer] = {}
         for _ in range(n):
             self.add_peer()
@@ -315,6 +316,8 @@ class SimCluster:
                     partial(self._pp_reply, peer),
                     partial(self._pp_fail, peer, e.addr, e.join),
                 )
+            elif type(e) is LoadAnswer:
+                self.load_answers[(peer.index, e.seq)] = net.now
             elif self.on_notify is not None:
                 self.on_notify(peer.index, e, net.now)
         if not peer.crashed:
@@ -345,6 +348,13 @@ class SimCluster:
     def update_meta(self, i: int, **fields: Any) -> None:
         peer = self.peers[i]
         self._apply(peer, peer.core.update_meta(self.net.now, **fields))
+
+    def request_load(self, i: int, names: Sequence[str]) -> dict[str, int]:
+        """Peer i asks the named peers for their load directly (answers in `load_answers`)."""
+        peer = self.peers[i]
+        asked, effects = peer.core.request_load(names, self.net.now)
+        self._apply(peer, effects)
+        return asked
 
     def run_until(self, until: float, stop: Callable[[], bool] | None = None) -> bool:
         return self.net.run_until(until, stop)

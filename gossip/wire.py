@@ -26,7 +26,9 @@ MAX_ITEMS = 256
 MAX_GONE = 4096
 
 PING, ACK, NACK, PING_REQ, GOSSIP, ANNOUNCE = 1, 2, 3, 4, 5, 6
-ALIVE, SUSPECT, DEAD, LEFT, LOAD = 10, 11, 12, 13, 15
+ALIVE, SUSPECT, DEAD, LEFT, LOAD, SAMPLE = 10, 11, 12, 13, 15, 16
+MAX_SAMPLE_AGE_MS = 3_600_000
+_SAMPLE_MAX = 1 << 62  # quantised load values saturate here (a capacity of 4.6e15 units)
 
 
 class Ping(NamedTuple):
@@ -89,6 +91,24 @@ class Load(NamedTuple):
         return Load(d.name, d.version, m.capacity, m.queued_s, m.active_shares, d.bandwidth)
 
 
+class LoadSample(NamedTuple):
+    """A peer's load as it was `age_s` ago, riding on probes, acks and every other datagram.
+
+    Unversioned load news, fresher than digest versions (which are rate-limited): each peer
+    puts its own current load (age 0) on every datagram it sends, and forwards a few fresh
+    samples of others (their age grown by the time it held them). `version` is the digest
+    version the peer had published when the sample was taken, so a receiver can tell a newer
+    digest from an older one. Quantised on the wire to 1 ms and 0.001 capacity units.
+    """
+
+    name: str
+    version: int
+    age_s: float
+    capacity: float
+    queued_s: float
+    active_shares: int
+
+
 class Alive(NamedTuple):
     name: str
     incarnation: int
@@ -113,7 +133,7 @@ class Left(NamedTuple):
 
 
 Primary = Ping | Ack | Nack | PingReq | Gossip | Announce
-Broadcast = Alive | Suspect | Dead | Left | Load
+Broadcast = Alive | Suspect | Dead | Left | Load | LoadSample
 
 
 class MemberState(NamedTuple):
@@ -138,7 +158,8 @@ _PACKER_OPTS: dict[str, Any] = {"use_bin_type": True}
 
 
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, **_PACKER_OPTS)
+    out: bytes = msgpack.packb(obj, **_PACKER_OPTS)
+    return out
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -210,6 +231,18 @@ def encode_broadcast(msg: Broadcast) -> bytes:
         return _pack([DEAD, msg.name, msg.incarnation, msg.src])
     if isinstance(msg, Left):
         return _pack([LEFT, msg.name, msg.incarnation])
+    if isinstance(msg, LoadSample):
+        return _pack(
+            [
+                SAMPLE,
+                msg.name,
+                msg.version,
+                min(MAX_SAMPLE_AGE_MS, round(msg.age_s * 1000)),
+                min(_SAMPLE_MAX, round(msg.capacity * 1000)),
+                min(_SAMPLE_MAX, round(msg.queued_s * 1000)),
+                min(2**31, msg.active_shares),
+            ]
+        )
     return _pack(
         [
             LOAD,
@@ -366,6 +399,25 @@ def _decode_primary(v: Any) -> Primary:
     raise DecodeError(f"unknown primary message {kind!r}")
 
 
+def _decode_sample(v: list[Any]) -> LoadSample:
+    """The frequent one, checked inline: six bounded non-negative ints and a name."""
+    name, version, age, cap, queued, shares = v[1], v[2], v[3], v[4], v[5], v[6]
+    if type(name) is not str or not 0 < len(name) <= MAX_NAME:
+        raise DecodeError("bad peer name")
+    if type(version) is int and version > MAX_VERSION:
+        raise OutOfRangeError(f"digest version {version} beyond {MAX_VERSION}")
+    for x, hi in (
+        (version, MAX_VERSION),
+        (age, MAX_SAMPLE_AGE_MS),
+        (cap, _SAMPLE_MAX),
+        (queued, _SAMPLE_MAX),
+        (shares, 2**31),
+    ):
+        if type(x) is not int or not 0 <= x <= hi:
+            raise DecodeError(f"bad load sample field {x!r}")
+    return LoadSample(name, version, age / 1000, cap / 1000, queued / 1000, shares)
+
+
 def _decode_broadcast(v: Any) -> Broadcast:
     if not isinstance(v, list) or not v:
         raise DecodeError("bad broadcast")
@@ -382,6 +434,8 @@ def _decode_broadcast(v: Any) -> Broadcast:
         return Dead(_name(v[1]), _incarnation(v[2]), _name(v[3]))
     if kind == LEFT and n == 3:
         return Left(_name(v[1]), _incarnation(v[2]))
+    if kind == SAMPLE and n == 7:
+        return _decode_sample(v)
     if kind == LOAD and n == 7:
         return Load(_name(v[1]), _version(v[2]), _float(v[3]), _float(v[4]), _int(v[5]), _row(v[6]))
     raise DecodeError(f"unknown broadcast {kind!r}")
@@ -404,6 +458,8 @@ _MEMO_MAX = 100_000
 
 
 def _broadcast_from_raw(raw: bytes) -> Broadcast:
+    if len(raw) > 1 and raw[1] == SAMPLE:  # samples differ every time (ages): not memoised
+        return _decode_broadcast(msgpack.unpackb(raw, **_UNPACK_LIMITS))
     b = _MEMO.get(raw)
     if b is None:
         b = _decode_broadcast(msgpack.unpackb(raw, **_UNPACK_LIMITS))
