@@ -176,7 +176,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         try:
             for f in args.estimate_from:
                 data = json.loads(Path(f).read_text())
-                rows += data["runs"] if "runs" in data else data["rows"]
+                if "method" in data:  # one `sim run --json` result
+                    rows.append(data)
+                else:
+                    rows += data["runs"] if "runs" in data else data["rows"]
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: cannot read run times: {exc}", file=sys.stderr)
             return 2

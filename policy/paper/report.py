@@ -107,8 +107,8 @@ def _runs(results: Mapping[str, Any]) -> list[str]:
     if est:
         out += [
             f"Estimated wall time of the full plan ({est['runs']} runs on {est['jobs']} worker "
-            f"process(es)), from this invocation's measured per-run times scaled by episodes × "
-            f"expected tasks: **{_f(est['wall_s'] / 3600, '.2f')} h** "
+            f"process(es)), from this invocation's measured per-run times "
+            f"({' and '.join(est.get('basis', []))}) scaled by episodes × expected tasks: **{_f(est['wall_s'] / 3600, '.2f')} h** "
             f"({_f(est['cpu_s'] / 3600, '.2f')} CPU-hours).",
             "",
         ]

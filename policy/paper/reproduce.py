@@ -117,6 +117,7 @@ def _job(args: tuple[str, SimParams, int, int]) -> dict[str, object]:
         "fail_curve": [round(v, 6) for v in r.failures],
         "tasks": r.tasks,
         "wall_s": r.wall_s,
+        "cpu_s": r.cpu_s,
     }
 
 
@@ -299,20 +300,30 @@ def _cost_units(method: str, params: SimParams, episodes: int) -> float:
 def estimate_full(
     rows: list[dict[str, object]], plan: Plan, jobs: int, base: SimParams = DEFAULT
 ) -> dict[str, object] | None:
-    """Wall time of ``plan`` from measured runs: seconds per (episode × expected task) per
-    method, summed over the plan, divided by the worker count (perfect packing)."""
+    """Wall time of ``plan`` from measured runs: CPU seconds (wall seconds for runs that did
+    not record CPU time) per (episode × expected task) per method, summed over the plan and
+    divided by the worker count (perfect packing, one core per worker)."""
     per: dict[str, list[float]] = {}
+    basis = set()
     for r in rows:
         p = SimParams(**_params_kwargs(r["params"]))  # type: ignore[arg-type]
         units = _cost_units(str(r["method"]), p, int(r["episodes"]))  # type: ignore[call-overload]
-        if units > 0 and float(r["wall_s"]) > 0:  # type: ignore[arg-type]
-            per.setdefault(str(r["method"]), []).append(float(r["wall_s"]) / units)  # type: ignore[arg-type]
+        key = "cpu_s" if float(r.get("cpu_s", 0.0)) > 0 else "wall_s"  # type: ignore[arg-type]
+        if units > 0 and float(r[key]) > 0:  # type: ignore[arg-type]
+            per.setdefault(str(r["method"]), []).append(float(r[key]) / units)  # type: ignore[arg-type]
+            basis.add(key)
     work, _ = plan_work(plan, base)
     if not per or any(w[0] not in per for w in work):
         return None
     rate = {m: float(np.mean(v)) for m, v in per.items()}
     cpu = sum(rate[m] * _cost_units(m, p, e) for m, p, e, _ in work)
-    return {"runs": len(work), "jobs": jobs, "cpu_s": cpu, "wall_s": cpu / max(1, jobs)}
+    return {
+        "runs": len(work),
+        "jobs": jobs,
+        "cpu_s": cpu,
+        "wall_s": cpu / max(1, jobs),
+        "basis": sorted(basis),
+    }
 
 
 def _write_outputs(out: Path, results: dict[str, object], analyses_dir: Path | None) -> None:
