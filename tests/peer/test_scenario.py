@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from peer.cli import main
-from peer.harness.scenario import ScenarioError, load_scenario, parse_scenario, schedule
+from peer.harness.scenario import Link, ScenarioError, load_scenario, parse_scenario, schedule
 from peer.harness.scenario_run import run_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
@@ -55,6 +55,129 @@ def test_schedule_is_seeded_and_within_the_duration() -> None:
     assert 20 <= len(a) <= 60
     other = schedule(parse_scenario(base(seed=6)))
     assert [p.at_s for p in other] != [p.at_s for p in a]
+
+
+def net(**over: Any) -> dict[str, Any]:
+    """Four peers, p1..p3 in namespaces, p0 on loopback (this namespace)."""
+    peers: dict[str, Any] = {
+        "count": 4,
+        "network": ["loopback", "netns", "netns", "netns"],
+        "links": [{"peer": 1, "rate_mbit": 20}, {"peer": 2, "up_mbit": 5, "down_mbit": 50}],
+    }
+    peers.update(over.pop("peers", {}))
+    d: dict[str, Any] = {
+        "peers": peers,
+        "workload": {"duration_s": 60, "rate_per_s": 1.0},
+        "events": [
+            {"at_s": 5, "action": "link", "peer": 1, "rate_mbit": 2},
+            {"at_s": 10, "action": "partition", "peers": [3, 2]},
+            {"at_s": 20, "action": "heal"},
+            {"at_s": 25, "action": "link_down", "peer": 2},
+            {"at_s": 30, "action": "link_up", "peer": 2},
+            {"at_s": 35, "action": "partition", "peers": [1]},
+        ],
+    }
+    d.update(over)
+    return d
+
+
+def test_network_placement_links_and_link_events_parse() -> None:
+    sc = parse_scenario(net())
+    assert sc.network == ("loopback", "netns", "netns", "netns")
+    assert sc.links[0] == Link() and sc.links[1] == Link(20.0, 20.0)
+    assert sc.links[2] == Link(5.0, 50.0) and sc.links[3] == Link()
+    assert [e.describe() for e in sc.events] == [
+        "5s link p1 up 2 Mbit down 2 Mbit",
+        "10s partition p2,p3",
+        "20s heal",
+        "25s link_down p2",
+        "30s link_up p2",
+        "35s partition p1",
+    ]
+    assert parse_scenario(net(peers={"network": "netns"})).network == ("netns",) * 4
+    assert parse_scenario(base()).network == ("loopback",) * 3
+    only_up = parse_scenario(net(events=[{"at_s": 1, "action": "link", "peer": 3, "up_mbit": 1}]))
+    assert only_up.events[0].link == Link(1.0, None)
+    assert only_up.events[0].describe() == "1s link p3 up 1 Mbit down unchanged"
+
+
+def test_repair_kinds_parse() -> None:
+    kinds = [
+        {"request": "repair", "mode": "tile", "size": 64, "steps": 10},
+        {"mode": "batch", "count": 4},
+    ]
+    sc = parse_scenario(base(workload={"duration_s": 10, "rate_per_s": 1, "kinds": kinds}))
+    assert sc.kinds[0].request == "repair" and sc.kinds[0].size == 64 and sc.kinds[0].count == 1
+    assert sc.kinds[1].request == "generate" and sc.kinds[1].size == 0
+
+
+def _wl(kind: dict[str, Any]) -> dict[str, Any]:
+    return {"duration_s": 10, "rate_per_s": 1, "kinds": [kind]}
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        ({"peers": {"network": "cloud"}}, "peers.network[0]"),
+        ({"peers": {"network": ["netns"]}}, "array of 4"),
+        ({"peers": {"links": {"peer": 1}}}, "peers.links must be an array"),
+        ({"peers": {"links": [{"peer": 0, "rate_mbit": 5}]}}, "p0 is not in a namespace"),
+        ({"peers": {"links": [{"peer": 9, "rate_mbit": 5}]}}, "peers.links[0].peer"),
+        ({"peers": {"links": [{"peer": 1}]}}, "peers.links[0].rate_mbit"),
+        ({"peers": {"links": [{"peer": 1, "rate_mbit": 0}]}}, "peers.links[0].rate_mbit"),
+        ({"peers": {"links": [{"peer": 1, "rate_mbit": 5, "up_mbit": 1}]}}, "not both"),
+        ({"peers": {"links": [{"peer": 1, "down_mbit": "fast"}]}}, "down_mbit must be a number"),
+        ({"peers": {"links": [{"peer": 1, "rate_mbit": 5, "delay_ms": 9}]}}, "delay_ms"),
+        (
+            {"peers": {"links": [{"peer": 1, "rate_mbit": 5}, {"peer": 1, "rate_mbit": 6}]}},
+            "has a link already",
+        ),
+        ({"events": [{"at_s": 1, "action": "link", "peer": 1}]}, "events[0].rate_mbit"),
+        ({"events": [{"at_s": 1, "action": "link", "peer": 0, "rate_mbit": 1}]}, "p0 is not"),
+        ({"events": [{"at_s": 1, "action": "link_down", "peer": 1, "cores": 1}]}, "cores"),
+        ({"events": [{"at_s": 1, "action": "partition", "peers": []}]}, "events[0].peers"),
+        ({"events": [{"at_s": 1, "action": "partition", "peers": [1, 1]}]}, "once"),
+        ({"events": [{"at_s": 1, "action": "partition", "peers": [0]}]}, "p0 is not"),
+        ({"events": [{"at_s": 1, "action": "partition", "peers": [1, 2, 3]}]}, "other side"),
+        ({"events": [{"at_s": 1, "action": "partition", "peer": 1}]}, "unknown key"),
+        ({"events": [{"at_s": 1, "action": "heal"}]}, "no partition to heal"),
+        (
+            {
+                "events": [
+                    {"at_s": 1, "action": "partition", "peers": [1]},
+                    {"at_s": 2, "action": "partition", "peers": [2]},
+                ]
+            },
+            "already in place",
+        ),
+        ({"events": [{"at_s": 1, "action": "link_up", "peer": 1}]}, "already up"),
+        (
+            {
+                "events": [
+                    {"at_s": 1, "action": "link_down", "peer": 1},
+                    {"at_s": 2, "action": "link_down", "peer": 1},
+                ]
+            },
+            "already down",
+        ),
+        ({"workload": _wl({"request": "upscale"})}, "workload.kinds[0].request"),
+        ({"workload": _wl({"request": "repair", "size": 64, "mode": "batch"})}, "for a repair"),
+        ({"workload": _wl({"request": "repair", "size": 64, "count": 2})}, "one canvas"),
+        ({"workload": _wl({"request": "repair"})}, "workload.kinds[0].size is required"),
+        ({"workload": _wl({"request": "repair", "size": 8})}, "workload.kinds[0].size"),
+        ({"workload": _wl({"mode": "batch", "size": 64})}, "only applies to request"),
+    ],
+)
+def test_bad_network_scenarios_name_the_key(over: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(net(**over))
+    assert needle in str(err.value)
+
+
+def test_link_events_need_namespaced_peers() -> None:
+    ev = [{"at_s": 1, "action": "heal"}]
+    with pytest.raises(ScenarioError, match="needs peers in namespaces"):
+        parse_scenario(base(events=ev))
 
 
 @pytest.mark.parametrize(
