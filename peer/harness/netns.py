@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -381,3 +382,82 @@ class Network:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------ a hand check of the links
+
+_BULK = """
+import socket, sys, time
+mode, host, port, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+if mode == "recv":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port)); s.listen(1); print("ready", flush=True)
+    c, _ = s.accept(); n = 0; t0 = time.perf_counter()
+    while True:
+        b = c.recv(1 << 16)
+        if not b: break
+        n += len(b)
+    print(n, time.perf_counter() - t0, flush=True)
+else:
+    s = socket.create_connection((host, port)); buf = b"x" * (1 << 16)
+    end = time.perf_counter() + secs
+    while time.perf_counter() < end: s.sendall(buf)
+    s.close()
+"""
+
+
+def bulk_mbit(plan: Plan, src: int, dst: int, seconds: float = 3.0, port: int = 9400) -> float:
+    """Achieved Mbit/s of one bulk TCP transfer from peer ``src`` to ``dst`` (receiver's count)."""
+    recv_args = ["recv", plan.addr(dst), str(port), str(seconds)]
+    recv = subprocess.Popen(
+        [*plan.exec_prefix(dst), sys.executable, "-c", _BULK, *recv_args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert recv.stdout is not None
+        if recv.stdout.readline().strip() != "ready":
+            raise NetnsError("the bulk receiver did not start")
+        send = [*plan.exec_prefix(src), sys.executable, "-c", _BULK, "send", plan.addr(dst)]
+        run_cmd([*send, str(port), str(seconds)], timeout=seconds + 30)
+        out, _ = recv.communicate(timeout=30)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    n, dt = out.split()
+    return int(n) * 8 / float(dt) / 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m peer.harness.netns [RATE_MBIT]``: three emulated machines, p1's link at
+    RATE_MBIT (20) both ways; prints the achieved rate of a bulk TCP transfer into p1, out of
+    p1, and between the two unlimited peers, then removes everything."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m peer.harness.netns")
+    ap.add_argument("rate_mbit", nargs="?", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    ok, why = available()
+    if not ok:
+        print(f"emulated machines unavailable: {why}")
+        return 2
+    sweep_leftovers()
+    with Network((0, 1, 2)) as net:
+        assert net.plan is not None
+        net.set_rate(1, args.rate_mbit, args.rate_mbit)
+        res = {
+            "configured_mbit": args.rate_mbit,
+            "into_limited_mbit": round(bulk_mbit(net.plan, 0, 1, args.seconds), 1),
+            "out_of_limited_mbit": round(bulk_mbit(net.plan, 1, 2, args.seconds, 9401), 1),
+            "unlimited_mbit": round(bulk_mbit(net.plan, 0, 2, args.seconds, 9402), 1),
+        }
+    res["left_after_cleanup"] = ours(tag_for(os.getpid()))
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
