@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "peer.diffusion.cli",
     "peer.rpc.cli",
     "peer.commands",
+    "peer.harness.fuzz_cli",
+    "peer.harness.scenario_sim",
 )
 
 
