@@ -26,6 +26,7 @@ onnx engine's session has `threads` intra-op threads of its own.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import threading
@@ -396,6 +397,81 @@ class Backend:
                     )
                 )
         return out
+
+    # ------------------------------------------------------- parallel steps (Parareal)
+    def with_latent(self, st: ChainState, latent: np.ndarray, step: int) -> ChainState:
+        """``st`` moved to ``step`` with latent ``latent`` (1, C, H, W): a Parareal boundary.
+
+        Only deterministic samplers carry no per-step randomness, so only they may be resumed
+        from a latent that was not reached by running their steps.
+        """
+        st = self._check_state(st)
+        if self._sampler(st.scheduler, st.total).stochastic:
+            raise InvalidRequestError(f"{st.scheduler} is stochastic: parallel steps need ddim")
+        step = _check_int("step", step, 0, st.total)
+        arr = np.ascontiguousarray(latent, dtype=np.float32)
+        if arr.shape != st.shape:
+            raise ChainStateError(f"latent shape {arr.shape} is not the chain's {st.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ChainStateError("latent holds non-finite values")
+        shape, packed = ChainState.pack_latent(torch.from_numpy(arr))
+        return ChainState(
+            model_id=st.model_id,
+            scheduler=st.scheduler,
+            total=st.total,
+            step=step,
+            label=st.label,
+            seed=st.seed,
+            shape=shape,
+            latent=packed,
+            rng_state=st.rng_state,
+        )
+
+    def run_latents(
+        self, latents: np.ndarray, states: Sequence[ChainState], start: int, stop: int
+    ) -> np.ndarray:
+        """The fine solve: steps [start, stop) of the chains ``states`` from ``latents``
+        (n, C, H, W), exactly as ``run_chains`` runs them; returns the latents at ``stop``."""
+        if len(latents) != len(states):
+            raise InvalidRequestError(f"{len(latents)} latents for {len(states)} chains")
+        sts = [self.with_latent(s, latents[i : i + 1], start) for i, s in enumerate(states)]
+        out = self.run_chains(sts, stop)
+        return np.concatenate([s.latent_tensor().numpy() for s in out])
+
+    def coarse_jump(
+        self,
+        latents: np.ndarray,
+        states: Sequence[ChainState],
+        start: int,
+        stop: int,
+        evals: int = 1,
+    ) -> np.ndarray:
+        """The coarse solve: fine steps [start, stop) of the chains' DDIM schedule replaced by
+        ``evals`` DDIM jumps (one UNet evaluation each); returns the latents at ``stop``."""
+        from peer.diffusion.parareal import coarse_timesteps, ddim_jump
+
+        if not states or len(latents) != len(states):
+            raise InvalidRequestError(f"{len(latents)} latents for {len(states)} chains")
+        first = self._check_state(states[0])
+        sampler = self._sampler(first.scheduler, first.total)
+        if sampler.stochastic:
+            raise InvalidRequestError(f"{first.scheduler} is stochastic: parallel steps need ddim")
+        evals = _check_int("evals", evals, 1, first.total)
+        ts = coarse_timesteps(sampler.timesteps, start, stop, evals)
+        cfg = sampler.scheduler.config
+        if sampler.prediction_type != "epsilon":
+            raise InvalidRequestError("the coarse DDIM jump needs an epsilon-prediction model")
+        clip = float(cfg.clip_sample_range) if cfg.clip_sample and not cfg.thresholding else None
+        final = float(sampler.scheduler.final_alpha_cumprod)
+        labels = [s.label for s in states]
+        with _COMPUTE_LOCK, torch.inference_mode():
+            self._enter()
+            x = torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)).to(self._device)
+            for t, t_prev in itertools.pairwise(ts):
+                eps = self._eps(x, t, labels)
+                a_prev = final if t_prev < 0 else sampler.alpha_bar(t_prev)
+                x = ddim_jump(x, eps, sampler.alpha_bar(t), a_prev, clip)
+            return np.asarray(x.to("cpu", torch.float32).numpy(), dtype=np.float32)
 
     def finish_chain(self, st: ChainState) -> np.ndarray:
         """The image of a finished chain: (H, W) uint8 (or (H, W, C) for colour models)."""
