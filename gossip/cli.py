@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from amcoedge.output import emit_json
 from gossip.bench import run_sim_bench
 from gossip.errors import ConfigError
 from gossip.realbench import PRESETS, run_real_bench
@@ -70,12 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     result["config_preset"] = args.preset
     result["anchors"] = ANCHORS
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return 0
+    return 0 if emit_json(result, args.json) else 2
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from amcoedge.output import emit_json
 from peer.core.config import (
     ENGINES,
     GOSSIP_PRESETS,
@@ -406,11 +407,7 @@ def cmd_bench_policy(args: argparse.Namespace) -> int:
         print("--peers must be integers separated by commas", file=sys.stderr)
         return 2
     out["planner"] = planner_latency(sizes, iters=args.iters)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text)
-    return 0
+    return 0 if emit_json(out, args.json) else 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -128,6 +128,10 @@ class JobBook:
         job_id = self._keys.get(key)
         return None if job_id is None else self._jobs.get(job_id)
 
+    def recent(self, limit: int) -> list[Job]:
+        """At most ``limit`` jobs, oldest first (running ones included)."""
+        return list(self._jobs.values())[-limit:] if limit > 0 else []
+
     def active(self) -> int:
         return sum(1 for j in self._jobs.values() if not j.terminal)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from amcoedge.output import emit_json
 from peer.diffusion.errors import DiffusionError
 
 
@@ -55,11 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = write_training_card(args.out, cfg, result, command)
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
-    return 0
+    return 0 if emit_json(summary, args.json) else 2
 
 
 def _add_model_arg(p: argparse.ArgumentParser, engine: bool = True, device: str = "auto") -> None:
@@ -130,10 +126,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _emit(result: dict[str, Any], path: Path | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
-    if path is not None:
-        path.write_text(text + "\n")
+    emit_json(result, path)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -4,10 +4,10 @@ rpc-flood`` (idle connections from one address, then a client from another), as 
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 from typing import Any
 
+from amcoedge.output import emit_json
 from peer.rpc.bench import DEFAULT_SIZES, BenchConfig, run_bench
 from peer.rpc.flood import idle_flood
 from peer.rpc.limits import Limits
@@ -52,12 +52,7 @@ def _bench_rpc(args: argparse.Namespace) -> int:
         secret=secrets.token_bytes(32) if args.secret else None,
     )
     report: dict[str, Any] = run_bench(cfg)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json not in (None, "-"):
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
-    return 0
+    return 0 if emit_json(report, args.json) else 2
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -122,7 +117,7 @@ def _bench_flood(args: argparse.Namespace) -> int:
     import asyncio
 
     report = asyncio.run(_flood(args))
-    print(json.dumps(report, indent=2))
+    emit_json(report)
     ok = report["probe_ok"] and report["still_open"] == 0
     return 0 if ok else 1
 

@@ -30,6 +30,7 @@ from peer.core.requests import (
     parse_repair,
     parse_wait,
 )
+from peer.runtime.ui import PAGE_PATHS, add_ui_routes
 
 log = logging.getLogger("amcoedge.http")
 
@@ -57,6 +58,8 @@ class Api(Protocol):
 
     def job_json(self, job: Job) -> dict[str, Any]: ...
 
+    def recent_jobs(self, limit: int) -> list[Job]: ...
+
     def cluster_json(self) -> dict[str, Any]: ...
 
     def health_json(self) -> dict[str, Any]: ...
@@ -70,7 +73,8 @@ class Api(Protocol):
 
 NODE_KEY: web.AppKey[Api] = web.AppKey("node")
 TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token")
-OPEN_PATHS = frozenset({"/healthz"})  # readiness probes need no token
+# readiness probes and the dashboard's static files (no data; the page then asks for the token)
+OPEN_PATHS = frozenset({"/healthz"}) | PAGE_PATHS
 BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (slow uploads are cut: 408)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -278,6 +282,7 @@ def build_app(
     app.router.add_get("/v1/cluster", cluster)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_ui_routes(app, node)
     return app
 
 

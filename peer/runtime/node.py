@@ -825,6 +825,10 @@ class Node:
         while not job.terminal:
             await self.wait_event(job, len(job.events), timeout=30.0)
 
+    def recent_jobs(self, limit: int) -> list[Job]:
+        """The dashboard's recent requests: at most ``limit`` jobs, oldest first."""
+        return self.jobs.recent(limit)
+
     def job_json(self, job: Job) -> dict[str, Any]:
         out = job.summary()
         if job.result is not None:
