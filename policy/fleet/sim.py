@@ -116,6 +116,7 @@ class RunResult:
     decision_us: FloatArray
     n_shares: NDArray[np.int64]
     externality: FloatArray | None = None  # per request: seconds of delay imposed on later jobs
+    peer_busy: FloatArray | None = None  # compute seconds per peer over the whole run
 
     def summary(self) -> dict[str, float]:
         ms = self.makespan
@@ -145,6 +146,18 @@ class Trace:
     deadline: FloatArray
     phase: FloatArray  # (N, N) gossip phase
     crashes: list[list[tuple[float, float]]]
+    # Replaying a measured cluster (``peer.harness.scenario_sim``); the defaults keep the
+    # synthetic fleet: per-peer step costs ``a_s + c_s * images`` instead of the reference
+    # constants over ``speed``; ``cost_events`` (time, peer, factor) multiply a peer's step
+    # cost from that time on (a CPU quota change); ``overhead_s`` is added to the make-span of
+    # every request that peer originates (HTTP, planning, encoding: what the client sees on
+    # top of the shares); ``replan_lost`` re-runs a share sent to a down peer on the origin
+    # once membership notices (``detect_s``) instead of failing the request.
+    a_s: FloatArray | None = None
+    c_s: FloatArray | None = None
+    cost_events: tuple[tuple[float, int, float], ...] = ()
+    overhead_s: FloatArray | None = None
+    replan_lost: bool = False
 
 
 def _mean_ref_work() -> float:
@@ -237,8 +250,13 @@ def run(
     cfg = trace.cfg
     n = cfg.n_peers
     rng = np.random.default_rng([seed, 7919])
-    a = STEP_FIXED_S / trace.speed
-    c = STEP_PER_IMAGE_S / trace.speed
+    a = STEP_FIXED_S / trace.speed if trace.a_s is None else np.asarray(trace.a_s, dtype=float)
+    c = STEP_PER_IMAGE_S / trace.speed if trace.c_s is None else np.asarray(trace.c_s, dtype=float)
+    base_a, base_c = a, c
+    events = sorted(trace.cost_events)
+    next_event = 0
+    mult = np.ones(n)
+    peer_busy = np.zeros(n)
     qfree = np.zeros(n)
     stale = cfg.staleness_s > 0
     period = 2.0 * cfg.staleness_s
@@ -258,6 +276,12 @@ def run(
     jobs: list[list[tuple[int, float, float, float]]] = [[] for _ in range(n)]
     for q in range(r):
         t = float(trace.times[q])
+        if next_event < len(events) and events[next_event][0] <= t:
+            while next_event < len(events) and events[next_event][0] <= t:
+                _at, peer, factor = events[next_event]
+                mult[peer] = factor
+                next_event += 1
+            a, c = base_a * mult, base_c * mult
         if stale:
             upto = min(int(t / dt) + 1, n_snap)
             if upto > filled:
@@ -345,11 +369,20 @@ def run(
                 arrive = t + 0.5 * cfg.rtt_s + cfg.setup_s + half
                 back = 0.5 * cfg.rtt_s + half
                 if _down_at(trace.crashes[j], arrive, 0.0):
-                    lost = True
-                    continue
+                    if not trace.replan_lost:
+                        lost = True
+                        continue
+                    # the origin re-plans the share onto itself once membership notices
+                    j = origin
+                    busy -= work
+                    work = steps * (a[j] + c[j] * x)
+                    busy += work
+                    arrive = t + cfg.detect_s
+                    back = 0.0
             start = max(arrive, float(qfree[j]))
             realised[m] = start - arrive
             qfree[j] = start + work
+            peer_busy[j] += work
             if track_jobs:
                 jobs[j].append((q, arrive, start, work))
             span = max(span, start + work + back - t)
@@ -357,6 +390,8 @@ def run(
                 recent_t[origin].append(t)
                 recent_p[origin].append(j)
                 recent_s[origin].append(work)
+        if trace.overhead_s is not None:
+            span += float(trace.overhead_s[origin])
         dl = float(trace.deadline[q])
         if lost:
             span = max(span, dl)
@@ -367,7 +402,7 @@ def run(
             observer(ctx, Outcome(span, bool(failed[q]), pos, cnt, realised, busy))
     skip = int(cfg.warmup_frac * r)
     ext = _externality(jobs, r)[skip:] if track_jobs else None
-    return RunResult(makespan[skip:], failed[skip:], dec_us[skip:], n_shares[skip:], ext)
+    return RunResult(makespan[skip:], failed[skip:], dec_us[skip:], n_shares[skip:], ext, peer_busy)
 
 
 def _externality(jobs: list[list[tuple[int, float, float, float]]], r: int) -> FloatArray:

@@ -1,0 +1,661 @@
+"""``amcoedge scenario sim FILE`` and ``amcoedge scenario compare REAL SIM``.
+
+``sim`` replays a scenario file (peers, quotas, links, workload, events) in the fleet simulator
+(:mod:`policy.fleet.sim`) with the same seeded schedule :func:`peer.harness.scenario.schedule`
+draws for ``scenario run``, and writes the same ``results.json`` keys and table, so the two can
+be set side by side by ``compare``.
+
+The cost model, stated:
+
+- **Compute.** One denoising step of ``x`` images on peer ``j`` costs ``k_j (a + c x)`` seconds.
+  ``(a, c)`` is the engine's own calibration on this machine (``Backend.calibrate``: one thread,
+  batches 1/2/4/8, the same fit the runtime makes at start), measured once and kept in a JSON
+  file (``--costs``). ``k_j = 1 / min(quota_j, threads)`` x ``threads`` (a CPU quota of ``q``
+  cores slows a single-thread peer by ``1/q``; no quota: 1). A ``quota`` event multiplies the
+  peer's cost by the ratio of the two factors from then on. ``--fit REAL`` replaces ``k_j`` by
+  the ratio of the compute seconds a real run measured on that peer to what ``(a, c)`` predicts
+  for the same shares (this folds in the machine's contention, which the quota model cannot
+  know), and reports both.
+- **Overheads.** A remote share pays ``setup_s`` (RPC, (de)serialisation, dispatch) plus its
+  bytes over the link; every request pays ``overhead_s`` on top of its shares (HTTP, planning,
+  PNG encoding: the client's wall time over the origin's make-span). With ``--fit`` both are the
+  medians the real run measured (``setup_s`` from the remote shares' end - start - queue -
+  compute, ``overhead_s`` per origin from wall - make-span), else the defaults below.
+- **Views.** Remote waits are read from a view ``--view-age`` seconds old on average (uniform
+  phase, drained forward to now) plus the origin's own dispatches since (its ledger); its own
+  queue exact. The runtime refreshes load just before deciding, so the default is small.
+- **Failures.** A crashed (or stopped) peer is out from the event until it serves again
+  (``restart_s`` after its restart); origins drop it ``detect_s`` after the crash, and a share
+  sent to it meanwhile is re-planned onto the origin once membership notices.
+- **Not modelled** (listed in ``results.json`` ``sim.unmodelled`` when a file uses them):
+  link-rate events, partitions (link_down counts as the peer being down), the steps-mode chain
+  (one image's chain runs where the policy puts it), repair tiles (one unit of the canvas area).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from amcoedge.stats import percentile
+from peer.harness.scenario import Scenario, ScenarioError, load_scenario, schedule
+
+DEFAULT_SETUP_S = 0.01  # per remote share: RPC, msgpack, dispatch
+DEFAULT_OVERHEAD_S = 0.02  # per request: HTTP, plan, PNG encode, client
+DEFAULT_VIEW_AGE_S = 0.02  # fresh load refreshed with one round trip before deciding
+DEFAULT_DETECT_S = 2.0
+DEFAULT_RESTART_S = 6.0
+BYTES_PER_IMAGE = 512.0  # the planner's default bytes per unit, both ways
+LOOPBACK_BYTES_PER_S = 1e9
+POLICY_TO_RECRUITER = {
+    "onnx": "learned",
+    "greedy": "greedy",
+    "random": "random",
+    "equal": "equal",
+    "local": "local",
+}
+
+
+class SimScenarioError(ScenarioError):
+    code = "bad_sim_input"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCosts:
+    """The engine's per-step cost on this machine: ``a_s + c_s * images`` seconds."""
+
+    a_s: float
+    c_s: float
+    engine: str = "onnx"
+    threads: int = 1
+    source: str = "measured"
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    setup_s: float = DEFAULT_SETUP_S
+    overhead_s: tuple[float, ...] | None = None  # per origin; None: DEFAULT_OVERHEAD_S each
+    view_age_s: float = DEFAULT_VIEW_AGE_S
+    detect_s: float = DEFAULT_DETECT_S
+    restart_s: float = DEFAULT_RESTART_S
+    scale: tuple[float, ...] | None = None  # per-peer k_j; None: the quota model
+    fitted_from: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def measure_engine_costs(engine: str = "onnx", threads: int = 1) -> EngineCosts:
+    """Calibrate the shipped model on ``engine`` here, as a peer does at start."""
+    from peer.diffusion import load_backend
+
+    be = load_backend(engine=engine, threads=threads)
+    cal = be.calibrate(batch_sizes=(1, 2, 4, 8), repeats=5, warmup=2)
+    return EngineCosts(float(cal.a_s), float(cal.c_s), str(be.engine), threads, "measured")
+
+
+def load_costs(path: Path | None, engine: str, threads: int, measure: bool = True) -> EngineCosts:
+    """Costs from ``path`` if it exists; else measured here (and written to ``path`` if given)."""
+    if path is not None and path.is_file():
+        try:
+            raw = json.loads(path.read_text())
+            costs = EngineCosts(
+                float(raw["a_s"]),
+                float(raw["c_s"]),
+                str(raw.get("engine", engine)),
+                int(raw.get("threads", threads)),
+                f"file {path}",
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SimScenarioError(f"{path}: not a costs file ({exc})") from None
+        if not (costs.a_s >= 0 and costs.c_s >= 0 and costs.a_s + costs.c_s > 0):
+            raise SimScenarioError(f"{path}: a_s and c_s must be >= 0, not both 0")
+        return costs
+    if not measure:
+        raise SimScenarioError(f"no costs file at {path}")
+    costs = measure_engine_costs(engine, threads)
+    if path is not None:
+        path.write_text(json.dumps(asdict(costs) | {"measured_at": time.time()}, indent=2))
+    return costs
+
+
+def quota_factor(quota: float | None, threads: int) -> float:
+    """How much slower than an unthrottled ``threads``-thread peer a quota of ``quota`` cores is."""
+    if quota is None:
+        return 1.0
+    return max(1.0, threads / max(quota, 1e-6))
+
+
+def _quotas(sc: Scenario) -> list[float | None]:
+    if sc.quotas is None:
+        return [None] * sc.peers
+    return [sc.quotas[i] if i < len(sc.quotas) else sc.quotas[-1] for i in range(sc.peers)]
+
+
+# -- fitting from a real run --------------------------------------------------------------------
+
+
+def _kind_steps(real: Mapping[str, Any]) -> list[int]:
+    kinds = real.get("kinds")
+    if not isinstance(kinds, list) or not kinds:
+        raise SimScenarioError("real results: no 'kinds' list")
+    return [int(k["steps"]) for k in kinds]
+
+
+def fit_params(
+    real: Mapping[str, Any], sc: Scenario, costs: EngineCosts, base: SimParams
+) -> SimParams:
+    """Per-peer cost factors and overheads from the records of a real ``scenario run``."""
+    steps_of = _kind_steps(real)
+    policies = real.get("policies")
+    if not isinstance(policies, Mapping) or not policies:
+        raise SimScenarioError("real results: no 'policies' table")
+    measured = [0.0] * sc.peers
+    predicted = [0.0] * sc.peers
+    setup: list[float] = []
+    over: list[list[float]] = [[] for _ in range(sc.peers)]
+    restart: list[float] = []
+    for pol in policies.values():
+        for ev in pol.get("events_applied", []):
+            if ev.get("action") == "restart" and "ready_at_s" in ev:
+                restart.append(float(ev["ready_at_s"]) - float(ev["applied_at_s"]))
+        for rec in pol.get("records", []):
+            if not rec.get("ok") or "timing" not in rec:
+                continue
+            steps = steps_of[int(rec["kind"])]
+            origin = str(rec["origin"])
+            o = int(origin[1:])
+            if "wall_s" in rec and "makespan_s" in rec and 0 <= o < sc.peers:
+                over[o].append(float(rec["wall_s"]) - float(rec["makespan_s"]))
+            for t in rec["timing"]:
+                p = int(str(t["peer"])[1:])
+                units = t.get("units")
+                comp = t.get("compute_s")
+                if not (0 <= p < sc.peers) or not isinstance(units, int) or not comp:
+                    continue
+                measured[p] += float(comp)
+                predicted[p] += steps * (costs.a_s + costs.c_s * units)
+                if t["peer"] != origin:
+                    rest = (
+                        float(t["end_s"])
+                        - float(t["start_s"])
+                        - float(t.get("queue_s", 0.0))
+                        - float(comp)
+                    )
+                    setup.append(max(rest, 0.0))
+    model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
+    scale = tuple(
+        measured[j] / predicted[j] if predicted[j] > 0 else model[j] for j in range(sc.peers)
+    )
+    all_over = [x for xs in over for x in xs]
+    default_over = statistics.median(all_over) if all_over else DEFAULT_OVERHEAD_S
+    overhead = tuple(
+        max(statistics.median(over[j]) if over[j] else default_over, 0.0) for j in range(sc.peers)
+    )
+    return replace(
+        base,
+        scale=scale,
+        overhead_s=overhead,
+        setup_s=statistics.median(setup) if setup else base.setup_s,
+        restart_s=statistics.median(restart) if restart else base.restart_s,
+        fitted_from=str(real.get("scenario", "real run")),
+    )
+
+
+# -- the trace -----------------------------------------------------------------------------------
+
+
+def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[Any, list[str]]:
+    """The fleet simulator's trace for ``sc``; also the list of what it does not model."""
+    from policy.fleet.sim import SimConfig, Trace
+
+    plan = schedule(sc)
+    if not plan:
+        raise SimScenarioError("the schedule is empty: no request to simulate")
+    n = sc.peers
+    quotas = _quotas(sc)
+    model = [quota_factor(q, sc.threads) for q in quotas]
+    scale = list(params.scale) if params.scale is not None else model
+    if len(scale) != n:
+        raise SimScenarioError(f"scale has {len(scale)} entries for {n} peers")
+    a = np.array([costs.a_s * k for k in scale])
+    c = np.array([costs.c_s * k for k in scale])
+    unmodelled: list[str] = []
+    bw = np.full((n, n), LOOPBACK_BYTES_PER_S)
+    for i, link in enumerate(sc.links):
+        rates = [r for r in (link.up_mbit, link.down_mbit) if r is not None]
+        if rates:
+            bps = min(rates) * 1e6 / 8.0
+            bw[i, :] = np.minimum(bw[i, :], bps)
+            bw[:, i] = np.minimum(bw[:, i], bps)
+    cost_events: list[tuple[float, int, float]] = []
+    down_from: dict[int, float] = {}
+    windows: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+    current_q = list(quotas)
+    for ev in sc.events:
+        p = ev.peer
+        if ev.action == "quota" and p is not None:
+            new = quota_factor(ev.cores, sc.threads)
+            old = quota_factor(quotas[p], sc.threads)
+            cost_events.append((ev.at_s, p, new / old))
+            current_q[p] = ev.cores
+        elif ev.action in ("crash", "stop", "link_down") and p is not None:
+            down_from[p] = ev.at_s
+        elif ev.action in ("restart", "link_up") and p is not None and p in down_from:
+            delay = params.restart_s if ev.action == "restart" else 0.0
+            windows[p].append((down_from.pop(p), ev.at_s + delay))
+        else:
+            unmodelled.append(f"event {ev.describe()}")
+    for p, t0 in down_from.items():
+        windows[p].append((t0, math.inf))
+    for w in windows:
+        w.sort()
+    images, steps, pixels = [], [], []
+    for r in plan:
+        k = sc.kinds[r.kind]
+        if k.request == "repair":
+            images.append(1)
+            pixels.append((k.size / 16.0) ** 2)
+            unmodelled.append("repair tiles")
+        else:
+            images.append(k.count)
+            pixels.append(1.0)
+            if k.mode == "steps":
+                unmodelled.append("steps-mode chains")
+        steps.append(k.steps)
+    cfg = SimConfig(
+        n_peers=n,
+        load=1.0,
+        staleness_s=params.view_age_s,
+        n_requests=len(plan),
+        warmup_frac=0.0,
+        rtt_s=0.0,
+        setup_s=params.setup_s,
+        bytes_per_image=BYTES_PER_IMAGE,
+        detect_s=params.detect_s,
+        crash_rate=0.0,
+        snapshot_s=min(0.05, max(params.view_age_s, 0.005)),
+    )
+    rng = np.random.default_rng([sc.seed, n, 15])
+    period = 2.0 * params.view_age_s
+    overhead = params.overhead_s or tuple([DEFAULT_OVERHEAD_S] * n)
+    trace = Trace(
+        cfg=cfg,
+        speed=np.ones(n),
+        bw=bw,
+        times=np.array([r.at_s for r in plan]),
+        origin_u=np.array([r.origin_u for r in plan]),
+        images=np.array(images, dtype=np.int64),
+        steps=np.array(steps, dtype=np.int64),
+        pixels=np.array(pixels),
+        deadline=np.full(len(plan), sc.deadline_s),
+        phase=rng.uniform(0.0, period, (n, n)) if period > 0 else np.zeros((n, n)),
+        crashes=windows,
+        a_s=a,
+        c_s=c,
+        cost_events=tuple(cost_events),
+        overhead_s=np.asarray(overhead, dtype=float),
+        replan_lost=True,
+    )
+    return trace, sorted(set(unmodelled))
+
+
+# -- recruiters as the runtime's planner uses them -----------------------------------------------
+
+
+def runtime_recruit(
+    policy: str, seed: int = 0, model_path: str | None = None
+) -> Callable[..., Any]:
+    """The simulator's recruit function for a runtime policy name.
+
+    As in ``peer.core.recruit`` + ``peer.core.planner``: the policy picks the peers (deadline
+    unknown to it), then the planner water-fills the request over the chosen set on the waits
+    with the origin's own dispatches (``equal`` keeps its own split; ``local`` stays home).
+    """
+    from policy.fleet import heuristics
+    from policy.fleet.allocate import split_units
+    from policy.fleet.recruiters import make_recruiter
+
+    if policy not in POLICY_TO_RECRUITER:
+        raise SimScenarioError(f"unknown policy {policy!r}; known: {sorted(POLICY_TO_RECRUITER)}")
+    rec = make_recruiter(POLICY_TO_RECRUITER[policy], seed=seed, model_path=model_path)
+
+    def recruit(ctx: Any, rng: np.random.Generator) -> Any:
+        arr = ctx.arr
+        if policy == "local":
+            return heuristics.local(arr, ctx.units, rng)
+        pos, cnt, span = rec.choose(arr, ctx.units, math.inf)
+        if policy == "equal":
+            return pos, cnt, span
+        wait = arr.wait + arr.own
+        sub, counts, span = split_units(wait[pos], arr.fixed[pos], arr.per_unit[pos], ctx.units)
+        return pos[sub], counts, span
+
+    recruit.fallback = getattr(rec, "fallback", None)  # type: ignore[attr-defined]
+    return recruit
+
+
+# -- running and summarising ---------------------------------------------------------------------
+
+
+def simulate(
+    sc: Scenario,
+    costs: EngineCosts,
+    params: SimParams,
+    model_path: str | None = None,
+    seeds: Sequence[int] = (0,),
+) -> dict[str, Any]:
+    """Every policy of ``sc`` on the same trace; ``results.json``-shaped dict."""
+    from policy.fleet.sim import Outcome, RequestCtx, run
+
+    t_start = time.perf_counter()
+    trace, unmodelled = build_trace(sc, costs, params)
+    plan = schedule(sc)
+    runs: dict[str, Any] = {}
+    for policy in sc.policies:
+        records: list[dict[str, Any]] = []
+        busy = np.zeros(sc.peers)
+        fallback = None
+        for seed in seeds:
+            recruit = runtime_recruit(policy, seed=seed, model_path=model_path)
+            fallback = getattr(recruit, "fallback", None)
+            seen: dict[int, tuple[int, list[int]]] = {}
+
+            def observe(
+                ctx: RequestCtx, out: Outcome, seen: dict[int, tuple[int, list[int]]] = seen
+            ) -> None:
+                seen[ctx.index] = (ctx.origin, [int(ctx.peers[p]) for p in out.positions])
+
+            res = run(trace, recruit, seed=seed, observer=observe, time_decisions=False)
+            if res.peer_busy is not None:
+                busy += res.peer_busy
+            for q, r in enumerate(plan):
+                origin, peers = seen.get(q, (-1, []))
+                ok = not bool(res.failed[q])
+                rec: dict[str, Any] = {
+                    "index": r.index,
+                    "seed": seed,
+                    "at_s": round(r.at_s, 4),
+                    "sent_s": round(r.at_s, 4),
+                    "origin": f"p{origin}" if origin >= 0 else None,
+                    "kind": r.kind,
+                    "images": sc.kinds[r.kind].count,
+                    "ok": ok,
+                }
+                if ok:
+                    rec["wall_s"] = round(float(res.makespan[q]), 6)
+                    rec["peers"] = [f"p{j}" for j in peers]
+                else:
+                    rec["error"] = "deadline" if origin >= 0 else "no_peer"
+                records.append(rec)
+        runs[policy] = _summarise(sc, records, busy / len(seeds), len(seeds), fallback)
+    model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
+    return {
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "peers": sc.peers,
+        "quotas": list(sc.quotas) if sc.quotas else None,
+        "duration_s": sc.duration_s,
+        "rate_per_s": sc.rate_per_s,
+        "deadline_s": sc.deadline_s,
+        "kinds": [
+            {"mode": k.mode, "count": k.count, "steps": k.steps, "weight": k.weight}
+            | ({"request": k.request, "size": k.size} if k.request != "generate" else {})
+            for k in sc.kinds
+        ],
+        "events": [{"at_s": e.at_s, "action": e.action, "what": e.describe()} for e in sc.events],
+        "network": None,
+        "requests": len(plan),
+        "policies": runs,
+        "wall_s": round(time.perf_counter() - t_start, 2),
+        "load_average_1m": None,
+        "timeline_png": None,
+        "sim": {
+            "simulator": "policy.fleet.sim",
+            "seeds": list(seeds),
+            "engine_costs": asdict(costs),
+            "quota_factor": model,
+            "cost_factor": list(params.scale) if params.scale is not None else model,
+            "params": {k: v for k, v in asdict(params).items() if k != "scale"},
+            "overhead_s": list(trace.overhead_s) if trace.overhead_s is not None else None,
+            "unmodelled": unmodelled,
+        },
+    }
+
+
+def _summarise(
+    sc: Scenario,
+    records: list[dict[str, Any]],
+    busy: np.ndarray,
+    n_seeds: int,
+    fallback: str | None,
+) -> dict[str, Any]:
+    ok = [r for r in records if r["ok"]]
+    walls = sorted(r["wall_s"] for r in ok)
+    errors: dict[str, int] = {}
+    for r in records:
+        if not r["ok"]:
+            errors[r["error"]] = errors.get(r["error"], 0) + 1
+    span = max([sc.duration_s] + [r["sent_s"] + r.get("wall_s", 0.0) for r in records])
+    n = len(records)
+    return {
+        "requests": n // n_seeds,
+        "ok": len(ok) // n_seeds,
+        "failed": (n - len(ok)) // n_seeds,
+        "failure_rate": (n - len(ok)) / n if n else 0.0,
+        "errors": errors,
+        "makespan_mean_s": statistics.fmean(walls) if walls else None,
+        "makespan_p50_s": percentile(walls, 50),
+        "makespan_p95_s": percentile(walls, 95),
+        "utilisation": {f"p{j}": round(float(b) / span, 4) for j, b in enumerate(busy)},
+        "mean_peers_per_request": statistics.fmean(len(r["peers"]) for r in ok) if ok else None,
+        "replans": 0,
+        "events_applied": [],
+        "quotas": "simulated",
+        "fallback": fallback,
+        "records": records,
+    }
+
+
+# -- compare -------------------------------------------------------------------------------------
+
+TOLERANCE = 0.20
+
+
+def _rel(sim: float | None, real: float | None) -> float | None:
+    if sim is None or real is None or real <= 0:
+        return None
+    return sim / real - 1.0
+
+
+def compare(real: Mapping[str, Any], sim: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulated beside real, per policy; ranking; the largest discrepancies by size."""
+    rp, sp = real.get("policies"), sim.get("policies")
+    if not isinstance(rp, Mapping) or not isinstance(sp, Mapping):
+        raise SimScenarioError("both files need a 'policies' table (results.json of run / sim)")
+    common = [p for p in rp if p in sp and "error" not in rp[p] and "error" not in sp[p]]
+    if not common:
+        raise SimScenarioError(f"no policy in both files: real {list(rp)}, sim {list(sp)}")
+    rows: dict[str, Any] = {}
+    gaps: list[tuple[float, str]] = []
+    for p in common:
+        r, s = rp[p], sp[p]
+        row: dict[str, Any] = {}
+        for key in (
+            "makespan_mean_s",
+            "makespan_p50_s",
+            "makespan_p95_s",
+            "mean_peers_per_request",
+        ):
+            rel = _rel(s.get(key), r.get(key))
+            row[key] = {"real": r.get(key), "sim": s.get(key), "sim_over_real_minus_1": rel}
+            if rel is not None:
+                gaps.append((abs(rel), f"{p} {key}: sim {s[key]:.3f} vs real {r[key]:.3f}"))
+        row["failure_rate"] = {"real": r.get("failure_rate"), "sim": s.get("failure_rate")}
+        util: dict[str, Any] = {}
+        for peer in sorted(set(r.get("utilisation", {})) | set(s.get("utilisation", {}))):
+            ru, su = r.get("utilisation", {}).get(peer), s.get("utilisation", {}).get(peer)
+            util[peer] = {"real": ru, "sim": su}
+            if ru is not None and su is not None:
+                # utilisation is a share of time: its gap counts as an absolute difference
+                gaps.append(
+                    (abs(su - ru), f"{p} utilisation {peer}: sim {su:.2f} vs real {ru:.2f}")
+                )
+        row["utilisation"] = util
+        rel = row["makespan_mean_s"]["sim_over_real_minus_1"]
+        row["mean_within_tolerance"] = rel is not None and abs(rel) <= TOLERANCE
+        rows[p] = row
+
+    def rank(res: Mapping[str, Any]) -> list[str]:
+        return sorted(common, key=lambda p: res[p].get("makespan_mean_s") or math.inf)
+
+    gaps.sort(key=lambda g: -g[0])
+    real_rank, sim_rank = rank(rp), rank(sp)
+    return {
+        "scenario": real.get("scenario"),
+        "tolerance": TOLERANCE,
+        "policies": rows,
+        "real_ranking": real_rank,
+        "sim_ranking": sim_rank,
+        "same_ranking": real_rank == sim_rank,
+        "all_means_within_tolerance": all(rows[p]["mean_within_tolerance"] for p in common),
+        "largest_discrepancies": [g[1] for g in gaps[:6]],
+        "real_load_average_1m": real.get("load_average_1m"),
+    }
+
+
+def _f(x: Any, d: int = 3) -> str:
+    return "–" if x is None else f"{x:.{d}f}"
+
+
+def compare_markdown(cmp: Mapping[str, Any]) -> str:
+    lines = [
+        f"Scenario `{cmp['scenario']}` (real load average {cmp['real_load_average_1m']}): "
+        f"simulated beside real; tolerance {cmp['tolerance']:.0%} on the mean.",
+        "",
+        "| policy | mean real / sim s | sim/real | p95 real / sim s | peers/request real / sim "
+        "| utilisation real | utilisation sim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p, row in cmp["policies"].items():
+        m, p95, ppr = row["makespan_mean_s"], row["makespan_p95_s"], row["mean_peers_per_request"]
+        ratio = (
+            "–" if m["sim_over_real_minus_1"] is None else f"{1 + m['sim_over_real_minus_1']:.2f}"
+        )
+        ur = " / ".join(_f(v["real"], 2) for v in row["utilisation"].values())
+        us = " / ".join(_f(v["sim"], 2) for v in row["utilisation"].values())
+        lines.append(
+            f"| {p} | {_f(m['real'])} / {_f(m['sim'])} | {ratio} | {_f(p95['real'])} / "
+            f"{_f(p95['sim'])} | {_f(ppr['real'], 2)} / {_f(ppr['sim'], 2)} | {ur} | {us} |"
+        )
+    lines += [
+        "",
+        f"Ranking by mean: real {' < '.join(cmp['real_ranking'])}; "
+        f"sim {' < '.join(cmp['sim_ranking'])} ({'same' if cmp['same_ranking'] else 'DIFFERENT'}).",
+        f"All means within {cmp['tolerance']:.0%}: {'yes' if cmp['all_means_within_tolerance'] else 'no'}.",
+        "",
+        "Largest discrepancies:",
+        *[f"- {g}" for g in cmp["largest_discrepancies"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SimScenarioError(f"{what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise SimScenarioError(f"{what} {path}: not a JSON object")
+    return data
+
+
+def cmd_sim(args: Any) -> int:
+    from peer.harness.scenario import check_policies
+    from peer.harness.scenario_run import print_table, render_report
+
+    try:
+        sc = load_scenario(args.file)
+        if args.policies:
+            names = [p.strip() for p in args.policies.split(",") if p.strip()]
+            sc = replace(sc, policies=check_policies(names))
+        for p in sc.policies:
+            if p not in POLICY_TO_RECRUITER:
+                raise SimScenarioError(f"policy {p!r} cannot be simulated")
+        if not (0.0 <= args.view_age <= 60.0):
+            raise SimScenarioError(f"--view-age must be in [0, 60] s, got {args.view_age}")
+        costs = load_costs(Path(args.costs) if args.costs else None, args.engine, sc.threads)
+        params = SimParams(view_age_s=args.view_age)
+        if args.fit:
+            params = fit_params(_read_json(args.fit, "--fit"), sc, costs, params)
+        res = simulate(sc, costs, params, args.model, tuple(range(args.seeds)))
+    except ScenarioError as exc:
+        print(f"amcoedge scenario sim: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "report.md").write_text(render_report(res))
+    print_table(res)
+    print(f"scenario sim: report.md and results.json in {out}/")
+    return 0
+
+
+def cmd_compare(args: Any) -> int:
+    try:
+        cmp = compare(_read_json(args.real, "real"), _read_json(args.sim, "sim"))
+    except ScenarioError as exc:
+        print(f"amcoedge scenario compare: {exc}", file=sys.stderr)
+        return 2
+    md = compare_markdown(cmp)
+    print(md)
+    if args.json:
+        Path(args.json).write_text(json.dumps(cmp, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    return 0
+
+
+def _seeds(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 100:
+        raise ValueError("seeds must be in 1..100")
+    return v
+
+
+def register(groups: dict[str, Any]) -> None:
+    s = groups["scenario"].add_parser(
+        "sim", help="replay a scenario file in the fleet simulator (same table and results.json)"
+    )
+    s.add_argument("file", help="scenario TOML (see examples/scenarios/)")
+    s.add_argument("--out", default="scenario-sim-out", help="output directory")
+    s.add_argument("--policies", help="comma-separated policies, overriding the file's list")
+    s.add_argument(
+        "--costs",
+        help="engine costs JSON {a_s, c_s}: read if it exists, else measured here and written",
+    )
+    s.add_argument("--engine", default="onnx", choices=("onnx", "torch"), help="engine to measure")
+    s.add_argument("--fit", help="a real run's results.json: per-peer costs and overheads from it")
+    s.add_argument("--view-age", type=float, default=DEFAULT_VIEW_AGE_S, help="mean view age s")
+    s.add_argument("--model", help="recruiter ONNX for onnx (default: the shipped one)")
+    s.add_argument("--seeds", type=_seeds, default=1, help="simulator seeds (policy randomness)")
+    s.set_defaults(func=cmd_sim)
+    c = groups["scenario"].add_parser(
+        "compare", help="set a simulated results.json beside a real one; name the largest gaps"
+    )
+    c.add_argument("real", help="results.json of `scenario run`")
+    c.add_argument("sim", help="results.json of `scenario sim`")
+    c.add_argument("--json", help="write the comparison JSON here")
+    c.add_argument("--markdown", help="write the Markdown table here")
+    c.set_defaults(func=cmd_compare)
