@@ -475,6 +475,23 @@ def _no_interrupts() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+SECRETS_PREFIX = "amcoedge-scenario-"
+
+
+def _sweep_secret_dirs() -> list[str]:
+    """The key/token directories of runs whose process is gone (a crash), removed."""
+    removed = []
+    for d in Path(tempfile.gettempdir()).glob(f"{SECRETS_PREFIX}*-*"):
+        pid = d.name.removeprefix(SECRETS_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists() or not d.is_dir():
+            continue
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+        removed.append(str(d))
+    return removed
+
+
 NO_DELAY = "none: `tc netem` does not exist in this kernel; latency is the real stack's"
 
 
@@ -502,7 +519,7 @@ class NetworkMode:
         self._partition: tuple[int, ...] = ()
         self._rates: list[Link] = list(sc.links)
         self._dir: Path | None = None
-        self.leftovers = sweep_cgroup_leftovers()
+        self.leftovers = sweep_cgroup_leftovers() + _sweep_secret_dirs()
         if self.requested == "loopback":
             self.mode, self.why = "loopback", "every peer on 127.0.0.1 (peers.network)"
             return
@@ -516,7 +533,7 @@ class NetworkMode:
             )
             return
         self.mode, self.why = "netns", why
-        self._dir = Path(tempfile.mkdtemp(prefix="amcoedge-scenario-"))
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{SECRETS_PREFIX}{os.getpid()}-"))
         self.secret_file = self._secret("cluster.key")
         self.token_file = self._secret("api.token")
         self.token = Path(self.token_file).read_text().strip()
