@@ -92,11 +92,11 @@ class GossipConfig:
         0.5, "publish load digests at most this often; the view of self is always immediate"
     )
     meta_budget_bytes_s: float = _f(
-        400.0,
+        200.0,
         "digest updates cost every peer about N x size x retransmits bytes per round of "
         "updates: each peer spaces its versions so that all peers' updates together stay "
-        "within this many bytes/s per peer (one version per ~13 s per peer at 20 peers, "
-        "~100 s at 100); fresh load travels in samples, digests carry bandwidth rows",
+        "within this many bytes/s per peer (one version per ~25 s per peer at 20 peers, "
+        "~3 min at 100); fresh load travels in samples, digests carry bandwidth rows",
     )
     load_samples_per_datagram: int = _f(
         24,
@@ -104,7 +104,7 @@ class GossipConfig:
         "many fresh samples of others (~21 bytes each); fewer when the byte budget binds",
     )
     gossip_budget_bytes_s: float = _f(
-        1900.0,
+        1800.0,
         "a peer adapts how many samples it forwards per datagram (one more or one fewer each "
         "second) so that all it sends (datagrams and push-pull) stays under this many bytes/s: "
         "the load it holds of others is then ~1 s old at 20 peers and <2 s at 100, under 2 KB/s",

@@ -2,9 +2,12 @@
 
 The parent starts `python -m gossip.realbench` children (peer 0 first, the rest with peer 0 as
 seed). Each child runs one GossipNode and prints one JSON line per event (its view changed,
-stats) with `time.time()` stamps; it takes commands on stdin (`meta V`, `stats`). The parent
-times the same phases as the simulated benchmark: join convergence, load dissemination, bytes
-per peer per second over a quiet window, and crash detection after SIGKILL.
+stats, load ages) with `time.time()` stamps; it takes commands on stdin (`meta V`, `stats`,
+`ages`, `busy`). The parent times the same phases as the simulated benchmark: join
+convergence, load dissemination, then a steady window in which every peer's load changes twice
+a second (`busy`, like a working runtime): bytes per peer per second and, once a second, the
+age of the load each peer holds of every other (`load_age_s`); then crash detection after
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ async def _child(name: str, seed: str | None, preset: str) -> None:
     await node.start(seeds=seeds)
     _emit({"ev": "ready", "addr": list(node.address), "t": time.time()})
     loop = asyncio.get_running_loop()
+    busy: list[asyncio.Task[None]] = []
+
+    async def churn() -> None:
+        # Like a busy runtime: the load changes every 0.5 s (digests are rate-limited anyway).
+        k = 0
+        while True:
+            k += 1
+            node.update_meta(queued_s=float(k % 13) / 4, active_shares=k % 3)
+            await asyncio.sleep(0.5)
+
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
@@ -84,8 +97,16 @@ async def _child(name: str, seed: str | None, preset: str) -> None:
             node.update_meta(queued_s=float(parts[1]))
         elif parts[0] == "stats":
             _emit({"ev": "stats", "stats": node.stats, "t": time.time()})
+        elif parts[0] == "ages":
+            v = node.view()
+            ages = [node.load_age(p) for p in v.peers if p != name and v.peers[p].status == "alive"]
+            _emit({"ev": "ages", "ages": [a for a in ages if a is not None], "t": time.time()})
+        elif parts[0] == "busy" and not busy:
+            busy.append(asyncio.create_task(churn()))
         elif parts[0] == "quit":
             break
+    for t in busy:
+        t.cancel()
     await node.stop()
 
 
@@ -117,6 +138,7 @@ class _Parent:
         self.false_dead = 0
         self.killed: set[str] = set()
         self.readers: list[asyncio.Task[None]] = []
+        self.ages: list[float] = []
 
     async def spawn(self, i: int, seed: str | None) -> _Child:
         name = f"p{i:03d}"
@@ -162,6 +184,8 @@ class _Parent:
             elif kind == "stats":
                 c.stats = ev["stats"]
                 c.stats_event.set()
+            elif kind == "ages":
+                self.ages.extend(float(a) for a in ev["ages"])
             self.changed.set()
 
     async def wait_for(self, cond: Callable[[], bool], timeout: float) -> bool:
@@ -271,9 +295,15 @@ async def run_real_bench(
             await asyncio.sleep(0.3)
         report("dissemination", time.time() - t_begin)
 
+        for c in p.live():
+            await p.send(c, "busy")
+        await asyncio.sleep(3.0)  # let digest spacing and the sample budget settle
         s0 = await p.all_stats()
         t0 = time.time()
-        await asyncio.sleep(steady_s)
+        while time.time() - t0 < steady_s:
+            await asyncio.sleep(1.0)
+            for c in p.live():
+                await p.send(c, "ages")
         s1 = await p.all_stats()
         window = time.time() - t0
         common = set(s0) & set(s1)
@@ -336,6 +366,15 @@ async def run_real_bench(
         "steady": {
             "duration_s": round(window, 2),
             "bytes_per_peer_per_s": None if not sent else round(statistics.mean(sent) / window, 1),
+            "bytes_per_peer_per_s_max": None if not sent else round(max(sent) / window, 1),
+            "load_changes_per_peer_per_s": 2.0,
+            "load_age_s": {
+                "readings": len(p.ages),
+                "p50": None if not p.ages else round(statistics.median(p.ages), 4),
+                "p95": None
+                if not p.ages
+                else round(sorted(p.ages)[min(len(p.ages) - 1, int(0.95 * len(p.ages)))], 4),
+            },
         },
         "false_positives_total": p.false_dead,
     }
