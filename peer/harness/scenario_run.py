@@ -40,6 +40,7 @@ from peer.harness.cluster import (
     http_json,
     sweep_cgroup_leftovers,
 )
+from peer.harness.rss import RssSampler
 from peer.harness.scenario import LINK_ACTIONS, Event, Kind, Link, Planned, Scenario, schedule
 from peer.harness.timeline import Panel, draw, panel_of
 
@@ -150,6 +151,11 @@ def _run_policy(
     )
     cluster = LocalCluster(spec, logs)
     token = net.token
+    rss = RssSampler(
+        lambda: {
+            p.name: (p.proc.pid if p.proc.poll() is None else None) for p in list(cluster.procs)
+        }
+    )
     try:
         cluster.start()
         cluster.wait_ready(timeout=120)
@@ -161,6 +167,7 @@ def _run_policy(
         up = _Live(sc.peers)
         events = list(sc.events)
         futures: list[Future[None]] = []
+        rss.start()  # per-peer peak RSS; "first minute" counts from the workload's start
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT) as pool:
             for req in plan:
@@ -184,9 +191,10 @@ def _run_policy(
     except (ClusterError, netns.NetnsError) as exc:
         return {"error": str(exc), "records": records, "events_applied": applied}
     finally:
+        rss.stop()
         cluster.stop()
         net.close_policy()
-    return _summarise(sc, records, applied, quota_note)
+    return {**_summarise(sc, records, applied, quota_note), "rss": rss.summary()}
 
 
 def _sleep_until(t: float) -> None:
@@ -337,6 +345,26 @@ def _summarise(
     }
 
 
+def _rss_report(policies: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, r in policies.items():
+        for peer, m in (r.get("rss") or {}).get("peers", {}).items():
+            rows.append(
+                f"| {name} | {peer} | {m['peak_rss_mib']} | {_f(m['peak_first_min_mib'], 1)} | "
+                f"{_f(m['peak_over_first_min'], 3)} | {m['last_rss_mib']} | {m['processes']} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Peak resident memory per peer (MiB; sampled from /proc each second, VmHWM included)",
+        "",
+        "| policy | peer | peak | peak in first minute | ratio | last | processes |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def _f(x: Any, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -382,6 +410,7 @@ def render_report(res: dict[str, Any]) -> str:
                 f"- {name}: {ev['what']} "
                 f"(applied at {ev['applied_at_s']:g} s): {ev['result']}{ready}"
             )
+    lines += _rss_report(res["policies"])
     first: dict[str, Any] = next(iter(res["policies"].values()), {})
     lines += ["", f"Compute heterogeneity: {first.get('quotas', 'unknown')}.", ""]
     lines += _network_report(res.get("network"))
