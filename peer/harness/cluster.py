@@ -315,20 +315,24 @@ class LocalCluster:
                 signal.signal(sig, handler)
 
     def _stop(self, grace: float) -> None:
-        for p in self.procs:
-            if p.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            if p.proc.poll() is None:
-                p.proc.kill()
-                p.proc.wait(timeout=5)
-        if self._quotas is not None:
-            self._quotas.close()
-            self._quotas = None
+        try:
+            for p in self.procs:
+                if p.proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for p in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                if p.proc.poll() is None:
+                    p.proc.kill()
+            for p in self.procs:  # a killed process under a CPU quota on a busy box takes a while
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.proc.wait(timeout=30)
+        finally:
+            if self._quotas is not None:  # whatever happened above: no cgroup left behind
+                self._quotas.close()
+                self._quotas = None
 
     def __enter__(self) -> LocalCluster:
         try:
