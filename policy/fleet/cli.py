@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1]")
+    return v
+
+
 def _peers(text: str) -> int:
     v = int(text)
     if not 1 <= v <= 64:
@@ -56,7 +63,15 @@ def _train(args: argparse.Namespace) -> int:
     from policy.fleet.train import TrainConfig, load_net, train
 
     torch.set_num_threads(1)
-    tc = TrainConfig(minutes=args.minutes, seed=args.seed, episodes=args.episodes)
+    tc = TrainConfig(
+        minutes=args.minutes,
+        seed=args.seed,
+        episodes=args.episodes,
+        randomised_frac=args.randomised_frac,
+        runtime_semantics=args.runtime_semantics,
+        init=args.init,
+        eps_start=args.eps_start,
+    )
     out = Path(args.out)
     ckpt = train(tc, out, progress=not args.quiet)
     onnx_path = out / "recruiter.onnx"
@@ -70,7 +85,11 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "minutes": args.minutes,
         "command": f"amcoedge policy train --out {args.out} --minutes {args.minutes:g} --seed {args.seed}"
-        + (f" --episodes {args.episodes}" if args.episodes else ""),
+        + (f" --episodes {args.episodes}" if args.episodes else "")
+        + (f" --randomised-frac {args.randomised_frac:g}" if args.randomised_frac else "")
+        + (" --runtime-semantics" if args.runtime_semantics else "")
+        + (f" --init {args.init}" if args.init else "")
+        + (f" --eps-start {args.eps_start:g}" if args.eps_start != 1.0 else ""),
         "parity_max_abs_diff": parity(load_net(ckpt), onnx_path),
     }
     meta = {**summary, "train_config": ckpt["train"], "net": ckpt["net"], "log": ckpt["log"]}
@@ -135,6 +154,19 @@ def register(groups: dict[str, Any]) -> None:
         default=None,
         help="stop after this many episodes (reproducible: epsilon decays by episode count)",
     )
+    t.add_argument(
+        "--randomised-frac",
+        type=_fraction,
+        default=0.0,
+        help="share of episodes from policy.fleet.randomise (real-like clusters; issue 15)",
+    )
+    t.add_argument(
+        "--runtime-semantics",
+        action="store_true",
+        help="decide as the runtime does: no deadline in the features, planner re-split",
+    )
+    t.add_argument("--init", help="checkpoint (recruiter.pt) to start from (fine-tuning)")
+    t.add_argument("--eps-start", type=_fraction, default=1.0, help="initial exploration rate")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

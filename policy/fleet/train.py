@@ -35,10 +35,12 @@ from policy.fleet.actions import (
     action_mask,
     decode,
 )
+from policy.fleet.allocate import split_units
 from policy.fleet.features import FEATURE_NAMES, N_FEATURES, build_features
 from policy.fleet.heuristics import Choice
 from policy.fleet.network import CLAMP, NetConfig, RecruiterNet
-from policy.fleet.sim import Outcome, RequestCtx, SimConfig, make_trace, run
+from policy.fleet.randomise import randomised_trace
+from policy.fleet.sim import Outcome, RequestCtx, SimConfig, Trace, make_trace, run
 
 KIND = "fleet-recruiter"
 PEER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -67,6 +69,13 @@ class TrainConfig:
     log_cost: bool = False  # regress -log(cost / T0) instead (tried: worse at high load, N=8)
     corr_weight: float = 1.0
     net: NetConfig = field(default_factory=NetConfig)
+    # sim-to-real (issue 15): share of episodes drawn by policy.fleet.randomise (real-like
+    # clusters around measured costs and overheads); runtime semantics: features built with the
+    # deadline unknown (the runtime passes none) and the split re-water-filled over the chosen
+    # peers on their unhedged waits (the planner does that); a checkpoint to start from
+    randomised_frac: float = 0.0
+    runtime_semantics: bool = False
+    init: str | None = None
 
 
 _SOLO = FEATURE_NAMES.index("solo_finish_over_t0")
@@ -117,19 +126,27 @@ def _sample_config(rng: np.random.Generator, tc: TrainConfig) -> SimConfig:
 
 
 def collect(
-    cfg: SimConfig, seed: int, choose: Chooser, tc: TrainConfig
+    cfg: SimConfig, seed: int, choose: Chooser, tc: TrainConfig, trace: Trace | None = None
 ) -> tuple[_Run, dict[str, float]]:
     """Run one simulated episode with ``choose`` picking actions; returns its replay block."""
-    trace = make_trace(cfg, seed)
+    if trace is None:
+        trace = make_trace(cfg, seed)
+    cfg = trace.cfg
     rows: dict[int, tuple[NDArray[np.float32], NDArray[np.bool_], int, float]] = {}
     realised: dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
 
     def recruit(ctx: RequestCtx, rng: np.random.Generator) -> Choice:
-        f = build_features(ctx.arr, ctx.units, ctx.deadline_s)
+        f = build_features(ctx.arr, ctx.units, math.inf if tc.runtime_semantics else ctx.deadline_s)
         valid = action_mask(len(ctx.arr))
         a, score = choose(f, valid, rng)
         rows[ctx.index] = (f, valid, a, math.exp(float(f[0, _LOG_T0])))
-        return decode(ctx.arr, ctx.units, a, score)
+        pos, cnt, span = decode(ctx.arr, ctx.units, a, score)
+        if not tc.runtime_semantics:
+            return pos, cnt, span
+        arr = ctx.arr
+        wait = arr.wait + arr.own
+        sub, cnt, span = split_units(wait[pos], arr.fixed[pos], arr.per_unit[pos], ctx.units)
+        return pos[sub], cnt, span
 
     def observe(ctx: RequestCtx, out: Outcome) -> None:
         realised[ctx.index] = (out.positions, out.realised_wait)
@@ -197,6 +214,8 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
     net = RecruiterNet(tc.net)
+    if tc.init is not None:
+        net = load_net(torch.load(tc.init, weights_only=False))
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     replay: list[_Run] = []
     budget = tc.minutes * 60.0
@@ -228,7 +247,11 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
             return int(np.argmax(np.where(valid, q, -np.inf))), score
 
         cfg = _sample_config(rng, tc)
-        block, stats = collect(cfg, int(rng.integers(2**31)), choose, tc)
+        ep_seed = int(rng.integers(2**31))
+        trace = randomised_trace(ep_seed) if rng.random() < tc.randomised_frac else None
+        block, stats = collect(cfg, ep_seed, choose, tc, trace)
+        if trace is not None:
+            cfg = trace.cfg
         replay.append(block)
         if len(replay) > tc.replay_runs:
             replay.pop(0)
