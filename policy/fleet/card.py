@@ -161,3 +161,66 @@ inter-op thread, {latency["repeats"]} calls per size{latency_note}:
 {lat}
 """
     path.write_text(text)
+
+
+SIM_REAL_BEGIN = "<!-- sim-vs-real: written by `amcoedge policy sim-real`; do not edit -->"
+SIM_REAL_END = "<!-- /sim-vs-real -->"
+
+
+def sim_real_section(compares: list[dict[str, Any]], command: str) -> str:
+    """The card's sim-vs-real table from ``amcoedge scenario compare --json`` outputs."""
+    lines = [
+        SIM_REAL_BEGIN,
+        "## Simulator vs real cluster",
+        "",
+        f"`{command}`: each scenario run for real (`amcoedge scenario run`) and replayed in the "
+        "fleet simulator (`amcoedge scenario sim`), then set side by side "
+        "(`amcoedge scenario compare`). Mean and p95 over the successful requests (as "
+        "`scenario run` reports them); all-requests mean counts late (deadline-failed) "
+        "requests at their wall time too.",
+        "",
+        "| scenario | policy | mean real / sim s | sim / real | p95 real / sim s "
+        "| failure rate real / sim | all-requests mean real / sim s | peers per request real / sim |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(x: Any, d: int = 3) -> str:
+        return "–" if x is None else f"{x:.{d}f}"
+
+    for cmp in compares:
+        for pol, row in cmp["policies"].items():
+            m = row["makespan_mean_s"]
+            rel = m["sim_over_real_minus_1"]
+            al = row.get("all_requests_mean_s", {"real": None, "sim": None})
+            fr = row["failure_rate"]
+            ppr = row["mean_peers_per_request"]
+            p95 = row["makespan_p95_s"]
+            lines.append(
+                f"| {cmp['scenario']} (load {cmp.get('real_load_average_1m')}) | {pol} | "
+                f"{f(m['real'])} / {f(m['sim'])} | {'–' if rel is None else f'{1 + rel:.2f}'} | "
+                f"{f(p95['real'])} / {f(p95['sim'])} | {f(fr['real'])} / {f(fr['sim'])} | "
+                f"{f(al['real'])} / {f(al['sim'])} | {f(ppr['real'], 2)} / {f(ppr['sim'], 2)} |"
+            )
+    lines.append("")
+    for cmp in compares:
+        lines.append(
+            f"- {cmp['scenario']}: ranking real {' < '.join(cmp['real_ranking'])}, sim "
+            f"{' < '.join(cmp['sim_ranking'])} ({'same' if cmp['same_ranking'] else 'different'}); "
+            f"every mean within {cmp['tolerance']:.0%}: "
+            f"{'yes' if cmp['all_means_within_tolerance'] else 'no'}; largest gap: "
+            f"{cmp['largest_discrepancies'][0] if cmp['largest_discrepancies'] else '–'}"
+        )
+    lines += ["", SIM_REAL_END, ""]
+    return "\n".join(lines)
+
+
+def put_sim_real(card: Path, section: str) -> None:
+    """Replace the card's sim-vs-real section (or append it); the rest is kept."""
+    text = card.read_text() if card.is_file() else ""
+    if SIM_REAL_BEGIN in text and SIM_REAL_END in text:
+        head, rest = text.split(SIM_REAL_BEGIN, 1)
+        _, tail = rest.split(SIM_REAL_END, 1)
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    card.write_text(text)

@@ -142,8 +142,33 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_real(args: argparse.Namespace) -> int:
+    from policy.fleet.card import put_sim_real, sim_real_section
+
+    compares = []
+    for path in args.compare:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"amcoedge policy sim-real: {path}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(data, dict) or not isinstance(data.get("policies"), dict):
+            print(f"amcoedge policy sim-real: {path}: not a compare JSON", file=sys.stderr)
+            return 2
+        compares.append(data)
+    cmd = "amcoedge policy sim-real " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else ""
+    put_sim_real(Path(args.card), sim_real_section(compares, cmd))
+    return 0
+
+
 def register(groups: dict[str, Any]) -> None:
     p = groups["policy"]
+    sr = p.add_parser(
+        "sim-real", help="write the model card's sim-vs-real table from scenario compare JSONs"
+    )
+    sr.add_argument("--card", required=True, help="model card (Markdown) to update")
+    sr.add_argument("compare", nargs="+", help="`amcoedge scenario compare --json` outputs")
+    sr.set_defaults(func=_sim_real)
     t = p.add_parser("train", help="train the fleet recruitment network (DQN family, any N)")
     t.add_argument("--out", required=True, help="output directory (checkpoint, ONNX, log)")
     t.add_argument("--minutes", type=float, default=15.0, help="wall-clock training budget")
