@@ -71,11 +71,16 @@ async def test_shared_secret_cluster(tmp_path: Any) -> None:
     await b.start()
     await c.start()
     try:
-        for _ in range(100):
-            if len(a.gossip.view().alive()) >= 2:
+        # wait for b to be in and for c's wrongly keyed datagrams to have been refused
+        def refused() -> int:  # c's gossip datagrams and its push-pull RPC, both refused
+            assert a.gossip is not None and a.server is not None
+            return int(a.gossip.stats.get("dropped_auth", 0) + a.server.stats["auth_failures"])
+
+        for _ in range(400):
+            if len(a.gossip.view().alive()) >= 2 and refused() > 0:
                 break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+            await asyncio.sleep(0.025)
+        assert refused() > 0
         assert sorted(p.name for p in a.gossip.view().alive()) == ["a", "b"]
         from peer.core.requests import GenerateRequest
 
