@@ -58,7 +58,7 @@ class RssSampler:
         self._peers: dict[str, _Peer] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = 0.0
+        self._t0 = time.monotonic()  # reset by start()
 
     def start(self) -> None:
         self._t0 = time.monotonic()
