@@ -75,7 +75,7 @@ def _with_cluster(args: argparse.Namespace, kw: dict[str, Any]) -> dict[str, Any
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="amcoedge-fuzz-"))
     spec = ClusterSpec(peers=args.peers, policy="greedy")
     with LocalCluster(spec, log_dir) as cluster:
-        cluster.wait_ready()
+        cluster.wait_ready(timeout=300)  # a loaded machine can take minutes to start peers
         targets = [
             Target(
                 name=p.name,

@@ -99,10 +99,6 @@ async def test_http_fuzz_in_process_no_5xx_and_still_serving(node: Node) -> None
     assert out["healthy_after"], out["peers"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: gossip.push_pull answers 'internal' (TypeError/DecodeError) to bad params",
-)
 async def test_rpc_fuzz_in_process_no_internal_errors(node: Node) -> None:
     out = await fuzz.fuzz_surface("rpc", [target(node)], 300, seed=3, concurrency=4)
     assert out["cases"] >= 300
