@@ -1,8 +1,12 @@
 """Reproduce the paper's simulation study: defaults plus the four sweeps of §4.2, all methods.
 
 Each (parameter point, method, seed) is one independent run trained from scratch; points shared
-by several sweeps (the defaults) run once. Results go to ``results.json``; ``report.md`` puts our
-numbers beside the reference ones; PNG figures show convergence and every sweep.
+by several sweeps (the defaults) run once. Runs go to worker processes (``jobs``); each finished
+run is written at once to ``runs/<id>.json`` and a rerun skips those, so an interrupted
+reproduction resumes. ``results.json`` holds every run, the summary (claims per learned method
+with their per-seed spread) and an estimate of the full plan's wall time from the measured run
+times; ``report.md`` (written by ``policy.paper.report``, which holds no figures) and the PNG
+figures come from it and from the ``sim analyse`` files found in the analyses folder.
 """
 
 from __future__ import annotations
