@@ -32,7 +32,7 @@ import numpy as np
 from peer.core.errors import PlanError
 from policy.allocation import round_units, water_fill
 
-Mode = Literal["batch", "tile", "steps", "local"]
+Mode = Literal["batch", "tile", "steps", "local", "parallel"]
 Kind = Literal["generate", "repair"]
 Addr = tuple[str, int]
 
@@ -66,6 +66,9 @@ class Work:
     tile_area: float = 1.0  # tile mode: one tile window's area in native-size images
     chain_bytes: int = 8192  # steps mode: latent + generator + scheduler state
     quantum: int = 1  # the backend pads each forward to a multiple of this many images
+    deterministic: bool = True  # the sampler draws no noise per step (parallel steps need it)
+    coarse_evals: int = 2  # parallel steps: UNet evaluations per coarse segment solve
+    iterations: int = 1  # parallel steps: Parareal iterations the prediction assumes
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class Plan:
     predicted_makespan_s: float
     candidates: int
     alternatives: dict[str, float] = field(default_factory=dict)  # auto: mode -> prediction
+    detail: dict[str, object] = field(default_factory=dict)  # mode-specific settings
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -111,6 +115,7 @@ class Plan:
             ],
             "candidates": self.candidates,
             "alternatives": {k: round(v, 6) for k, v in self.alternatives.items()},
+            **({"detail": dict(self.detail)} if self.detail else {}),
         }
 
 
@@ -158,6 +163,8 @@ def applicable_modes(work: Work, native: int, height: int = 0, width: int = 0) -
         modes: list[Mode] = ["local", "batch"]
         if work.units == 1:
             modes.append("steps")
+        if work.deterministic and work.steps >= 3:
+            modes.append("parallel")
         return modes
     modes = ["local"]
     if max(height, width) > native:
@@ -238,6 +245,8 @@ class Planner:
             rec = self.recruiters.decide(policy, units, cands)
         if mode == "steps":
             return self._chain(cands, work, rec, policy)
+        if mode == "parallel":
+            return self._parallel(cands, work, rec, policy)
         return self._split(cands, work, mode, rec, policy)
 
     def _local(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
@@ -256,6 +265,54 @@ class Planner:
             fallback=None,
             predicted_makespan_s=finish,
             candidates=len(peers),
+        )
+
+    def _parallel(self, cands: list[Cand], work: Work, rec: RecruitResult, policy: str) -> Plan:
+        """Parallel steps: one segment per peer (this peer first), as many peers as lower the
+        predicted make-span (``parallel_makespan``), fastest remote peers first."""
+        me = next(i for i, c in enumerate(cands) if c.peer.is_self)
+        chosen = [i for i in rec.selected if 0 <= i < len(cands) and i != me]
+        n = work.units
+
+        def per(i: int) -> float:
+            c = cands[i]
+            return c.wait_s + work.steps * (c.peer.a_s + c.peer.c_s * n) + c.peer.rtt_s
+
+        chosen.sort(key=lambda i: (per(i), cands[i].peer.name))
+        limit = max(work.steps - 1, 1)
+        best_k, best_t = 1, parallel_makespan(cands[me], [], work, 1, work.iterations)
+        for k in range(2, min(len(chosen) + 1, limit) + 1):
+            t = parallel_makespan(
+                cands[me], [cands[i] for i in chosen[: k - 1]], work, k, work.iterations
+            )
+            if t < best_t - 1e-12:
+                best_k, best_t = k, t
+        order = [me, *chosen[: best_k - 1]]
+        base, extra = divmod(limit, best_k)
+        shares: list[Share] = []
+        start = 0
+        for j, i in enumerate(order):
+            stop = start + base + (1 if j < extra else 0)
+            c = cands[i]
+            work_s = (stop - start) * (c.peer.a_s + c.peer.c_s * n) * max(work.iterations, 1)
+            shares.append(
+                Share(c.peer.name, c.peer.addr, c.peer.is_self, (), (start, stop), best_t, work_s)
+            )
+            start = stop
+        return Plan(
+            mode="parallel",
+            shares=tuple(shares),
+            policy=rec.policy,
+            requested_policy=policy,
+            provider=rec.provider,
+            fallback=rec.fallback,
+            predicted_makespan_s=best_t,
+            candidates=len(cands),
+            detail={
+                "segments": best_k,
+                "coarse_evals": work.coarse_evals,
+                "iterations_assumed": work.iterations,
+            },
         )
 
     def _split(
@@ -383,6 +440,30 @@ class Planner:
         )
 
 
+def parallel_makespan(
+    origin: Cand, remotes: Sequence[Cand], work: Work, segments: int, iterations: int
+) -> float:
+    """Predicted make-span of pipelined Parareal (``peer.diffusion.parareal``) over
+    ``segments`` segments of steps [0, S-1), the origin holding the first, then the last step.
+
+    The origin runs the coarse pass ((P-1) coarse solves of ``coarse_evals`` evaluations), each
+    iteration costs the slowest segment's fine solve (plus its round trip and latent transfer)
+    and a sweep of P-1 coarse solves at the origin, and the last step runs at the origin.
+    """
+    n = work.units
+    p = origin.peer
+    per_self = p.a_s + p.c_s * n
+    g = work.coarse_evals * per_self
+    seg = (work.steps - 1) / max(segments, 1)
+    slowest = seg * per_self
+    for c in remotes:
+        bw = max(c.peer.bytes_per_s, 1.0)
+        hop = c.peer.rtt_s + 2 * n * work.chain_bytes / bw
+        slowest = max(slowest, c.wait_s + seg * (c.peer.a_s + c.peer.c_s * n) + hop)
+    k = max(iterations, 1)
+    return origin.wait_s + (segments - 1) * g + k * (slowest + (segments - 1) * g) + per_self
+
+
 def _fill_units(chosen: list[Cand], idx: list[int], units: int) -> dict[int, int]:
     """Exact water-filling over the chosen set (fixed cost counted as wait), then rounding."""
     u = [max(units * (c.unit_s + c.xfer_s_per_unit), 1e-12) for c in chosen]
@@ -452,4 +533,5 @@ def _with_alternatives(plan: Plan, preds: dict[str, float]) -> Plan:
         predicted_makespan_s=plan.predicted_makespan_s,
         candidates=plan.candidates,
         alternatives=preds,
+        detail=plan.detail,
     )

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from peer.core.jobs import Job
 from peer.core.planner import PeerState, Plan, Planner, Share, Work
 from peer.core.requests import GenerateRequest, RepairRequest
 from peer.core.shares import ChainShare, GenerateShare, TilesShare
+
+if TYPE_CHECKING:
+    from peer.runtime.parallel import ParallelCluster
 
 log = logging.getLogger("amcoedge.origin")
 
@@ -110,6 +113,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         steps=req.steps,
         bytes_per_unit=IMAGE_BYTES,
         quantum=cluster.quantum,
+        deterministic=req.scheduler == "ddim",
     )
     t_plan = time.perf_counter()
     fresh = await cluster.refresh_load()
@@ -119,7 +123,21 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
     cluster.record_dispatch(plan)
     rl = RunLog(t0=time.perf_counter())
     images: list[np.ndarray | None] = [None] * req.count
-    if plan.mode == "steps":
+    extra: dict[str, Any] = {}
+    if plan.mode == "parallel":
+        from peer.runtime.parallel import run_parallel_steps
+
+        out, report = await run_parallel_steps(
+            cast("ParallelCluster", cluster), plan, labels, seeds, req.steps, job
+        )
+        images = [np.asarray(im, dtype=np.uint8) for im in out]
+        rl.replans.extend(report.replans)
+        for t in report.timings:
+            t.start_s = max(t.start_s - rl.t0, 0.0)
+        rl.timings.extend(report.timings)
+        cluster.progress(job, req.count, cluster.name)
+        extra["parallel"] = report.to_json()
+    elif plan.mode == "steps":
         images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl)
     else:
         run = UnitRun(
