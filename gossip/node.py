@@ -1,7 +1,7 @@
 """The asyncio driver: carries a GossipCore's effects out over UDP and TCP (or any transport).
 
-The driver owns the clock (`time.monotonic`), a bounded inbound queue of datagrams, one task
-that feeds the core datagrams and timer ticks, and short-lived tasks for push-pull streams. All
+The driver owns the clock (`time.monotonic` unless one is injected), a bounded inbound queue of
+datagrams, one task that feeds the core datagrams and timer ticks, and short-lived tasks for push-pull streams. All
 protocol decisions stay in the core. Malformed or forged datagrams are counted and dropped.
 """
 
@@ -56,6 +56,7 @@ class GossipNode:
         *,
         network: MemoryNetwork | None = None,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(meta, PeerMeta):
             raise ConfigError("meta must be a PeerMeta")
@@ -66,6 +67,7 @@ class GossipNode:
         self._dialer = push_pull_dialer
         self._network = network
         self._seed = seed
+        self._clock = clock  # monotonic seconds; injectable so tests can drive time
         self._core: GossipCore | None = None
         self._transport: DatagramTransport | None = None
         self._tcp: TcpPushPullServer | None = None
@@ -125,13 +127,13 @@ class GossipNode:
         self._core = GossipCore(
             meta,
             self.config,
-            time.monotonic(),
+            self._clock(),
             secret=self._secret,
             seed=self._seed,
             wall=time.time(),
         )
         self._runner = asyncio.create_task(self._run(), name=f"gossip-{meta.name}")
-        self._apply(self._core.join(seed_addrs, time.monotonic()))
+        self._apply(self._core.join(seed_addrs, self._clock()))
 
     async def _bind_sockets(self) -> None:
         host, port = self._bind
@@ -168,10 +170,10 @@ class GossipNode:
     async def leave(self, timeout_s: float | None = None) -> None:
         """Announce a graceful leave and wait (bounded) until it has been gossiped."""
         core = self.core
-        self._apply(core.leave(time.monotonic()))
+        self._apply(core.leave(self._clock()))
         wait = timeout_s if timeout_s is not None else 4 * self.config.gossip_interval_s + 0.1
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        deadline = self._clock() + wait
+        while self._clock() < deadline:
             sent = core.self_broadcast_transmits()
             if sent is None or sent >= self.config.gossip_nodes or core.num_live() <= 1:
                 break
@@ -197,7 +199,7 @@ class GossipNode:
     # -- public reads and writes -------------------------------------------------------------
 
     def view(self) -> View:
-        return self.core.view(time.monotonic())
+        return self.core.view(self._clock())
 
     def update_meta(
         self,
@@ -208,7 +210,7 @@ class GossipNode:
     ) -> None:
         self._apply(
             self.core.update_meta(
-                time.monotonic(),
+                self._clock(),
                 capacity=capacity,
                 queued_s=queued_s,
                 active_shares=active_shares,
@@ -216,14 +218,14 @@ class GossipNode:
         )
 
     def record_transfer(self, dst: str, nbytes: int, seconds: float) -> None:
-        self._apply(self.core.record_transfer(dst, nbytes, seconds, time.monotonic()))
+        self._apply(self.core.record_transfer(dst, nbytes, seconds, self._clock()))
 
     def bandwidth(self, src: str, dst: str) -> float | None:
         return self.core.bandwidth(src, dst)
 
     def load_age(self, name: str) -> float | None:
         """How old the load held of `name` is, in seconds (None: unknown peer)."""
-        return self.core.load_age(name, time.monotonic())
+        return self.core.load_age(name, self._clock())
 
     async def refresh_load(self, names: Sequence[str], timeout_s: float) -> dict[str, float]:
         """Refresh the load of a few peers with one bounded round trip, just before deciding.
@@ -239,7 +241,7 @@ class GossipNode:
             raise ConfigError("names must be a sequence of peer names, not one string")
         core = self.core
         loop = asyncio.get_running_loop()
-        asked, effects = core.request_load(names, time.monotonic())
+        asked, effects = core.request_load(names, self._clock())
         futures: dict[str, asyncio.Future[None]] = {}
         for name, seq in asked.items():
             fut: asyncio.Future[None] = loop.create_future()
@@ -253,7 +255,7 @@ class GossipNode:
         finally:
             for seq in asked.values():
                 self._load_waiters.pop(seq, None)
-        now = time.monotonic()
+        now = self._clock()
         out: dict[str, float] = {}
         for name, fut in futures.items():
             if fut.done():
@@ -291,7 +293,7 @@ class GossipNode:
         if self._core is None or self._stopped:
             raise StateError("node not running")
         self._stats["push_pull_bytes_in"] += len(payload)
-        reply, effects = self._core.handle_push_pull(payload, time.monotonic())
+        reply, effects = self._core.handle_push_pull(payload, self._clock())
         self._apply(effects)
         self._stats["push_pull_bytes_out"] += len(reply)
         return reply
@@ -318,11 +320,11 @@ class GossipNode:
                 data, src = inbox.get_nowait()
                 self._stats["datagrams_in"] += 1
                 self._stats["bytes_in"] += len(data)
-                self._apply(core.handle(data, src, time.monotonic()))
-            now = time.monotonic()
+                self._apply(core.handle(data, src, self._clock()))
+            now = self._clock()
             if now >= core.next_deadline():
                 self._apply(core.tick(now))
-            delay = core.next_deadline() - time.monotonic()
+            delay = core.next_deadline() - self._clock()
             if delay > 0 and inbox.empty():
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -389,10 +391,10 @@ class GossipNode:
             raise
         except Exception:  # any failure of the remote side or the host's dialer is a remote fault
             self._stats["push_pull_errors"] += 1
-            self._apply(core.push_pull_failed(call.addr, call.join, time.monotonic()))
+            self._apply(core.push_pull_failed(call.addr, call.join, self._clock()))
             return
         if not isinstance(reply, bytes | bytearray):
-            self._apply(core.push_pull_failed(call.addr, call.join, time.monotonic()))
+            self._apply(core.push_pull_failed(call.addr, call.join, self._clock()))
             return
         self._stats["push_pull_bytes_in"] += len(reply)
-        self._apply(core.push_pull_reply(bytes(reply), time.monotonic()))
+        self._apply(core.push_pull_reply(bytes(reply), self._clock()))

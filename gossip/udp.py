@@ -26,6 +26,23 @@ class _Protocol(asyncio.DatagramProtocol):
         self.errors += 1  # ICMP port unreachable and the like: datagrams are unreliable
 
 
+def sendable(addr: object) -> bool:
+    """Whether ``addr`` is a (host, port) that ``sendto`` takes without raising a TypeError or
+    ValueError: a host name or literal of at most 253 printable characters, a port 0..65535."""
+    if not isinstance(addr, tuple) or len(addr) != 2:
+        return False
+    host, port = addr
+    return (
+        isinstance(host, str)
+        and 0 < len(host) <= 253
+        and host.isprintable()
+        and " " not in host
+        and isinstance(port, int)
+        and not isinstance(port, bool)
+        and 0 <= port <= 65535
+    )
+
+
 class UdpTransport:
     """A bound UDP socket (SO_REUSEADDR off; port 0 picks a free port)."""
 
@@ -61,6 +78,12 @@ class UdpTransport:
 
     def send(self, addr: Addr, data: bytes) -> None:
         check_datagram(data, self.closed)
+        if not sendable(addr):
+            # a peer may announce any address; one no socket can take (a NUL byte in the host,
+            # a port out of range) must not reach sendto, whose non-OSError failures close the
+            # whole transport: the datagram is lost and counted, the driver goes on
+            self._proto.errors += 1
+            return
         try:
             self._transport.sendto(data, addr)
         except OSError:

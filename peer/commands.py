@@ -449,7 +449,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
                     "peers": sc.peers,
                     "policies": list(sc.policies),
                     "requests": len(plan),
-                    "events": [f"{e.at_s:g}s {e.action} p{e.peer}" for e in sc.events],
+                    "events": [e.describe() for e in sc.events],
                 },
                 indent=2,
             )

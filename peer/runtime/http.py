@@ -334,3 +334,32 @@ class ConnectionGuard:
                 del self._seen[key]
         self.closed += n
         return n
+
+
+class ClientFaultFilter(logging.Filter):
+    """Keeps aiohttp's server log for our faults: a malformed request (bad request line, bad
+    header, a peer resetting mid-request) is the client's, answered 400 by aiohttp and counted
+    here instead of logged with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | ConnectionResetError):
+            self.dropped += 1
+            return False
+        return True
+
+
+CLIENT_FAULTS = ClientFaultFilter()
+
+
+def quiet_client_faults() -> None:
+    """Install ``CLIENT_FAULTS`` on aiohttp's server logger (once per process)."""
+    logger = logging.getLogger("aiohttp.server")
+    if CLIENT_FAULTS not in logger.filters:
+        logger.addFilter(CLIENT_FAULTS)

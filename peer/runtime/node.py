@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from policy.fleet import DispatchLedger
 from peer.runtime import metrics
 from peer.runtime.executor import Executor
-from peer.runtime.http import ConnectionGuard, build_app
+from peer.runtime.http import ConnectionGuard, build_app, quiet_client_faults
 from peer.runtime.origin import PeerTiming, run_generate, run_repair
 
 log = logging.getLogger("amcoedge.node")
@@ -227,6 +227,7 @@ class Node:
             tls=rpc_tls(self.cfg),
         )
         self.guard = ConnectionGuard(HTTP_HEADER_TIMEOUT_S, self.clock)
+        quiet_client_faults()
         app = build_app(self, token, guard=self.guard)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
@@ -258,7 +259,7 @@ class Node:
             secret=self.secret,
             push_pull_dialer=self._dial_push_pull,
         )
-        self.server.add_handler("gossip.push_pull", self.gossip.handle_push_pull)
+        self.server.add_handler("gossip.push_pull", self._rpc_push_pull)
         self.gossip.subscribe(self._on_view)
         await self.gossip.start(seeds=list(self.cfg.join))
 
@@ -509,14 +510,17 @@ class Node:
         task.add_done_callback(self._job_tasks.discard)
 
     async def _watch_holder(self, share: Share, t0: float) -> str:
-        """Returns (why) once the peer holding ``share`` is declared suspect, dead or gone by
-        gossip, or the share overruns its predicted finish by far (``overrun_deadline_s``)."""
+        """Returns (why) once the peer holding ``share`` is declared dead or gone by gossip, or
+        suspect past the share's predicted finish, or the share overruns that prediction by
+        far (``overrun_deadline_s``)."""
         deadline = t0 + overrun_deadline_s(share.predicted_s)
         while True:
             gossip = self.gossip
             peer = gossip.view().peers.get(share.peer) if gossip is not None else None
-            if peer is None or peer.status != "alive":
-                status = "gone" if peer is None else peer.status
+            status = "gone" if peer is None else peer.status
+            late = time.perf_counter() - t0 > share.predicted_s
+            # dead or gone: at once; suspect (a busy peer can be, falsely): once also overdue
+            if status in ("gone", "dead", "left") or (status == "suspect" and late):
                 return f"{share.peer} declared {status} by gossip while holding the share"
             if time.perf_counter() >= deadline:
                 return (
@@ -582,6 +586,20 @@ class Node:
             "queued_s": self.executor.queued_s(),
             "threads": self.cfg.threads,
         }
+
+    async def _rpc_push_pull(self, params: Any) -> bytes:
+        """Gossip's full-state exchange; a malformed payload is the caller's fault."""
+        from gossip import RemoteError, StateError
+        from peer.rpc import RpcError
+
+        if not isinstance(params, bytes | bytearray) or self.gossip is None:
+            raise RpcError("gossip.push_pull takes one bytes payload", code="invalid_params")
+        try:
+            return await self.gossip.handle_push_pull(bytes(params))
+        except RemoteError as exc:
+            raise RpcError(f"bad push-pull payload: {exc}", code="invalid_params") from None
+        except StateError as exc:
+            raise RpcError(str(exc), code="shutting_down") from None
 
     async def _rpc_link_probe(self, params: Any) -> bytes:
         """``{"bytes": n}`` -> n zero bytes (n <= PROBE_MAX_BYTES): a bulk sample of the link."""

@@ -229,8 +229,8 @@ async def test_join_retried_until_seed_starts():
     await late.start(seeds=[("mem", 45000)])
     seed = GossipNode(meta("a", "mem"), bind=("mem", 45000), config=LOCAL, network=net)
     try:
-        await asyncio.sleep(0.3)
-        assert not late.core.joined and late.stats["push_pull_failed"] >= 1
+        assert await wait_for(lambda: late.stats["push_pull_failed"] >= 1)
+        assert not late.core.joined
         await seed.start()
         assert await wait_for(lambda: all_see_all([seed, late]))
     finally:

@@ -106,13 +106,6 @@ async def test_rpc_fuzz_in_process_no_internal_errors(node: Node) -> None:
     assert out["server_errors"] == 0, out["server_error_samples"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding: a datagram naming a host with a NUL byte makes UdpTransport.send raise "
-        "TypeError, which ends the gossip driver's loop silently (pings are no longer acked)"
-    ),
-)
 async def test_gossip_fuzz_in_process_loop_survives(node: Node) -> None:
     out = await fuzz.fuzz_surface("gossip", [target(node)], 600, seed=3)
     assert out["cases"] == 600
@@ -122,10 +115,6 @@ async def test_gossip_fuzz_in_process_loop_survives(node: Node) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)  # two real peers (about 60 s to start here) and 3 x 300 cases
-@pytest.mark.xfail(
-    strict=True,
-    reason="findings: aiohttp.server logs tracebacks for malformed requests; see the tests above",
-)
 def test_bench_fuzz_cli_real_peers(tmp_path: Path) -> None:
     from peer.cli import main
 
