@@ -97,6 +97,7 @@ def register(groups: dict[str, Any]) -> None:
     d.add_argument("--no-quotas", action="store_true", help="do not use cgroup CPU quotas")
     d.add_argument("--json", help="write the results JSON here")
     d.add_argument("--model", help="local diffusers model dir for every peer (default: shipped)")
+    d.add_argument("--engine", choices=ENGINES, default="onnx", help="every peer's denoiser engine")
     d.set_defaults(func=cmd_demo)
 
     c = groups["cluster"].add_parser("up", help="start N local peers; Ctrl-C stops them all")
@@ -423,6 +424,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             use_quotas=not args.no_quotas,
             json_path=args.json,
             model=args.model,
+            engine=args.engine,
         )
 
 

@@ -67,12 +67,13 @@ def run_demo(
     use_quotas: bool = True,
     json_path: str | None = None,
     model: str | None = None,
+    engine: str = "onnx",
 ) -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = ClusterSpec(
         peers=peers,
         quotas=DEMO_QUOTAS if use_quotas else None,
-        extra_args=("--model", model) if model else (),
+        extra_args=(*(("--model", model) if model else ()), "--engine", engine),
     )
     t_start = time.perf_counter()
     cluster = LocalCluster(spec, out / "logs")
