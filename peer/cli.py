@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "peer.rpc.cli",
     "peer.commands",
     "peer.harness.fuzz_cli",
+    "peer.harness.exposure",
     "peer.harness.scenario_sim",
     "peer.diffusion.pipeline.cli",
 )
