@@ -530,8 +530,12 @@ def compare(real: Mapping[str, Any], sim: Mapping[str, Any]) -> dict[str, Any]:
 
     gaps.sort(key=lambda g: -g[0])
     real_rank, sim_rank = rank(rp), rank(sp)
+    params = (sim.get("sim") or {}).get("params") or {}
     return {
         "scenario": real.get("scenario"),
+        "sim_model": "costs fitted from the real run"
+        if params.get("fitted_from")
+        else "quota model",
         "tolerance": TOLERANCE,
         "policies": rows,
         "real_ranking": real_rank,

@@ -196,7 +196,8 @@ def sim_real_section(compares: list[dict[str, Any]], command: str) -> str:
             ppr = row["mean_peers_per_request"]
             p95 = row["makespan_p95_s"]
             lines.append(
-                f"| {cmp['scenario']} (load {cmp.get('real_load_average_1m')}) | {pol} | "
+                f"| {cmp['scenario']}, {cmp.get('sim_model', 'sim')} (load "
+                f"{cmp.get('real_load_average_1m')}) | {pol} | "
                 f"{f(m['real'])} / {f(m['sim'])} | {'–' if rel is None else f'{1 + rel:.2f}'} | "
                 f"{f(p95['real'])} / {f(p95['sim'])} | {f(fr['real'])} / {f(fr['sim'])} | "
                 f"{f(al['real'])} / {f(al['sim'])} | {f(ppr['real'], 2)} / {f(ppr['sim'], 2)} |"
@@ -204,7 +205,7 @@ def sim_real_section(compares: list[dict[str, Any]], command: str) -> str:
     lines.append("")
     for cmp in compares:
         lines.append(
-            f"- {cmp['scenario']}: ranking real {' < '.join(cmp['real_ranking'])}, sim "
+            f"- {cmp['scenario']} ({cmp.get('sim_model', 'sim')}): ranking real {' < '.join(cmp['real_ranking'])}, sim "
             f"{' < '.join(cmp['sim_ranking'])} ({'same' if cmp['same_ranking'] else 'different'}); "
             f"every mean within {cmp['tolerance']:.0%}: "
             f"{'yes' if cmp['all_means_within_tolerance'] else 'no'}; largest gap: "
