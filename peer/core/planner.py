@@ -66,7 +66,7 @@ class Work:
     tile_area: float = 1.0  # tile mode: one tile window's area in native-size images
     chain_bytes: int = 8192  # steps mode: latent + generator + scheduler state
     quantum: int = 1  # the backend pads each forward to a multiple of this many images
-    deterministic: bool = True  # the sampler draws no noise per step (parallel steps need it)
+    deterministic: bool = False  # the sampler draws no noise per step: parallel steps apply
     coarse_evals: int = 2  # parallel steps: UNet evaluations per coarse segment solve
     iterations: int = 1  # parallel steps: Parareal iterations the prediction assumes
 

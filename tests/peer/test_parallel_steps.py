@@ -136,7 +136,7 @@ def _cand(name: str, is_self: bool, a_s: float, rtt: float = 0.001) -> Cand:
 
 
 def test_parallel_prediction_and_auto() -> None:
-    work = Work("generate", 1, 50)
+    work = Work("generate", 1, 50, deterministic=True)
     me = _cand("a", True, 0.05)
     others = [_cand(n, False, 0.05) for n in "bcd"]
     serial = 50 * 0.05
@@ -144,7 +144,12 @@ def test_parallel_prediction_and_auto() -> None:
     # coarse pass 3 x 2 evals, one fine segment of 12.25 steps, a sweep of 3 x 2, the last step
     assert four == pytest.approx(0.05 * (6 + 12.25 + 6 + 1) + 0.001 + 2 * 8192 / 1e8)
     assert four < serial
-    assert parallel_makespan(me, others, Work("generate", 1, 50, iterations=3), 4, 3) > serial
+    assert (
+        parallel_makespan(
+            me, others, Work("generate", 1, 50, deterministic=True, iterations=3), 4, 3
+        )
+        > serial
+    )
     peers = [me.peer] + [o.peer for o in others]
     plan = Planner(Recruiters(seed=0)).plan(peers, work, mode="auto", policy="greedy")
     assert "parallel" in plan.alternatives
