@@ -30,6 +30,7 @@ from peer.core.requests import (
     parse_repair,
     parse_wait,
 )
+from peer.runtime.metrics import CONTENT_TYPE
 from peer.runtime.ui import PAGE_PATHS, add_ui_routes
 
 log = logging.getLogger("amcoedge.http")
@@ -64,7 +65,7 @@ class Api(Protocol):
 
     def health_json(self) -> dict[str, Any]: ...
 
-    def metrics_text(self) -> str: ...
+    def metrics_bytes(self) -> bytes: ...
 
     def retry_after_s(self) -> int:
         """Seconds a client refused with 503 should wait before trying again."""
@@ -156,6 +157,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
             raw = await request.read()  # aiohttp raises 413 past client_max_size
+    except ConnectionResetError:  # the client went away mid-body: its fault, nobody to answer
+        raise BadRequest("client_disconnected", "the connection closed before the body") from None
     except TimeoutError:
         raise BadRequest(
             "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s", status=408
@@ -261,8 +264,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    text = request.app[NODE_KEY].metrics_text()
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    body = request.app[NODE_KEY].metrics_bytes()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_app(

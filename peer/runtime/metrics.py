@@ -76,6 +76,9 @@ def _bounded(value: object, known: Iterable[str]) -> str:
     return value if isinstance(value, str) and value in known else "other"
 
 
+RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0, 10.0)
+
+
 class PeerMetrics:
     """The metrics one peer observes; ``render(node)`` adds the node's live levels and stats."""
 
@@ -101,6 +104,13 @@ class PeerMetrics:
             "Make-span of finished jobs at this origin.",
             labels,
             buckets=BUCKETS,
+            registry=r,
+        )
+        self.prediction = Histogram(
+            "amcoedge_makespan_actual_over_predicted",
+            "Measured make-span over the plan's predicted make-span, per finished job.",
+            labels,
+            buckets=RATIO_BUCKETS,
             registry=r,
         )
         self.queue = Histogram(
@@ -163,6 +173,9 @@ class PeerMetrics:
             self.transfer.labels(policy, mode).observe(float(t.get("transfer_s", 0.0)))
             self.compute.labels(policy, mode).observe(float(t.get("compute_s", 0.0)))
         self.replans.inc(len(result.get("replans") or ()))
+        ratio = timing.get("actual_over_predicted")
+        if isinstance(ratio, int | float) and not isinstance(ratio, bool):
+            self.prediction.labels(policy, mode).observe(float(ratio))
 
     def count_job_failure(self, code: str) -> None:
         """One job that ended in an error with this code."""
@@ -203,8 +216,52 @@ def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def engine_metrics(info: Mapping[str, Any]) -> Iterator[Metric]:
+    """The denoiser engine in use and the ms per step measured for each engine."""
+    yield _gauge(
+        "amcoedge_engine_info",
+        "The denoiser engine that runs (1), with its execution provider.",
+        1.0,
+        engine=str(info.get("engine", "")),
+        provider=str(info.get("provider", "")),
+        requested=str(info.get("requested", "")),
+    )
+    ms = GaugeMetricFamily(
+        "amcoedge_engine_ms_per_step",
+        "Milliseconds per denoising step measured on this peer, by engine and batch size.",
+        labels=["engine", "batch"],
+    )
+    for engine, rows in sorted((info.get("ms_per_step") or {}).items()):
+        for batch, value in sorted(rows.items()):
+            if _number(value):
+                ms.add_metric([str(engine), str(batch)], float(value))
+    yield ms
+
+
+def link_metrics(estimates: Mapping[str, Any]) -> Iterator[Metric]:
+    """This peer's measured links (``peer.core.links``)."""
+    rate = GaugeMetricFamily(
+        "amcoedge_link_bytes_per_second", "Measured rate of the link to a peer.", labels=["peer"]
+    )
+    rtt = GaugeMetricFamily(
+        "amcoedge_link_rtt_seconds", "Measured round trip to a peer.", labels=["peer"]
+    )
+    age = GaugeMetricFamily(
+        "amcoedge_link_age_seconds", "Age of the newest sample of the link.", labels=["peer"]
+    )
+    for name, est in sorted(estimates.items()):
+        if est.bytes_per_s is not None:
+            rate.add_metric([name], float(est.bytes_per_s))
+        rtt.add_metric([name], float(est.rtt_s))
+        age.add_metric([name], float(est.age_s))
+    yield from (rate, rtt, age)
+
+
 def live_metrics(node: Any) -> Iterator[Metric]:
     """Levels and counters that the node's parts keep themselves, read at scrape time."""
+    if node.backend is not None:
+        yield from engine_metrics(node.backend.engine_info())
+    yield from link_metrics(node.links.estimates(node.clock()))
     jobs = GaugeMetricFamily(
         "amcoedge_jobs", "Jobs kept at this origin, by state.", labels=["state"]
     )
@@ -282,25 +339,3 @@ def live_metrics(node: Any) -> Iterator[Metric]:
         "Decisions that fell back to greedy.",
         value=node.planner.recruiters.fallbacks,
     )
-
-
-def render(node: Any) -> str:
-    """Transitional entry for a Node that does not hold a ``PeerMetrics`` yet.
-
-    Such a node keeps ``http_stats`` (a Counter of (route, status, code)) and ``makespans``; they
-    are replayed into a fresh ``PeerMetrics`` for this one scrape. Remove once Node holds
-    ``self.metrics = PeerMetrics()`` and serves ``self.metrics.render(self)``.
-    """
-    own = getattr(node, "metrics", None)
-    if isinstance(own, PeerMetrics):
-        return own.render(node).decode()
-    pm = PeerMetrics()
-    for (route, status, code), n in node.http_stats.items():
-        pm.http_requests.labels(route, str(status), code).inc(n)
-        if 400 <= status < 500:
-            pm.http_bad.inc(n)
-        elif status >= 500:
-            pm.http_errors.inc(n)
-    for m in node.makespans:
-        pm.makespan.labels("other", "other").observe(m)
-    return pm.render(node).decode()

@@ -59,9 +59,9 @@ if TYPE_CHECKING:
     from peer.diffusion.tiles import Tile
     from peer.rpc import RpcPool, RpcServer
     from policy.fleet import DispatchLedger
-from peer.runtime import metrics
 from peer.runtime.executor import Executor
 from peer.runtime.http import ConnectionGuard, build_app, quiet_client_faults
+from peer.runtime.metrics import PeerMetrics
 from peer.runtime.origin import PeerTiming, run_generate, run_repair
 
 log = logging.getLogger("amcoedge.node")
@@ -149,12 +149,11 @@ class Node:
         self.native = 16
         self.quantum = 1
         self.runner: ShareRunner | None = None
-        self.http_stats: Counter[tuple[str, int, str]] = Counter()
+        self.metrics = PeerMetrics()
         self.rpc_stats: Counter[str] = Counter()
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
         self._rng = random.Random(0)
         self._serving: dict[str, set[str]] = {}  # origin -> its jobs with shares queued here
-        self.makespans: list[float] = []
         self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._job_cond: dict[str, asyncio.Event] = {}
@@ -795,15 +794,16 @@ class Node:
                 exc = _leaf(raised)
                 if isinstance(exc, PeerError):
                     job.fail(exc.code, str(exc), time.time())
+                    self.metrics.count_job_failure(exc.code)
                 else:
                     log.error("job %s failed", job.id, exc_info=exc)
                     job.fail("internal", f"{type(exc).__name__}: {exc}", time.time())
+                    self.metrics.count_job_failure("internal")
             else:
                 if job.total_units and job.done_units < job.total_units:
                     job.done_units = job.total_units
                 job.finish(result, time.time())
-                self.makespans.append(float(result["timing"]["makespan_s"]))
-                del self.makespans[:-1000]
+                self.metrics.observe_job(result)
             finally:
                 self._wake(job)
                 self._job_cond.pop(job.id, None) if job.terminal else None
@@ -857,12 +857,7 @@ class Node:
     # -- surfaces -----------------------------------------------------------------------
 
     def count_http(self, path: str, status: int, code: str) -> None:
-        route = (
-            path
-            if path in metrics.ROUTES
-            else ("/v1/jobs" if path.startswith("/v1/jobs/") else "other")
-        )
-        self.http_stats[(route, status, code)] += 1
+        self.metrics.count_http(path, status, code)
 
     def cluster_json(self) -> dict[str, Any]:
         if self.gossip is None:
@@ -920,8 +915,8 @@ class Node:
             "jobs_active": self.jobs.active(),
         }
 
-    def metrics_text(self) -> str:
-        return metrics.render(self)
+    def metrics_bytes(self) -> bytes:
+        return self.metrics.render(self)
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from peer.core.config import Limits, PeerConfig
+from peer.core.links import LinkBook
 from peer.runtime.backend import NullBackend
 from peer.runtime.metrics import RPC_DROP_KEYS, PeerMetrics, route_of
 from peer.runtime.node import Node
@@ -90,6 +91,24 @@ class FakeNode:
 
     rpc_stats: ClassVar[dict[str, int]] = {"run_share": 6}
 
+    class backend:
+        @staticmethod
+        def engine_info() -> dict[str, Any]:
+            return {
+                "engine": "onnx",
+                "provider": "CPUExecutionProvider",
+                "requested": "auto",
+                "ms_per_step": {"torch": {"1": 5.5}, "onnx": {"1": 1.25, "8": 8.0}},
+            }
+
+    links = LinkBook()
+    links.observe("b", 262144, 0.0006 + 262144 / 2.5e6, now=0.5)
+    links.observe("b", 200, 0.0006, now=0.9)
+
+    @staticmethod
+    def clock() -> float:
+        return 1.0
+
 
 def test_makespan_histogram_counts_every_job_past_a_thousand() -> None:
     pm = PeerMetrics()
@@ -144,6 +163,25 @@ def test_live_levels_and_drops_by_cause() -> None:
     assert ("amcoedge_gossip_events_total", (("event", "live"),)) not in got
     assert got[("amcoedge_gossip_events_total", (("event", "datagrams_in"),))] == 9
     assert got[("amcoedge_rpc_server_events_total", (("event", "calls"),))] == 5
+    info = (("engine", "onnx"), ("provider", "CPUExecutionProvider"), ("requested", "auto"))
+    assert got[("amcoedge_engine_info", info)] == 1
+    assert got[("amcoedge_engine_ms_per_step", (("batch", "1"), ("engine", "torch")))] == 5.5
+    assert got[("amcoedge_engine_ms_per_step", (("batch", "8"), ("engine", "onnx")))] == 8.0
+    rate = got[("amcoedge_link_bytes_per_second", (("peer", "b"),))]
+    assert rate == pytest.approx(2.5e6, rel=1e-6)
+    assert got[("amcoedge_link_rtt_seconds", (("peer", "b"),))] == pytest.approx(0.0006)
+    assert got[("amcoedge_link_age_seconds", (("peer", "b"),))] == pytest.approx(0.1)
+
+
+def test_prediction_ratio_is_a_histogram_per_policy_and_mode() -> None:
+    pm = PeerMetrics()
+    r = result(0.5)
+    r["timing"]["actual_over_predicted"] = 1.2
+    pm.observe_job(r)
+    got = samples(pm.render(FakeNode()).decode())
+    key = (("mode", "batch"), ("policy", "greedy"))
+    assert got[("amcoedge_makespan_actual_over_predicted_count", key)] == 1
+    assert got[("amcoedge_makespan_actual_over_predicted_sum", key)] == pytest.approx(1.2)
 
 
 def test_rpc_drop_keys_match_the_server() -> None:
