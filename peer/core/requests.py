@@ -19,6 +19,7 @@ import binascii
 import io
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,12 +88,37 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+MAX_JSON_DEPTH = 64  # every body of the API nests a few levels; 64 leaves room
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # unrolled: linear, no per-char branch
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in ``text`` (brackets inside strings do not count).
+
+    Linear time and no recursion: strings are cut out, then the running count of openers less
+    closers is taken over the bytes at once.
+    """
+    bare = _STRING.sub("", text).encode("utf-8", "replace")
+    if not bare:
+        return 0
+    b = np.frombuffer(bare, dtype=np.uint8)
+    step = (b == ord("[")).astype(np.int32) + (b == ord("{")) - (b == ord("]")) - (b == ord("}"))
+    return int(np.cumsum(step).max(initial=0))
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     """A request body -> a JSON object, or ``BadRequest`` (never any other exception)."""
     try:
         text = body.decode("utf-8")  # RFC 8259: UTF-8 only (json.loads would guess UTF-16/32)
     except UnicodeDecodeError as exc:
         raise BadRequest("invalid_json", f"body is not UTF-8: {exc}") from None
+    depth = nesting_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        # refused before parsing: a RecursionError raised inside the C scanner leaves CPython
+        # 3.11's recursion bookkeeping skewed (a later compile() fails with SystemError)
+        raise BadRequest(
+            "too_deep", f"arrays and objects nest {depth} deep (at most {MAX_JSON_DEPTH})"
+        )
     try:
         value = json.loads(
             text,

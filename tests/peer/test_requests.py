@@ -76,7 +76,7 @@ def test_numbers_within_bounds_are_parsed_as_before() -> None:
         "b": -0.5,
         "c": 1e308,
     }
-    nested = b"[" * 200 + b"]" * 200  # deep but within the limit: parsed, then refused as a type
+    nested = b"[" * 60 + b"]" * 60  # deep but within the limit: parsed, then refused as a type
     with pytest.raises(BadRequest) as info:
         parse_generate(parse_json(b'{"count": ' + nested + b"}"), Limits())
     assert info.value.code == "invalid_type"
@@ -175,3 +175,15 @@ def test_mutated_pngs_decode_or_are_bad_png(ops: list[tuple[int, int, int]]) -> 
         assert exc.code in ("bad_png", "out_of_range", "size_mismatch")
     else:
         assert req.image.dtype == np.uint8 and req.image.shape == req.mask.shape
+
+
+def test_nesting_depth_ignores_brackets_in_strings_and_refuses_deep_bodies() -> None:
+    from peer.core.requests import MAX_JSON_DEPTH, nesting_depth
+
+    assert nesting_depth('{"a": [1, {"b": "[[[\\"["}]}') == 3
+    assert nesting_depth("") == 0 and nesting_depth('"[["') == 0
+    ok = b"[" * (MAX_JSON_DEPTH - 1) + b"]" * (MAX_JSON_DEPTH - 1)
+    assert parse_json(b'{"x": ' + ok + b"}")  # the object's brace counts too: 64 levels fit
+    with pytest.raises(BadRequest) as info:
+        parse_json(b'{"x": ' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"}")
+    assert info.value.code == "too_deep"
