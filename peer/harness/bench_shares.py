@@ -1,0 +1,394 @@
+"""``amcoedge bench shares``: one image over several real peers vs one peer, same CPU in all.
+
+Two measurements on real peer processes (``LocalCluster``, equal cgroup CPU quotas where the
+machine allows; ``quota_note`` says what it got):
+
+- ``steps_parallel``: one image of the shipped model, ``--steps`` DDIM steps, mode ``parallel``
+  on ``--peers`` peers vs mode ``local`` on one peer with the same quota, same label and seed.
+  Speedup is the median local wall time over the median parallel wall time (``--repeats`` each,
+  after one warm-up request of each); PSNR is of the decoded images (``"inf"``: identical).
+- ``tile``: a 128x128 canvas of real digits repaired under two masks (``scratch``: seeded
+  scratches and blotches; ``hole25``: one central square covering 25%), mode ``tile`` on the
+  peers vs mode ``local`` (untiled) on one peer. ``bytes_per_step`` is what the tile shares
+  moved between peers (each remote share's request and reply in msgpack wire form, RPC framing
+  left out) over the steps: the tile mode blends at the end, so this is a total spread over the
+  steps, not an exchange made every step.
+
+The 4-peer cluster runs first, then it stops and the 1-peer cluster starts, so the two never
+share the CPUs. PNGs (serial/untiled, split, absolute difference x4) go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from amcoedge.output import emit_json
+from peer.core.errors import PeerError
+from peer.core.shares import TilesShare, encode_reply, encode_share
+from peer.diffusion.checks import centre_mask, digit_canvas, scratch_mask
+from peer.diffusion.images import encode_png, psnr
+from peer.diffusion.tiles import Tile, plan_tiles
+from peer.harness.client import Client, ClientError, decode_images
+from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster, stop_on_signals
+
+CANVAS = 128  # the repair canvas side (px)
+NATIVE = 16  # the shipped model's side, and the node's tile size
+HALO = 4  # the node's tile halo (peer.runtime.node.Node.plan_tiles)
+DIFF_GAIN = 4  # the difference PNG shows |a - b| times this, clipped to 255
+
+
+class BenchError(PeerError):
+    code = "bench_failed"
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def psnr_json(db: float) -> float | str:
+    """A PSNR for JSON: ``"inf"`` for identical images (JSON has no infinity), else 3 decimals."""
+    return "inf" if db == float("inf") else round(db, 3)
+
+
+def speedup(single_walls: Sequence[float], split_walls: Sequence[float]) -> float:
+    """Median one-peer wall time over median split wall time."""
+    if not single_walls or not split_walls:
+        raise BenchError("speedup needs at least one wall time of each")
+    if min(*single_walls, *split_walls) <= 0:
+        raise BenchError("wall times must be positive")
+    return statistics.median(single_walls) / statistics.median(split_walls)
+
+
+def diff_image(a: np.ndarray, b: np.ndarray, gain: int = DIFF_GAIN) -> np.ndarray:
+    """``|a - b| * gain`` clipped to uint8 (the difference PNG)."""
+    if a.shape != b.shape:
+        raise BenchError(f"images differ in shape: {a.shape} vs {b.shape}")
+    d = np.abs(a.astype(np.int32) - b.astype(np.int32)) * gain
+    return np.clip(d, 0, 255).astype(np.uint8)
+
+
+def repaired_tiles(mask: np.ndarray, tile: int = NATIVE, halo: int = HALO) -> list[Tile]:
+    """The windows an origin sends out: those of ``plan_tiles`` holding masked pixels."""
+    h, w = mask.shape
+    return [
+        t for t in plan_tiles(h, w, tile=tile, halo=halo) if mask[t.y0 : t.y1, t.x0 : t.x1].any()
+    ]
+
+
+def tile_share_bytes(
+    canvas: np.ndarray,
+    mask: np.ndarray,
+    plan: Mapping[str, Any],
+    origin: str,
+    steps: int,
+    seed: int,
+    label: int | None = None,
+) -> int:
+    """Bytes the remote tile shares of ``plan`` moved: request + reply, msgpack wire form.
+
+    ``plan`` is a repair result's ``plan`` (its shares' ``units`` index the repaired tiles);
+    shares held by ``origin`` move nothing. Replies are counted as uint8 tiles, which is what
+    ``repair_tiles`` returns.
+    """
+    tiles = repaired_tiles(mask)
+    total = 0
+    for share in plan.get("shares", []):
+        units = share.get("units")
+        if not isinstance(units, list) or any(
+            not isinstance(u, int) or not 0 <= u < len(tiles) for u in units
+        ):
+            raise BenchError(f"a share's units do not index the {len(tiles)} tiles: {units!r}")
+        if share.get("peer") == origin or not units:
+            continue
+        work = TilesShare(canvas, mask, tuple(tiles[u] for u in units), steps, seed, label)
+        out = [np.zeros((tiles[u].height, tiles[u].width), dtype=np.uint8) for u in units]
+        total += len(msgpack.packb(encode_share(work)))
+        total += len(msgpack.packb(encode_reply(work, out)))
+    return total
+
+
+def steps_report(
+    peers: Sequence[str],
+    single_walls: Sequence[float],
+    split_walls: Sequence[float],
+    serial: np.ndarray,
+    split: np.ndarray,
+    parallel: Mapping[str, Any],
+    steps: int,
+) -> dict[str, Any]:
+    db = psnr(serial, split)
+    return {
+        "peers": len(peers),
+        "peer_names": list(peers),
+        "steps": steps,
+        "speedup": round(speedup(single_walls, split_walls), 3),
+        "psnr_db_vs_serial": psnr_json(db),
+        "bit_identical": bool(np.array_equal(serial, split)),
+        "iterations": parallel.get("iterations"),
+        "exact": parallel.get("exact"),
+        "change_db": parallel.get("change_db"),
+        "segments": parallel.get("segments"),
+        "wall_s": {
+            "local": [round(w, 3) for w in single_walls],
+            "parallel": [round(w, 3) for w in split_walls],
+        },
+    }
+
+
+def tile_report(
+    peers: Sequence[str],
+    single_walls: Sequence[float],
+    split_walls: Sequence[float],
+    psnrs: Mapping[str, float],
+    share_bytes: int,
+    steps: int,
+) -> dict[str, Any]:
+    return {
+        "peers": len(peers),
+        "peer_names": list(peers),
+        "steps": steps,
+        "speedup": round(speedup(single_walls, split_walls), 3),
+        "psnr_db_vs_untiled": {k: psnr_json(v) for k, v in psnrs.items()},
+        "bytes_per_step": round(share_bytes / steps, 1),
+        "share_bytes": share_bytes,
+        "wall_s": {
+            "local": [round(w, 3) for w in single_walls],
+            "tile": [round(w, 3) for w in split_walls],
+        },
+        "note": "mode tile blends at the end: bytes_per_step is the tile shares' request and "
+        "reply bytes (msgpack, RPC framing left out) of one request (mean over the masks), "
+        "divided by the steps; no exchange happens per step. Speedup and walls: both masks' "
+        "requests summed per repeat.",
+    }
+
+
+# ---------------------------------------------------------------- running it
+
+
+@dataclass(frozen=True)
+class Settings:
+    peers: int = 4
+    quota: float = 0.5
+    steps: int = 50
+    tile_steps: int = 20
+    repeats: int = 3
+    seed: int = 7
+    label: int = 3
+    out: Path = Path("bench-shares")
+
+    def check(self) -> None:
+        for name, v, lo in (
+            ("peers", self.peers, 2),
+            ("steps", self.steps, 2),
+            ("tile_steps", self.tile_steps, 1),
+            ("repeats", self.repeats, 1),
+        ):
+            if v < lo:
+                raise BenchError(f"--{name.replace('_', '-')} must be at least {lo}, got {v}")
+        if not 0 < self.quota <= 64:
+            raise BenchError(f"--quota must be in (0, 64] cores, got {self.quota}")
+        if not 0 <= self.label <= 9:
+            raise BenchError(f"--label must be in [0, 9], got {self.label}")
+
+
+def masks() -> dict[str, np.ndarray]:
+    return {"scratch": scratch_mask(CANVAS), "hole25": centre_mask(CANVAS, 0.5)}
+
+
+def _timed(
+    call: Callable[[], tuple[dict[str, Any], float]], repeats: int
+) -> tuple[list[float], dict[str, Any]]:
+    call()  # warm-up: ONNX sessions, caches, links
+    walls: list[float] = []
+    last: dict[str, Any] = {}
+    for _ in range(repeats):
+        last, wall = call()
+        walls.append(wall)
+    return walls, last
+
+
+def _one_image(res: Mapping[str, Any]) -> np.ndarray:
+    imgs = decode_images(dict(res))
+    if len(imgs) != 1:
+        raise BenchError(f"expected one image, got {len(imgs)}")
+    return imgs[0]
+
+
+def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
+    """One cluster of ``n`` peers: the generate and both repairs, split or local."""
+    spec = ClusterSpec(peers=n, quotas=(s.quota,), threads=1, policy="equal")
+    gen_mode, rep_mode = ("parallel", "tile") if split else ("local", "local")
+    with LocalCluster(spec, logs / f"{n}-peers") as cl:
+        cl.wait_ready()
+        client = Client(cl.procs[0].url, timeout=600.0)
+        body = {"count": 1, "label": s.label, "seed": s.seed, "steps": s.steps}
+        gen_walls, gen = _timed(
+            lambda: client.generate(**body, scheduler="ddim", mode=gen_mode, policy="equal"),
+            s.repeats,
+        )
+        canvas = digit_canvas(CANVAS // NATIVE, NATIVE)
+        rep: dict[str, Any] = {"walls": [], "images": {}, "bytes": 0, "peers": set()}
+        for name, m in masks().items():
+            walls, res = _timed(
+                lambda m=m: client.repair(  # type: ignore[misc]
+                    canvas,
+                    (m * 255).astype(np.uint8),
+                    steps=s.tile_steps,
+                    seed=s.seed,
+                    mode=rep_mode,
+                    policy="equal",
+                ),
+                s.repeats,
+            )
+            rep["walls"].append(walls)
+            rep["images"][name] = _one_image(res)
+            if split:
+                if res["plan"]["mode"] != "tile":
+                    raise BenchError(f"asked for tile, the plan says {res['plan']['mode']}")
+                if res.get("tiles_repaired") != len(repaired_tiles(m)):
+                    raise BenchError(
+                        f"the origin repaired {res.get('tiles_repaired')} tiles, this bench "
+                        f"counts {len(repaired_tiles(m))}: the node's tiling changed"
+                    )
+                rep["bytes"] += tile_share_bytes(
+                    canvas, m, res["plan"], cl.procs[0].name, s.tile_steps, s.seed
+                )
+            rep["peers"].update(res["plan"]["peers"])
+        if split and gen["plan"]["mode"] != "parallel":
+            raise BenchError(f"asked for parallel, the plan says {gen['plan']['mode']}")
+        return {
+            "quota_note": cl.quota_note,
+            "gen_walls": gen_walls,
+            "gen_image": _one_image(gen),
+            "gen_peers": list(gen["plan"]["peers"]),
+            "parallel": gen.get("parallel", {}),
+            "canvas": canvas,
+            # one request's wall per repeat: both masks' requests summed
+            "rep_walls": [sum(w) for w in zip(*rep["walls"], strict=True)],
+            "rep_images": rep["images"],
+            "rep_bytes": rep["bytes"],
+            "rep_peers": sorted(rep["peers"]),
+        }
+
+
+def _png(path: Path, img: np.ndarray) -> str:
+    path.write_bytes(encode_png(img))
+    return str(path)
+
+
+def run(s: Settings) -> dict[str, Any]:
+    s.check()
+    s.out.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="amcoedge-bench-shares-"))
+    t0 = time.perf_counter()
+    with stop_on_signals():
+        many = _run_side(s, s.peers, True, logs)
+        one = _run_side(s, 1, False, logs)
+    pngs = {
+        "steps_serial": _png(s.out / "steps_serial.png", one["gen_image"]),
+        "steps_parallel": _png(s.out / "steps_parallel.png", many["gen_image"]),
+        "steps_diff_x4": _png(
+            s.out / "steps_diff_x4.png", diff_image(one["gen_image"], many["gen_image"])
+        ),
+        "tile_canvas": _png(s.out / "tile_canvas.png", many["canvas"]),
+    }
+    psnrs = {}
+    for name, untiled in one["rep_images"].items():
+        tiled = many["rep_images"][name]
+        psnrs[name] = psnr(untiled, tiled)
+        pngs[f"tile_{name}_untiled"] = _png(s.out / f"tile_{name}_untiled.png", untiled)
+        pngs[f"tile_{name}_split"] = _png(s.out / f"tile_{name}_split.png", tiled)
+        pngs[f"tile_{name}_diff_x4"] = _png(
+            s.out / f"tile_{name}_diff_x4.png", diff_image(untiled, tiled)
+        )
+    steps_part = steps_report(
+        many["gen_peers"],
+        one["gen_walls"],
+        many["gen_walls"],
+        one["gen_image"],
+        many["gen_image"],
+        many["parallel"],
+        s.steps,
+    )
+    steps_part["to_exactness"] = (
+        "not run: the HTTP API takes no tolerance or exactness parameter "
+        "(peer/core/requests.py GENERATE_KEYS); the origin stops at its default tolerance"
+    )
+    tile_part = tile_report(
+        many["rep_peers"],
+        one["rep_walls"],
+        many["rep_walls"],
+        psnrs,
+        many["rep_bytes"] // len(psnrs),
+        s.tile_steps,
+    )
+    return {
+        "steps_parallel": steps_part,
+        "tile": tile_part,
+        "settings": {
+            "peers": s.peers,
+            "quota_cores": s.quota,
+            "repeats": s.repeats,
+            "seed": s.seed,
+            "label": s.label,
+            "canvas": CANVAS,
+            "engine": "onnx (peer default), 1 thread per peer",
+        },
+        "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
+        "psnr_note": 'PSNR of decoded uint8 images; "inf" means identical',
+        "pngs": pngs,
+        "logs": str(logs),
+        "bench_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    s = Settings(
+        peers=args.peers,
+        quota=args.quota,
+        steps=args.steps,
+        tile_steps=args.tile_steps,
+        repeats=args.repeats,
+        seed=args.seed,
+        label=args.label,
+        out=Path(args.out),
+    )
+    try:
+        report = run(s)
+    except (BenchError, ClusterError, ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if emit_json(report, args.json) else 2
+
+
+def register(groups: dict[str, Any]) -> None:
+    p = groups["bench"].add_parser(
+        "shares",
+        help="one image split over real peers (parallel steps, tiles) vs one peer: speedup, PSNR",
+    )
+    p.add_argument("--peers", type=int, default=4, help="peers of the split cluster (4)")
+    p.add_argument("--quota", type=float, default=0.5, help="CPU cores per peer (0.5)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps of the generate (50)")
+    p.add_argument("--tile-steps", type=int, default=20, help="steps of each repair (20)")
+    p.add_argument("--repeats", type=int, default=3, help="timed requests after a warm-up (3)")
+    p.add_argument("--seed", type=int, default=7, help="seed of every request (7)")
+    p.add_argument("--label", type=int, default=3, help="digit of the generate (3)")
+    p.add_argument("--out", default="bench-shares", help="directory for the PNGs")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default="-",
+        help="the JSON is always printed; with a path it is also written there",
+    )
+    p.set_defaults(func=_cmd)
