@@ -49,7 +49,7 @@ from peer.diffusion.engine import (
 )
 from peer.diffusion.errors import ChainStateError, InvalidRequestError, ModelLoadError
 from peer.diffusion.images import check_image, check_mask, image_to_tensor, tensor_to_image
-from peer.diffusion.samplers import Sampler, make_sampler
+from peer.diffusion.samplers import Sampler, coarse_timesteps, ddim_jump, make_sampler
 from peer.diffusion.tiles import Tile, blend_tiles, plan_tiles
 from peer.diffusion.unet import BATCH_QUANTUM, LoadedModel, load_model
 
@@ -448,8 +448,6 @@ class Backend:
     ) -> np.ndarray:
         """The coarse solve: fine steps [start, stop) of the chains' DDIM schedule replaced by
         ``evals`` DDIM jumps (one UNet evaluation each); returns the latents at ``stop``."""
-        from peer.diffusion.parareal import coarse_timesteps, ddim_jump
-
         if not states or len(latents) != len(states):
             raise InvalidRequestError(f"{len(latents)} latents for {len(states)} chains")
         first = self._check_state(states[0])

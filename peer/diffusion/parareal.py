@@ -38,7 +38,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,31 +59,6 @@ def split_steps(total: int, segments: int) -> tuple[int, ...]:
     for n in range(segments):
         out.append(out[-1] + base + (1 if n < extra else 0))
     return tuple(out)
-
-
-def coarse_timesteps(timesteps: Sequence[int], start: int, stop: int, evals: int) -> list[int]:
-    """The timesteps a coarse jump over fine steps [start, stop) evaluates at, then lands on.
-
-    Returns ``evals + 1`` timesteps (fewer when the segment is shorter): the first is
-    ``timesteps[start]``, the last the timestep reached after step ``stop - 1`` (-1: clean).
-    """
-    if not 0 <= start < stop <= len(timesteps):
-        raise InvalidRequestError(f"bad segment [{start}, {stop}) of {len(timesteps)} steps")
-    evals = max(1, min(int(evals), stop - start))
-    idx = [start + round(k * (stop - start) / evals) for k in range(evals + 1)]
-    return [int(timesteps[i]) if i < len(timesteps) else -1 for i in idx]
-
-
-def ddim_jump(x: Any, eps: Any, alpha_t: float, alpha_prev: float, clip: float | None) -> Any:
-    """One deterministic DDIM update from noise level alpha_t to alpha_prev (epsilon model).
-
-    Written after diffusers' ``DDIMScheduler.step`` with eta = 0; works on torch tensors and
-    numpy arrays alike.
-    """
-    x0 = (x - (1.0 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
-    if clip is not None:
-        x0 = x0.clip(-clip, clip)
-    return alpha_prev**0.5 * x0 + (1.0 - alpha_prev) ** 0.5 * eps
 
 
 def image_psnr_db(a: np.ndarray, b: np.ndarray) -> float:

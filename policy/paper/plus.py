@@ -39,20 +39,35 @@ import math
 from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from policy.paper.config import SimError
+from policy.paper.config import SimError, SimParams
 from policy.paper.dqn import AgentConfig
 from policy.paper.env import PaperEnv
 from policy.paper.methods import Method
 from policy.paper.subsets import ALL_SUBSETS
 
-if TYPE_CHECKING:
-    from policy.paper.runner import RunResult
+
+class FinishedRun(Protocol):
+    """What saving a checkpoint needs of a finished run (``policy.paper.runner.RunResult``)."""
+
+    episodes: int
+    seed: int
+    method_obj: Method | None
+
+    @property
+    def params(self) -> SimParams: ...
+
+    @property
+    def avg_makespan(self) -> float: ...
+
+    @property
+    def failure_rate(self) -> float: ...
+
 
 __all__ = [
     "ABLATIONS",
@@ -384,7 +399,7 @@ class PlusMethod(Method):
         }
 
 
-def save_plus_checkpoint(result: RunResult, path: Path) -> dict[str, Any]:
+def save_plus_checkpoint(result: FinishedRun, path: Path) -> dict[str, Any]:
     """Save a finished ``amcoedge+`` run as an ``adadqn``-kind checkpoint (export-compatible)."""
     m = result.method_obj
     if not isinstance(m, PlusMethod):
