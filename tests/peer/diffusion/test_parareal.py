@@ -18,12 +18,12 @@ import pytest
 
 from peer.diffusion import Backend, InvalidRequestError, load_backend
 from peer.diffusion.images import psnr
+from peer.diffusion.samplers import coarse_timesteps
 from peer.diffusion.parareal import (
     Finished,
     PararealCore,
     RunCoarse,
     RunFine,
-    coarse_timesteps,
     solve_in_process,
     split_steps,
 )
