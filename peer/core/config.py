@@ -19,8 +19,8 @@ from typing import Any, Literal
 from peer.core.errors import ConfigError, PeerError
 
 Addr = tuple[str, int]
-PolicyName = Literal["onnx", "greedy", "local", "random", "equal"]
-POLICIES: tuple[str, ...] = ("onnx", "greedy", "local", "random", "equal")
+PolicyName = Literal["onnx", "greedy", "local", "random", "equal", "onnx-nolinks"]
+POLICIES: tuple[str, ...] = ("onnx", "greedy", "local", "random", "equal", "onnx-nolinks")
 MODES: tuple[str, ...] = ("auto", "batch", "tile", "steps", "local", "parallel")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 GOSSIP_PRESETS: tuple[str, ...] = ("lan", "local", "wan")
@@ -58,7 +58,9 @@ class PeerConfig:
     tls_cert_file: str | None = None  # RPC over TLS: this peer's certificate (PEM) ...
     tls_key_file: str | None = None  # ... its private key ...
     tls_ca_file: str | None = None  # ... and the CA that signed the cluster's certificates
-    engine: str = "onnx"  # denoiser engine: onnx | torch | auto (the faster at start; peers may differ)
+    engine: str = (
+        "onnx"  # denoiser engine: onnx | torch | auto (the faster at start; peers may differ)
+    )
     threads: int = 1  # torch threads of the executor; fixed so split results are bit-identical
     gossip: str = "lan"  # gossip timer preset: lan | local | wan
     share_timeout_s: float = 120.0  # an RPC share that takes longer is re-planned

@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import numpy as np
 
 from peer.core.errors import PlanError
 from policy.allocation import round_units, water_fill
+
+LINK_BLIND = "onnx-nolinks"  # the learned policy fed default links (an ablation; see plan_mode)
+DEFAULT_RTT_S = 0.001  # a link nothing has measured yet (peer.core.viewstate uses these too)
+DEFAULT_BYTES_PER_S = 1e8
 
 Mode = Literal["batch", "tile", "steps", "local", "parallel"]
 Kind = Literal["generate", "repair"]
@@ -241,6 +245,13 @@ class Planner:
         if policy == "local":  # tiles or steps, all on this peer
             me = next(i for i, c in enumerate(cands) if c.peer.is_self)
             rec = RecruitResult([me], None, False, "local", "heuristic", None)
+        elif policy == LINK_BLIND:
+            # the ablation: the learned policy sees every link at the defaults; the split
+            # below still uses the measured links
+            blind = [
+                replace(p, rtt_s=DEFAULT_RTT_S, bytes_per_s=DEFAULT_BYTES_PER_S) for p in peers
+            ]
+            rec = self.recruiters.decide("onnx", units, candidates(blind, work, mode))
         else:
             rec = self.recruiters.decide(policy, units, cands)
         if mode == "steps":

@@ -15,10 +15,9 @@ from typing import Any
 
 from peer.core.costs import CostTracker, remote_cost
 from peer.core.links import LinkEstimate
-from peer.core.planner import PeerState
+from peer.core.planner import DEFAULT_BYTES_PER_S, DEFAULT_RTT_S, PeerState
 
-DEFAULT_RTT_S = 0.001
-DEFAULT_BW = 1e8  # bytes/s until gossip has a measurement
+DEFAULT_BW = DEFAULT_BYTES_PER_S  # bytes/s until a measurement
 
 
 def states_from_view(

@@ -255,3 +255,28 @@ def test_property_steps_chain_covers_every_step_once(
     fastest = min(p.a_s + p.c_s for p in peers)
     assert plan.predicted_makespan_s >= steps * fastest - 1e-12
     assert plan.predicted_makespan_s == pytest.approx(plan.shares[-1].predicted_s)
+
+
+def test_the_link_blind_ablation_decides_on_default_links() -> None:
+    """``onnx-nolinks`` hands the learned policy every link at the defaults; the split itself
+    still prices the measured links."""
+    from dataclasses import replace
+
+    from peer.core.planner import DEFAULT_BYTES_PER_S, LINK_BLIND
+
+    peers = cluster4()
+    slow = [replace(p, bytes_per_s=2e3) if not p.is_self else p for p in peers]  # 2 kB/s links
+    work = Work("generate", 8, 20)
+    seen: list[list[float]] = []
+
+    class Spy(Recruiters):
+        def decide(self, policy: str, units: int, cands: Any) -> Any:
+            seen.append([c.peer.bytes_per_s for c in cands])
+            return super().decide(policy, units, cands)
+
+    planner = Planner(Spy(seed=0))
+    blind = planner.plan(slow, work, mode="batch", policy=LINK_BLIND)
+    assert seen[-1] == [DEFAULT_BYTES_PER_S] * 4
+    aware = planner.plan(slow, work, mode="batch", policy="onnx")
+    assert seen[-1] == [p.bytes_per_s for p in slow]
+    assert blind.requested_policy == LINK_BLIND and aware.requested_policy == "onnx"
