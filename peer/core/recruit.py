@@ -29,7 +29,13 @@ class PolicyUnavailable(RuntimeError):
 
 log = logging.getLogger("amcoedge.recruit")
 
-POLICY_TO_RECRUITER = {"onnx": "learned", "greedy": "greedy", "random": "random", "equal": "equal"}
+POLICY_TO_RECRUITER = {
+    "onnx": "learned",
+    "onnx-nolinks": "learned",  # the planner hands it default links (an ablation)
+    "greedy": "greedy",
+    "random": "random",
+    "equal": "equal",
+}
 KEEP_SHARES = frozenset({"equal"})  # a baseline that defines its own split
 
 
