@@ -141,24 +141,29 @@ def run(idle: int, slow: int, wait_s: float) -> dict[str, Any]:
             await asyncio.sleep(2.0)  # the flood is in place
             t_join = time.monotonic()
             procs.append(_start_peer("b", b_rpc, b_http, a_rpc, logs / "b.log"))
-            joined = None
-            while time.monotonic() - t_join < 120:
-                ready = await asyncio.to_thread(lambda: _sees(b_http, "b"))
-                if ready and await asyncio.to_thread(
+            joined = up = None
+            while time.monotonic() - t_join < 180:
+                if up is None and await asyncio.to_thread(lambda: _sees(b_http, "b")):
+                    up = time.monotonic()  # b serves HTTP: loaded, about to join
+                if up is not None and await asyncio.to_thread(
                     lambda: _sees(a_http, "b") and _sees(b_http, "a")
                 ):
-                    joined = time.monotonic() - t_join
+                    joined = time.monotonic()
                     break
                 await asyncio.sleep(0.1)
-            return await flood, joined
+            times = {
+                "start_s": None if up is None else up - t_join,
+                "join_s": None if up is None or joined is None else joined - up,
+            }
+            return await flood, times
 
-        flood, joined = asyncio.run(main())
+        flood, times = asyncio.run(main())
         return {
             "idle_rpc": idle,
             "slowloris_http": slow,
-            "join_s": joined,
-            "note": "join_s counts from starting the second peer's process (imports, model "
-            "load and ONNX session included) to both peers listing each other alive",
+            **times,
+            "note": "start_s: the second peer's process start to its HTTP answering (imports, "
+            "model load, ONNX session); join_s: from then to both peers listing each other alive",
             "rpc": flood["rpc"],
             "http": flood["http"],
             "logs": str(logs),
