@@ -136,7 +136,7 @@ def run(idle: int, slow: int, wait_s: float) -> dict[str, Any]:
                 raise RuntimeError(f"peer a did not start; see {logs / 'a.log'}")
             time.sleep(0.25)
 
-        async def main() -> tuple[dict[str, Any], float | None]:
+        async def main() -> tuple[dict[str, Any], dict[str, float | None]]:
             flood = asyncio.create_task(_flood(a_rpc, a_http, idle, slow, wait_s))
             await asyncio.sleep(2.0)  # the flood is in place
             t_join = time.monotonic()
