@@ -36,8 +36,9 @@ import numpy as np
 from amcoedge.output import emit_json
 from peer.core.errors import PeerError
 from peer.core.shares import TilesShare, encode_reply, encode_share
-from peer.diffusion.checks import centre_mask, digit_canvas, scratch_mask
-from peer.diffusion.images import encode_png, psnr
+from peer.diffusion.checks import centre_mask, scratch_mask
+from peer.diffusion.data import load_digits_tensor
+from peer.diffusion.images import encode_png, psnr, tensor_to_image
 from peer.diffusion.tiles import Tile, plan_tiles
 from peer.harness.client import Client, ClientError, decode_images
 from peer.harness.cluster import ClusterError, ClusterSpec, LocalCluster, stop_on_signals
@@ -180,8 +181,10 @@ class Settings:
     peers: int = 4
     quota: float = 0.5
     steps: int = 50
-    tile_steps: int = 20
+    tile_steps: int = 4
     repeats: int = 3
+    tile_repeats: int = 1
+    repair_label: int | None = 3
     seed: int = 7
     label: int = 3
     out: Path = Path("bench-shares")
@@ -192,6 +195,7 @@ class Settings:
             ("steps", self.steps, 2),
             ("tile_steps", self.tile_steps, 1),
             ("repeats", self.repeats, 1),
+            ("tile_repeats", self.tile_repeats, 1),
         ):
             if v < lo:
                 raise BenchError(f"--{name.replace('_', '-')} must be at least {lo}, got {v}")
@@ -199,6 +203,23 @@ class Settings:
             raise BenchError(f"--quota must be in (0, 64] cores, got {self.quota}")
         if not 0 <= self.label <= 9:
             raise BenchError(f"--label must be in [0, 9], got {self.label}")
+        if self.repair_label is not None and not 0 <= self.repair_label <= 9:
+            raise BenchError(f"--repair-label must be in [0, 9] or none, got {self.repair_label}")
+
+
+def canvas_of_digits(side: int = CANVAS, size: int = NATIVE) -> np.ndarray:
+    """A side x side mosaic of real digits (every 37th of the data set, wrapping round)."""
+    if side % size:
+        raise BenchError(f"the canvas side {side} is not a multiple of {size}")
+    x, _ = load_digits_tensor(size)
+    cells = side // size
+    canvas = np.zeros((side, side), dtype=np.uint8)
+    for k in range(cells * cells):
+        r, c = divmod(k, cells)
+        canvas[r * size : (r + 1) * size, c * size : (c + 1) * size] = tensor_to_image(
+            x[(37 * k) % len(x)]
+        )
+    return canvas
 
 
 def masks() -> dict[str, np.ndarray]:
@@ -208,19 +229,26 @@ def masks() -> dict[str, np.ndarray]:
 def _timed(
     call: Callable[[], tuple[dict[str, Any], float]], repeats: int
 ) -> tuple[list[float], dict[str, Any]]:
-    call()  # warm-up: ONNX sessions, caches, links
     walls: list[float] = []
     last: dict[str, Any] = {}
     for _ in range(repeats):
-        last, wall = call()
+        job, wall = call()
+        last = _result(job)
         walls.append(wall)
     return walls, last
+
+
+def _result(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The result of a finished job answer (the API wraps it: ``{"state", "result", ...}``)."""
+    if job.get("state") != "done" or not isinstance(job.get("result"), dict):
+        raise BenchError(f"the job did not finish: state {job.get('state')!r}, {job.get('error')}")
+    return dict(job["result"])
 
 
 def _one_image(res: Mapping[str, Any]) -> np.ndarray:
     imgs = decode_images(dict(res))
     if len(imgs) != 1:
-        raise BenchError(f"expected one image, got {len(imgs)}")
+        raise BenchError(f"expected one image, got {len(imgs)}; result keys: {sorted(res)}")
     return imgs[0]
 
 
@@ -232,12 +260,24 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
         cl.wait_ready()
         client = Client(cl.procs[0].url, timeout=600.0)
         body = {"count": 1, "label": s.label, "seed": s.seed, "steps": s.steps}
-        gen_walls, gen = _timed(
-            lambda: client.generate(**body, scheduler="ddim", mode=gen_mode, policy="equal"),
-            s.repeats,
+        gen_call = lambda: client.generate(  # noqa: E731
+            **body, scheduler="ddim", mode=gen_mode, policy="equal"
         )
-        canvas = digit_canvas(CANVAS // NATIVE, NATIVE)
+        _result(gen_call()[0])  # warm-up: ONNX sessions, caches, links
+        gen_walls, gen = _timed(gen_call, s.repeats)
+        canvas = canvas_of_digits()
         rep: dict[str, Any] = {"walls": [], "images": {}, "bytes": 0, "peers": set()}
+        first = masks()["scratch"]
+        warm = client.repair(  # warm-up at the canvas size, one step
+            canvas,
+            (first * 255).astype(np.uint8),
+            steps=1,
+            seed=s.seed,
+            mode=rep_mode,
+            policy="equal",
+            label=s.repair_label,
+        )
+        _result(warm[0])
         for name, m in masks().items():
             walls, res = _timed(
                 lambda m=m: client.repair(  # type: ignore[misc]
@@ -247,8 +287,9 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
                     seed=s.seed,
                     mode=rep_mode,
                     policy="equal",
+                    label=s.repair_label,
                 ),
-                s.repeats,
+                s.tile_repeats,
             )
             rep["walls"].append(walls)
             rep["images"][name] = _one_image(res)
@@ -261,7 +302,7 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
                         f"counts {len(repaired_tiles(m))}: the node's tiling changed"
                     )
                 rep["bytes"] += tile_share_bytes(
-                    canvas, m, res["plan"], cl.procs[0].name, s.tile_steps, s.seed
+                    canvas, m, res["plan"], cl.procs[0].name, s.tile_steps, s.seed, s.repair_label
                 )
             rep["peers"].update(res["plan"]["peers"])
         if split and gen["plan"]["mode"] != "parallel":
@@ -341,6 +382,8 @@ def run(s: Settings) -> dict[str, Any]:
             "repeats": s.repeats,
             "seed": s.seed,
             "label": s.label,
+            "repair_label": s.repair_label,
+            "tile_repeats": s.tile_repeats,
             "canvas": CANVAS,
             "engine": "onnx (peer default), 1 thread per peer",
         },
@@ -352,18 +395,27 @@ def run(s: Settings) -> dict[str, Any]:
     }
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    s = Settings(
-        peers=args.peers,
-        quota=args.quota,
-        steps=args.steps,
-        tile_steps=args.tile_steps,
-        repeats=args.repeats,
-        seed=args.seed,
-        label=args.label,
-        out=Path(args.out),
-    )
+def _int_arg(text: str) -> int:
     try:
+        return int(text)
+    except ValueError:
+        raise BenchError(f"--repair-label must be an integer or none, got {text!r}") from None
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    try:
+        s = Settings(
+            peers=args.peers,
+            quota=args.quota,
+            steps=args.steps,
+            tile_steps=args.tile_steps,
+            repeats=args.repeats,
+            tile_repeats=args.tile_repeats,
+            repair_label=None if args.repair_label == "none" else _int_arg(args.repair_label),
+            seed=args.seed,
+            label=args.label,
+            out=Path(args.out),
+        )
         report = run(s)
     except (BenchError, ClusterError, ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -379,7 +431,13 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--peers", type=int, default=4, help="peers of the split cluster (4)")
     p.add_argument("--quota", type=float, default=0.5, help="CPU cores per peer (0.5)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps of the generate (50)")
-    p.add_argument("--tile-steps", type=int, default=20, help="steps of each repair (20)")
+    p.add_argument("--tile-steps", type=int, default=4, help="steps of each repair (4)")
+    p.add_argument("--tile-repeats", type=int, default=1, help="timed repairs per mask (1)")
+    p.add_argument(
+        "--repair-label",
+        default="3",
+        help="digit the repairs condition on, or none (every class: 10x the work); 3",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed requests after a warm-up (3)")
     p.add_argument("--seed", type=int, default=7, help="seed of every request (7)")
     p.add_argument("--label", type=int, default=3, help="digit of the generate (3)")
