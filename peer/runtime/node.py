@@ -863,7 +863,7 @@ class Node:
         if self.gossip is None:
             return {"self": self.name, "units": CLUSTER_UNITS, "peers": []}
         view = self.gossip.view()
-        peers = []
+        peers: list[dict[str, Any]] = []
         for p in sorted(view.peers.values(), key=lambda p: p.name):
             peers.append(
                 {
@@ -885,7 +885,17 @@ class Node:
                     "links": self._links_json(view, p.name),
                 }
             )
-        return {"self": self.name, "units": CLUSTER_UNITS, "peers": peers}
+        links = [
+            {"from": p["name"], "to": to, **est}
+            for p in peers
+            for to, est in sorted(p["links"].items())
+        ]
+        return {
+            "self": self.name,
+            "units": CLUSTER_UNITS,
+            "peers": peers,
+            "links": links,  # the same, flat: one row per (from, to)
+        }
 
     def _rtt_to(self, name: str) -> float | None:
         est = self.links.estimate(name, self.clock()) if name != self.name else None

@@ -98,3 +98,12 @@ async def test_two_peers_measure_their_link_and_show_it() -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+def test_cluster_json_lists_links_flat_for_the_dashboard() -> None:
+    from peer.core.config import PeerConfig
+    from peer.runtime.backend import NullBackend
+    from peer.runtime.node import Node
+
+    node = Node(PeerConfig(name="a", calibrate=False), backend=NullBackend())
+    assert node.cluster_json()["peers"] == []  # not started: no view yet
