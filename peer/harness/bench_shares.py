@@ -313,6 +313,13 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "gen_image": _one_image(gen),
             "gen_peers": list(gen["plan"]["peers"]),
             "parallel": gen.get("parallel", {}),
+            "gen_plan": {
+                "mode": gen["plan"]["mode"],
+                "segments": gen["plan"].get("detail", {}).get("segments"),
+                "predicted_makespan_s": gen["plan"]["predicted_makespan_s"],
+                "alternatives": gen["plan"].get("alternatives", {}),
+            },
+            "has_parallel_report": "parallel" in gen,
             "canvas": canvas,
             # one request's wall per repeat: both masks' requests summed
             "rep_walls": [sum(w) for w in zip(*rep["walls"], strict=True)],
@@ -361,6 +368,12 @@ def run(s: Settings) -> dict[str, Any]:
         many["parallel"],
         s.steps,
     )
+    steps_part["plan"] = many["gen_plan"]
+    if not many["has_parallel_report"]:
+        steps_part["missing"] = (
+            "the result carries no `parallel` report (iterations, exact, change_db are null): "
+            "peer/runtime/origin.py run_generate builds `extra` but does not return it"
+        )
     steps_part["to_exactness"] = (
         "not run: the HTTP API takes no tolerance or exactness parameter "
         "(peer/core/requests.py GENERATE_KEYS); the origin stops at its default tolerance"
