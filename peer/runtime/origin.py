@@ -166,6 +166,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         "plan": plan.to_json(),
         "replans": rl.replans,
         "timing": _timing(rl, makespan, plan_s, plan, fresh),
+        **extra,  # parallel steps: iterations, exactness, change between the last iterates
     }
 
 
