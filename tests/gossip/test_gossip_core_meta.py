@@ -31,10 +31,14 @@ def test_updates_are_immediate_locally_and_spaced_on_the_wire():
     v = core.view(1.5).peers["me"]
     assert v.meta.queued_s == 3.0 and v.meta.active_shares == 1  # ...but the view is current
     due = core.next_deadline()
-    spacing = core.config.meta_interval_s(41, 40)
-    assert 10.0 < spacing < 40.0
+    cfg = core.config
+    spacing = cfg.meta_interval_s(41, 40)
+    # every version is sent to each of 41 peers, retransmit_limit times: within the budget
+    expected = 41 * 40 * cfg.retransmit_limit(41) / cfg.meta_budget_bytes_s
+    assert spacing == pytest.approx(max(cfg.meta_min_interval_s, expected))
+    assert spacing > cfg.meta_min_interval_s  # at 41 peers the budget, not the floor, spaces
     t = 1.5
-    while core.meta_version == 1 and t < 100.0:
+    while core.meta_version == 1 and t < 1.5 + 2 * spacing:
         t = max(t + 0.1, core.next_deadline())
         core.tick(t)
     assert core.meta_version == 2 and t >= 1.0 + spacing * 0.5 and due <= t
