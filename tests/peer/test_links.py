@@ -100,4 +100,3 @@ async def test_two_peers_measure_their_link_and_show_it() -> None:
     finally:
         await b.stop()
         await a.stop()
-

@@ -20,7 +20,9 @@ def test_config_presets_and_overrides(tmp_path: Path) -> None:
         '[peer]\nname = "a"\nlisten = "127.0.0.1:7101"\njoin = ["127.0.0.1:7100"]\n'
         "threads = 2\n[peer.limits]\nmax_count = 8\n"
     )
-    cfg = load_peer_config(read_toml(toml), {"http": "0.0.0.0:9000", "policy": "greedy", "insecure": True})
+    cfg = load_peer_config(
+        read_toml(toml), {"http": "0.0.0.0:9000", "policy": "greedy", "insecure": True}
+    )
     assert cfg.listen == ("127.0.0.1", 7101) and cfg.http == ("0.0.0.0", 9000)
     assert cfg.join == (("127.0.0.1", 7100),) and cfg.threads == 2
     assert cfg.policy == "greedy" and cfg.limits.max_count == 8

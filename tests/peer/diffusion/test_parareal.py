@@ -18,7 +18,6 @@ import pytest
 
 from peer.diffusion import Backend, InvalidRequestError, load_backend
 from peer.diffusion.images import psnr
-from peer.diffusion.samplers import coarse_timesteps
 from peer.diffusion.parareal import (
     Finished,
     PararealCore,
@@ -27,6 +26,7 @@ from peer.diffusion.parareal import (
     solve_in_process,
     split_steps,
 )
+from peer.diffusion.samplers import coarse_timesteps
 
 
 def test_split_steps() -> None:
