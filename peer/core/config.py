@@ -88,6 +88,20 @@ class PeerConfig:
         )
 
 
+def ephemeral_config(name: str, join: tuple[Addr, ...] = (), **changes: Any) -> PeerConfig:
+    """A peer on loopback with ports the OS picks, fast gossip and no start-up calibration:
+    in-process clusters and tests. ``changes`` override any other field."""
+    base = PeerConfig(
+        name=name,
+        listen=("127.0.0.1", 0),
+        http=("127.0.0.1", 0),
+        join=join,
+        gossip="local",
+        calibrate=False,
+    )
+    return dataclasses.replace(base, **changes)
+
+
 def parse_addr(text: str, what: str = "address") -> Addr:
     """``HOST:PORT`` (``[v6]:PORT`` allowed) -> ``(host, port)``; a clear ConfigError otherwise."""
     if not isinstance(text, str) or ":" not in text:

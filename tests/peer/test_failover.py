@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from peer.core.config import PeerConfig
+from peer.core.config import PeerConfig, ephemeral_config
 from peer.core.requests import GenerateRequest
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
@@ -33,15 +33,7 @@ class GatedBackend(NullBackend):
 
 
 def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
-    return PeerConfig(
-        name=name,
-        listen=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        join=join,
-        gossip="local",
-        calibrate=False,
-        share_timeout_s=60.0,
-    )
+    return ephemeral_config(name, join, share_timeout_s=60.0)
 
 
 def req(count: int = 4, policy: str = "equal") -> GenerateRequest:

@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from peer.core.config import Limits, PeerConfig
+from peer.core.config import Limits, ephemeral_config
 from peer.harness import fuzz
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
@@ -69,14 +69,7 @@ def test_only_loopback_targets() -> None:
 
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
-    cfg = PeerConfig(
-        name="solo",
-        listen=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        gossip="local",
-        calibrate=False,
-        limits=Limits(max_body_bytes=64 * 1024),
-    )
+    cfg = ephemeral_config("solo", limits=Limits(max_body_bytes=64 * 1024))
     n = Node(cfg, backend=NullBackend())
     await n.start()
     try:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession
 from PIL import Image
 
-from peer.core.config import Limits, PeerConfig
+from peer.core.config import Limits, ephemeral_config
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
 
@@ -29,13 +29,8 @@ def png_b64(arr: np.ndarray, fmt: str = "PNG") -> str:
 
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
-    cfg = PeerConfig(
-        name="solo",
-        listen=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        gossip="local",
-        calibrate=False,
-        limits=Limits(max_body_bytes=64 * 1024, max_count=16, max_steps=50, max_canvas=64),
+    cfg = ephemeral_config(
+        "solo", limits=Limits(max_body_bytes=64 * 1024, max_count=16, max_steps=50, max_canvas=64)
     )
     n = Node(cfg, backend=NullBackend())
     await n.start()

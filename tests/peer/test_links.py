@@ -63,20 +63,11 @@ def test_book_keeps_one_estimator_per_peer() -> None:
 async def test_two_peers_measure_their_link_and_show_it() -> None:
     import asyncio
 
-    from peer.core.config import PeerConfig
+    from peer.core.config import ephemeral_config
     from peer.runtime.backend import NullBackend
     from peer.runtime.node import Node
 
-    def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
-        return PeerConfig(
-            name=name,
-            listen=("127.0.0.1", 0),
-            http=("127.0.0.1", 0),
-            join=join,
-            gossip="local",
-            calibrate=False,
-        )
-
+    cfg = ephemeral_config
     a = Node(cfg("a"), backend=NullBackend())
     await a.start()
     b = Node(cfg("b", (("127.0.0.1", a.rpc_port),)), backend=NullBackend())

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from peer.core.config import PeerConfig
+from peer.core.config import PeerConfig, ephemeral_config
 from peer.core.planner import Cand, PeerState, Planner, Work, parallel_makespan
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest
@@ -38,15 +38,7 @@ class FailingSteps:
 
 
 def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
-    return PeerConfig(
-        name=name,
-        listen=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        join=join,
-        gossip="local",
-        calibrate=False,
-        share_timeout_s=120.0,
-    )
+    return ephemeral_config(name, join, share_timeout_s=120.0)
 
 
 @pytest.fixture(scope="module")

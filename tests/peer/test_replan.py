@@ -6,22 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from peer.core.config import PeerConfig
+from peer.core.config import PeerConfig, ephemeral_config
 from peer.harness.client import decode_images
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
 
 
 def cfg(name: str, join: tuple[tuple[str, int], ...] = ()) -> PeerConfig:
-    return PeerConfig(
-        name=name,
-        listen=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        join=join,
-        gossip="local",
-        calibrate=False,
-        share_timeout_s=5.0,
-    )
+    return ephemeral_config(name, join, share_timeout_s=5.0)
 
 
 async def test_share_on_a_dead_rpc_peer_is_replanned() -> None:
