@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from gossip.udp import TcpPushPullServer, UdpTransport, tcp_dial
 from gossip.view import Addr, PeerMeta, View, check_addr
 
 Subscriber = Callable[[View], None]
+log = logging.getLogger("amcoedge.gossip")
 
 _BIND_TRIES = 20
 _MAX_PUSH_PULLS = 4
@@ -84,6 +86,7 @@ class GossipNode:
             "bytes_in": 0,
             "bytes_out": 0,
             "dropped_queue_full": 0,
+            "loop_errors": 0,  # bugs of ours caught by the loop (logged); should stay 0
             "push_pull_bytes_out": 0,
             "push_pull_bytes_in": 0,
             "push_pull_skipped": 0,
@@ -320,10 +323,10 @@ class GossipNode:
                 data, src = inbox.get_nowait()
                 self._stats["datagrams_in"] += 1
                 self._stats["bytes_in"] += len(data)
-                self._apply(core.handle(data, src, self._clock()))
+                self._guarded(core.handle, data, src, self._clock())
             now = self._clock()
             if now >= core.next_deadline():
-                self._apply(core.tick(now))
+                self._guarded(core.tick, now)
             delay = core.next_deadline() - self._clock()
             if delay > 0 and inbox.empty():
                 self._wakeup.clear()
@@ -332,6 +335,17 @@ class GossipNode:
                         await self._wakeup.wait()
             else:
                 await asyncio.sleep(0)
+
+    def _guarded(self, step: Callable[..., list[Effect]], *args: Any) -> None:
+        """One step of the loop. An exception escaping it is a bug of ours (remote input is
+        already counted and dropped by the core): it is logged with its traceback and counted,
+        and the loop goes on, since a dead loop would silently take this peer out of the
+        cluster while everything else still answers."""
+        try:
+            self._apply(step(*args))
+        except Exception:
+            self._stats["loop_errors"] += 1
+            log.exception("gossip loop step failed (counted as loop_errors; the loop goes on)")
 
     def _apply(self, effects: list[Effect]) -> None:
         notify = False

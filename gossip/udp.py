@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -28,19 +29,18 @@ class _Protocol(asyncio.DatagramProtocol):
 
 def sendable(addr: object) -> bool:
     """Whether ``addr`` is a (host, port) that ``sendto`` takes without raising a TypeError or
-    ValueError: a host name or literal of at most 253 printable characters, a port 0..65535."""
+    ValueError (which asyncio's transport answers by closing itself): an IP literal and a port
+    0..65535. Peers advertise IP addresses; a name is refused, not looked up."""
     if not isinstance(addr, tuple) or len(addr) != 2:
         return False
     host, port = addr
-    return (
-        isinstance(host, str)
-        and 0 < len(host) <= 253
-        and host.isprintable()
-        and " " not in host
-        and isinstance(port, int)
-        and not isinstance(port, bool)
-        and 0 <= port <= 65535
-    )
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+        return False
+    try:
+        ipaddress.ip_address(host)  # a literal: a name would need a (blocking) DNS lookup
+    except ValueError:
+        return False
+    return 0 <= port <= 65535
 
 
 class UdpTransport:
@@ -86,7 +86,7 @@ class UdpTransport:
             return
         try:
             self._transport.sendto(data, addr)
-        except OSError:
+        except (OSError, ValueError):  # uvloop refuses some addresses with ValueError
             self._proto.errors += 1
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import random
@@ -116,6 +117,24 @@ def advertised_host(cfg: PeerConfig) -> str:
         f"--listen {host} binds every interface but this machine has no address other peers "
         "can dial; pass --advertise HOST[:PORT] with the address they should use"
     )
+
+
+async def resolve_host(host: str) -> str:
+    """An IP literal for ``host`` (gossip sends to literals only: no DNS lookup per datagram)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot resolve {host!r}: {exc}") from None
+    return str(infos[0][4][0])
+
+
+async def resolve_all(addrs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    return [(await resolve_host(h), p) for h, p in addrs]
 
 
 def rpc_tls(cfg: PeerConfig) -> TlsFiles | None:
@@ -235,7 +254,7 @@ class Node:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = int(server.sockets[0].getsockname()[1])
-        self.advertised = advertised_host(self.cfg)
+        self.advertised = await resolve_host(advertised_host(self.cfg))
         adv_port = self.cfg.advertise[1] if self.cfg.advertise and self.cfg.advertise[1] else 0
         rpc_addr = (self.advertised, adv_port or self.rpc_port)
         http_host = self.advertised if is_wildcard(self.cfg.http[0]) else self.cfg.http[0]
@@ -260,7 +279,7 @@ class Node:
         )
         self.server.add_handler("gossip.push_pull", self._rpc_push_pull)
         self.gossip.subscribe(self._on_view)
-        await self.gossip.start(seeds=list(self.cfg.join))
+        await self.gossip.start(seeds=await resolve_all(self.cfg.join))
 
         self._bg.append(asyncio.create_task(self._publish_loop(), name="meta"))
         self._bg.append(asyncio.create_task(self._probe_loop(), name="probe"))

@@ -273,3 +273,19 @@ async def test_advertised_address_keeps_declared_host_and_bound_port():
         assert me.gossip_addr == ("127.0.0.1", port) and me.rpc_addr == ("127.0.0.1", port)
     finally:
         await node.stop()
+
+
+def test_udp_sends_only_to_ip_literals() -> None:
+    from gossip.udp import sendable
+
+    assert sendable(("127.0.0.1", 7001)) and sendable(("::1", 0))
+    for bad in [
+        ("1r7.0.0.1", 9),
+        ("h\x00st", 1),
+        ("localhost", 1),
+        ("127.0.0.1", 70000),
+        ("127.0.0.1", True),
+        (b"127.0.0.1", 1),
+        ("127.0.0.1",),
+    ]:
+        assert not sendable(bad), bad
