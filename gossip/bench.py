@@ -9,7 +9,11 @@ One seeded simulation in phases:
    faults: any peer declared dead is a false positive; bytes sent per peer per second; every
    `age_every_s` each peer's held load of `age_pairs` random others is read: `load_age_s` is
    how old that load was (now minus when the source's load was last known to have that value:
-   a sample's origin, or a digest's arrival), p50 and p95 over all readings;
+   a sample's origin, or a digest's arrival), p50 and p95 over all readings. At each reading
+   one random peer also does what an origin does before it plans: it asks `refresh_sample`
+   random others for their load directly (one round trip, `refresh_wait_s` at most) and then
+   reads the load it holds of every live other: `planner_load_age_s` (all the candidates a
+   planner weighs) and `refreshed_load_age_s` (those it asked);
 4. crashes: one peer at a time stops answering: time to the first suspicion anywhere and until
    every live peer marks it dead.
 """
@@ -94,6 +98,8 @@ def run_sim_bench(
     progress: Callable[[str, float], None] | None = None,
     age_every_s: float = 1.0,
     age_pairs: int = 10,
+    refresh_sample: int = 16,  # peer.runtime.node.REFRESH_SAMPLE
+    refresh_wait_s: float = 0.1,  # peer.runtime.node.REFRESH_MAX_S
     secret: bytes | None = None,
 ) -> dict[str, Any]:
     cfg = config or GossipConfig.lan()
@@ -146,6 +152,9 @@ def run_sim_bench(
     names = [p.core.name for p in cluster.peers]
     age_rng = random.Random(seed + 1)
 
+    planner_ages: list[float] = []
+    refreshed_ages: list[float] = []
+
     def read_ages() -> None:
         now = cluster.net.now
         for p in cluster.peers:
@@ -154,6 +163,22 @@ def run_sim_bench(
                     age = p.core.load_age(names[j], now)
                     if age is not None:
                         ages.append(age)
+        # an origin about to plan: refresh a sample, wait at most refresh_wait_s, read all
+        i = age_rng.randrange(n)
+        others = [x for x in names if x != names[i]]
+        asked = cluster.request_load(i, age_rng.sample(others, min(refresh_sample, len(others))))
+        cluster.run_until(
+            now + refresh_wait_s,
+            lambda: all((i, q) in cluster.load_answers for q in asked.values()),
+        )
+        later = cluster.net.now
+        core = cluster.peers[i].core
+        for x in others:
+            age = core.load_age(x, later)
+            if age is not None:
+                planner_ages.append(age)
+                if x in asked:
+                    refreshed_ages.append(age)
 
     t_age = t_start + age_every_s
     t_meta = t_start + rng.expovariate(meta_rate * n) if meta_rate > 0 else float("inf")
@@ -240,6 +265,18 @@ def run_sim_bench(
                 "readings": len(ages),
                 "p50": _pct(ages, 50),
                 "p95": _pct(ages, 95),
+            },
+            "planner_load_age_s": {
+                "refresh_sample": refresh_sample,
+                "refresh_wait_s": refresh_wait_s,
+                "readings": len(planner_ages),
+                "p50": _pct(planner_ages, 50),
+                "p95": _pct(planner_ages, 95),
+            },
+            "refreshed_load_age_s": {
+                "readings": len(refreshed_ages),
+                "p50": _pct(refreshed_ages, 50),
+                "p95": _pct(refreshed_ages, 95),
             },
         },
         "false_positives_total": len(track.false_dead),

@@ -7,7 +7,10 @@ stats, load ages) with `time.time()` stamps; it takes commands on stdin (`meta V
 convergence, load dissemination, then a steady window in which every peer's load changes twice
 a second (`busy`, like a working runtime): bytes per peer per second and, once a second, the
 age of the load each peer holds of every other (`load_age_s`); then crash detection after
-SIGKILL.
+SIGKILL. Once a second in the steady window one peer (in turn) does what an origin does
+before it plans (`plan`): it refreshes the load of up to 16 random live others with one bounded
+round trip (0.1 s at most, as `peer.runtime.node.refresh_load`), then reads the age of the load
+it holds of every live other (`planner_load_age_s`; `refreshed_load_age_s`: those it asked).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import statistics
 import sys
@@ -36,6 +40,19 @@ PRESETS: dict[str, Callable[[], GossipConfig]] = {
 
 
 # -- the child ------------------------------------------------------------------------------
+
+
+REFRESH_SAMPLE = 16  # peer.runtime.node.REFRESH_SAMPLE
+REFRESH_WAIT_S = 0.1  # peer.runtime.node.REFRESH_MAX_S
+
+
+def _summary(xs: list[float]) -> dict[str, Any]:
+    s = sorted(xs)
+    return {
+        "readings": len(s),
+        "p50": None if not s else round(statistics.median(s), 4),
+        "p95": None if not s else round(s[min(len(s) - 1, int(0.95 * len(s)))], 4),
+    }
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -101,6 +118,20 @@ async def _child(name: str, seed: str | None, preset: str) -> None:
             v = node.view()
             ages = [node.load_age(p) for p in v.peers if p != name and v.peers[p].status == "alive"]
             _emit({"ev": "ages", "ages": [a for a in ages if a is not None], "t": time.time()})
+        elif parts[0] == "plan":
+            v = node.view()
+            others = [p for p in v.peers if p != name and v.peers[p].status == "alive"]
+            asked = random.sample(others, min(REFRESH_SAMPLE, len(others)))
+            fresh = await node.refresh_load(asked, timeout_s=REFRESH_WAIT_S)
+            held = [node.load_age(p) for p in others]
+            _emit(
+                {
+                    "ev": "plan",
+                    "ages": [a for a in held if a is not None],
+                    "refreshed": list(fresh.values()),
+                    "t": time.time(),
+                }
+            )
         elif parts[0] == "busy" and not busy:
             busy.append(asyncio.create_task(churn()))
         elif parts[0] == "quit":
@@ -139,6 +170,8 @@ class _Parent:
         self.killed: set[str] = set()
         self.readers: list[asyncio.Task[None]] = []
         self.ages: list[float] = []
+        self.plan_ages: list[float] = []
+        self.refreshed_ages: list[float] = []
 
     async def spawn(self, i: int, seed: str | None) -> _Child:
         name = f"p{i:03d}"
@@ -186,6 +219,9 @@ class _Parent:
                 c.stats_event.set()
             elif kind == "ages":
                 self.ages.extend(float(a) for a in ev["ages"])
+            elif kind == "plan":
+                self.plan_ages.extend(float(a) for a in ev["ages"])
+                self.refreshed_ages.extend(float(a) for a in ev["refreshed"])
             self.changed.set()
 
     async def wait_for(self, cond: Callable[[], bool], timeout: float) -> bool:
@@ -300,10 +336,15 @@ async def run_real_bench(
         await asyncio.sleep(3.0)  # let digest spacing and the sample budget settle
         s0 = await p.all_stats()
         t0 = time.time()
+        k = 0
         while time.time() - t0 < steady_s:
             await asyncio.sleep(1.0)
-            for c in p.live():
+            live = p.live()
+            for c in live:
                 await p.send(c, "ages")
+            if live:
+                await p.send(live[k % len(live)], "plan")  # an origin about to plan
+                k += 1
         s1 = await p.all_stats()
         window = time.time() - t0
         common = set(s0) & set(s1)
@@ -375,6 +416,8 @@ async def run_real_bench(
                 if not p.ages
                 else round(sorted(p.ages)[min(len(p.ages) - 1, int(0.95 * len(p.ages)))], 4),
             },
+            "planner_load_age_s": _summary(p.plan_ages),
+            "refreshed_load_age_s": _summary(p.refreshed_ages),
         },
         "false_positives_total": p.false_dead,
     }

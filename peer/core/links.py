@@ -10,10 +10,21 @@ in the kernel, a busy event loop, the token bucket of a rate limiter), so the fi
   time is negligible next to it (or, when there are none, of all samples, less their transfer
   time at the current rate);
 - ``rate`` is a high quantile of ``bytes / (seconds - rtt)`` over the samples whose transfer
-  time clearly exceeds the round trip, where the rate can be seen at all.
+  time clearly exceeds the round trip, where the rate can be seen at all, and among those only
+  the largest (at least half the size of the largest): a fixed cost the round trip does not
+  hold (a larger frame's extra system calls, a token bucket's burst) weighs least on them. On a
+  busy machine most calls wait for the CPU on either side, often several times the transfer
+  itself, so the high quantile (not the median) is the link.
+
+A shaper's burst (a token bucket lets its first tens of KiB through at once) would make a
+probe read fast; the prober drains it first with a small call it does not measure
+(``PRIME_BYTES``), so the probe sees the sustained rate.
 
 Small transfers alone cannot reveal a fast link's rate; a peer with no recent sample large
-enough gets a small, budgeted active probe (``needs_probe``). Pure: time is passed in.
+enough gets a small, budgeted active probe (``needs_probe``), sized to take about
+``PROBE_TARGET_S`` at the link's current estimate (``probe_bytes``, 256 KiB to 1 MiB): on a fast
+link a 256 KiB transfer hides in the round trip and its scheduling noise, so each probe of a
+fast link is larger than the last until its transfer time shows. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -26,11 +37,15 @@ from dataclasses import dataclass
 MAX_SAMPLES = 64  # per link, newest kept
 MAX_AGE_S = 120.0  # samples older than this are forgotten
 SMALL_BYTES = 4096  # at most this: a round-trip sample
-PROBE_BYTES = 256 * 1024  # the active probe's reply: well past a typical tbf burst
+PROBE_BYTES = 256 * 1024  # the active probe's reply, at least: well past a typical tbf burst
+PROBE_MAX_BYTES = 1024 * 1024  # ... and at most (what a peer sends back to one probe)
+PROBE_TARGET_S = 0.05  # a probe's size: about this long at the link's current estimate
+PRIME_BYTES = 64 * 1024  # the unmeasured call before a probe: drains a shaper's burst
 PROBE_EVERY_S = 30.0  # a link gets a probe when it has no rate sample this recent
 RATE_MARGIN = 2.0  # a rate sample needs transfer time >= RATE_MARGIN x rtt
 RTT_QUANTILE = 0.1
-RATE_QUANTILE = 0.75
+RATE_QUANTILE = 0.9
+LARGE_FRACTION = 0.5  # rate samples at least this fraction of the largest one's bytes
 
 
 @dataclass(frozen=True)
@@ -73,11 +88,13 @@ def fit(samples: Iterable[Sample]) -> tuple[float, float | None]:
     rtt = _quantile(small if small else [s.seconds for s in xs], RTT_QUANTILE)
     rate = None
     for _ in range(20):  # without small samples, alternate rtt and rate until they settle
-        rates = [
-            s.nbytes / (s.seconds - rtt)
+        seen = [
+            s
             for s in xs
             if s.nbytes > SMALL_BYTES and s.seconds - rtt >= RATE_MARGIN * max(rtt, 1e-4)
         ]
+        big = LARGE_FRACTION * max((s.nbytes for s in seen), default=0)
+        rates = [s.nbytes / (s.seconds - rtt) for s in seen if s.nbytes >= big]
         rate = _quantile(rates, RATE_QUANTILE) if rates else None
         if small or rate is None:
             break
@@ -119,6 +136,13 @@ class LinkEstimator:
     def needs_probe(self, now: float) -> bool:
         return now - self._last_rate_sample >= PROBE_EVERY_S
 
+    def probe_bytes(self, now: float) -> int:
+        """The next probe's size (see the module's docstring)."""
+        est = self.estimate(now)
+        if est is None or est.bytes_per_s is None:
+            return PROBE_BYTES
+        return int(min(max(PROBE_BYTES, PROBE_TARGET_S * est.bytes_per_s), PROBE_MAX_BYTES))
+
     @property
     def last_rate_sample(self) -> float:
         return self._last_rate_sample
@@ -140,6 +164,10 @@ class LinkBook:
     def needs_probe(self, peer: str, now: float) -> bool:
         est = self._links.get(peer)
         return est is None or est.needs_probe(now)
+
+    def probe_bytes(self, peer: str, now: float) -> int:
+        est = self._links.get(peer)
+        return PROBE_BYTES if est is None else est.probe_bytes(now)
 
     def last_rate_sample(self, peer: str) -> float:
         est = self._links.get(peer)

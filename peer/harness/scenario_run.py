@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from amcoedge.stats import percentile
-from peer.harness import netns
+from peer.harness import linkwatch, netns
 from peer.harness.client import Client, ClientError
 from peer.harness.cluster import (
     ClusterError,
@@ -96,6 +96,8 @@ def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, An
         "network": net.summary(runs),
         "requests": len(plan),
         "policies": runs,
+        "links": {name: r["links"] for name, r in runs.items() if "links" in r},
+        "prediction": linkwatch.prediction_summary(runs),
         "wall_s": round(time.perf_counter() - t0, 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
@@ -156,8 +158,14 @@ def _run_policy(
             p.name: (p.proc.pid if p.proc.poll() is None else None) for p in list(cluster.procs)
         }
     )
+    watch = linkwatch.Watch(
+        sc.peers,
+        lambda i: http_json(cluster.procs[i].url + "/v1/cluster", timeout=2.0, token=token)[1],
+    )
+    start = time.perf_counter()
     try:
         cluster.start()
+        watch.start()  # links, statuses: from the first second on
         cluster.wait_ready(timeout=120)
         for p in cluster.procs:  # one local request each: real cost models before the clock
             Client(p.url, timeout=120, token=token).generate(
@@ -191,10 +199,33 @@ def _run_policy(
     except (ClusterError, netns.NetnsError) as exc:
         return {"error": str(exc), "records": records, "events_applied": applied}
     finally:
+        watch.stop()
         rss.stop()
         cluster.stop()
         net.close_policy()
-    return {**_summarise(sc, records, applied, quota_note), "rss": rss.summary()}
+    return {
+        **_summarise(sc, records, applied, quota_note),
+        "rss": rss.summary(),
+        **_watched(sc, watch, start, applied, records),
+    }
+
+
+def _watched(
+    sc: Scenario,
+    watch: linkwatch.Watch,
+    start: float,
+    applied: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What the peers believed during the run (``peer.harness.linkwatch``)."""
+    names = [f"p{i}" for i in range(sc.peers)]
+    rows = linkwatch.links_summary(watch.observations, start, sc.links, applied, names)
+    return {
+        "links": {"verdict": linkwatch.links_verdict(rows), "per_link": rows},
+        "convergence": linkwatch.convergence(watch.observations, start, applied, sc.peers),
+        "link_down_in_flight": linkwatch.loss_summary(records, applied),
+        "polls": len(watch.observations),
+    }
 
 
 def _sleep_until(t: float) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peer.core.links import PROBE_EVERY_S, LinkBook, LinkEstimator, Sample, fit
+from peer.core.links import (
+    PROBE_BYTES,
+    PROBE_EVERY_S,
+    PROBE_MAX_BYTES,
+    LinkBook,
+    LinkEstimator,
+    Sample,
+    fit,
+)
 
 RTT, RATE = 0.0006, 2.5e6  # a 20 Mbit/s link with 0.6 ms round trips
 
@@ -91,3 +99,44 @@ async def test_two_peers_measure_their_link_and_show_it() -> None:
     finally:
         await b.stop()
         await a.stop()
+
+
+def test_on_a_busy_machine_the_few_clean_calls_are_the_link() -> None:
+    # an unlimited link (400 MB/s) seen through a CPU shared with other work: four calls in
+    # five wait 2-10x their transfer time, one in five gets through clean; the probes have grown
+    # to their largest (PROBE_MAX_BYTES), where the transfer shows past the round trip
+    rng = np.random.default_rng(3)
+    fast, rtt = 400e6, 0.0002
+    xs = [Sample(float(i), 300, rtt + float(rng.exponential(0.0002))) for i in range(20)]
+    for i in range(20):
+        n = PROBE_MAX_BYTES
+        wait = 0.0 if i % 5 == 0 else float(rng.uniform(2, 10)) * n / fast
+        xs.append(Sample(20.0 + i, n, rtt + n / fast + wait))
+    _, rate = fit(xs)
+    assert rate is not None and rate == pytest.approx(fast, rel=0.3)
+
+
+def test_small_rate_samples_do_not_drown_a_probe() -> None:
+    # share replies of 5-8 KB whose fixed costs the round trip does not hold read slow; the
+    # probes (256 KiB) show the link
+    rate = 2.5e6
+    xs = [Sample(float(i), 300, RTT) for i in range(5)]
+    xs += [Sample(10.0 + i, 6_000, RTT + 0.004 + 6_000 / rate) for i in range(30)]
+    xs += [Sample(50.0 + i, 256 * 1024, RTT + 256 * 1024 / rate) for i in range(3)]
+    _, got = fit(xs)
+    assert got == pytest.approx(rate, rel=0.05)
+
+
+def test_probes_grow_on_a_fast_link_and_stay_small_on_a_slow_one() -> None:
+    slow, fast = LinkEstimator(), LinkEstimator()
+    assert fast.probe_bytes(0.0) == PROBE_BYTES  # nothing known yet
+    for i in range(3):
+        slow.observe(300, 0.0005, now=float(i))
+        fast.observe(300, 0.0005, now=float(i))
+    slow.observe(PROBE_BYTES, 0.0005 + PROBE_BYTES / 2.5e6, now=3.0)  # 20 Mbit/s
+    assert slow.probe_bytes(3.0) == PROBE_BYTES
+    size = PROBE_BYTES
+    for i in range(4):  # each probe sees 40 MB/s, a bit more each time as it grows
+        fast.observe(size, 0.0005 + size / 40e6, now=4.0 + i)
+        size = fast.probe_bytes(4.0 + i)
+    assert size == PROBE_MAX_BYTES
