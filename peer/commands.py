@@ -62,6 +62,12 @@ def register(groups: dict[str, Any]) -> None:
         help="denoiser engine: onnx (default), torch, or auto (the faster at start)",
     )
     p.add_argument("--threads", type=int, help="torch threads of the executor (default 1)")
+    p.add_argument(
+        "--memory-budget-mib",
+        type=int,
+        help="RSS the peer keeps requests under; larger ones are refused before work starts "
+        "(default: 1024 or the loaded model + 512, whichever is larger; 0 = no check)",
+    )
     p.add_argument("--gossip", choices=GOSSIP_PRESETS, help="gossip timer preset (default lan)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     p.set_defaults(func=cmd_peer)
@@ -164,6 +170,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 "tls_ca_file": args.tls_ca_file,
                 "engine": args.engine,
                 "threads": args.threads,
+                "memory_budget_mib": args.memory_budget_mib,
                 "gossip": args.gossip,
             },
         )

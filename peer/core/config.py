@@ -67,6 +67,10 @@ class PeerConfig:
     rpc_timeout_s: float = 5.0  # control RPCs (ping, info, cancel)
     ewma_alpha: float = 0.3  # weight of a new run in the compute-cost estimate
     calibrate: bool = True  # time the model at start (else a nominal cost is used)
+    # RSS the peer keeps its requests under, MiB (peer.core.memory): a request that cannot fit
+    # is a 413, one that cannot fit beside those in flight a 503. None: 1 GiB or the model's
+    # baseline + 512 MiB, whichever is larger (the shipped model idles at ~0.5 GiB); 0: no check
+    memory_budget_mib: int | None = None
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -164,6 +168,7 @@ _SIMPLE_FIELDS: dict[str, type] = {
     "rpc_timeout_s": float,
     "ewma_alpha": float,
     "calibrate": bool,
+    "memory_budget_mib": int,
 }
 
 
@@ -240,6 +245,8 @@ def validate(cfg: PeerConfig) -> None:
         raise ConfigError(f"ewma_alpha must be in (0, 1], got {cfg.ewma_alpha}")
     if cfg.share_timeout_s <= 0 or cfg.rpc_timeout_s <= 0:
         raise ConfigError("timeouts must be positive")
+    if cfg.memory_budget_mib is not None and cfg.memory_budget_mib < 0:
+        raise ConfigError(f"memory_budget_mib must be >= 0, got {cfg.memory_budget_mib}")
     if cfg.engine not in ENGINES:
         raise ConfigError(f"engine must be one of {ENGINES}, got {cfg.engine!r}")
     for what, path in (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -37,6 +38,16 @@ from peer.core.costs import CostTracker
 from peer.core.errors import BadRequest, ConfigError, Overloaded, PeerError, ShareFailed
 from peer.core.jobs import Job, JobBook, JobState
 from peer.core.links import PROBE_BYTES, LinkBook
+from peer.core.memory import (
+    MIB,
+    Estimate,
+    MemoryBook,
+    MemoryModel,
+    MemoryRefused,
+    budget_bytes,
+    for_generate,
+    for_repair,
+)
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest, RepairRequest, parse_idempotency_key
@@ -94,6 +105,7 @@ def overrun_deadline_s(predicted_s: float) -> float:
 
 
 PROBE_MAX_BYTES = 4 * PROBE_BYTES  # what a peer sends back to one link probe, at most
+TRIM_ABOVE = 64 * MIB  # a request estimated at this or more hands freed heap back when it ends
 HTTP_HEADER_TIMEOUT_S = 10.0  # an HTTP connection must send a request's headers within this
 
 
@@ -168,6 +180,8 @@ class Node:
         self.native = 16
         self.quantum = 1
         self.runner: ShareRunner | None = None
+        self.memory_model = MemoryModel()  # what requests cost in memory (set at start)
+        self.memory = MemoryBook(budget=0)  # requests in flight against the budget (at start)
         self.metrics = PeerMetrics()
         self.rpc_stats: Counter[str] = Counter()
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
@@ -221,6 +235,7 @@ class Node:
             cal = await self.executor.call(backend.calibrate)
             self.cost = CostTracker(float(cal.a_s), float(cal.c_s), alpha=self.cfg.ewma_alpha)
         self.runner = ShareRunner(backend, self.cost, self.native)
+        self._setup_memory(backend)
         self.provider = self.planner.recruiters.provider(self.cfg.policy)
 
         host, port = self.cfg.listen
@@ -693,6 +708,61 @@ class Node:
         if self.jobs.active() >= self.limits.max_pending_jobs:
             raise Overloaded(f"{self.limits.max_pending_jobs} jobs already in progress here")
 
+    # -- memory admission (peer.core.memory) -------------------------------------------
+
+    def _setup_memory(self, backend: Backend) -> None:
+        """The estimator for the loaded model, and the budget over this process's RSS now."""
+        from peer.runtime.heap import rss_bytes, trim
+
+        trim()
+        base = rss_bytes()
+        self.memory_model = MemoryModel(native=self.native, classes=backend.num_classes)
+        self.memory = MemoryBook(budget_bytes(self.cfg.memory_budget_mib, base), baseline=base)
+        log.info(
+            "memory: baseline %d MiB, budget %s",
+            base // MIB,
+            f"{self.memory.budget // MIB} MiB" if self.memory.budget else "off",
+        )
+
+    def _check_memory(self, est: Estimate) -> None:
+        """413 when ``est`` never fits the budget, 503 (Retry-After) when not beside the rest."""
+        try:
+            self.memory.check(est)
+        except MemoryRefused as exc:
+            self.rpc_stats["memory_refused_now" if exc.now else "memory_refused"] += 1
+            if exc.now:
+                raise Overloaded(str(exc)) from None
+            raise BadRequest("too_large", str(exc), status=413) from None
+
+    def _repair_memory(self, req: RepairRequest) -> tuple[RepairRequest, Estimate]:
+        """The repair's estimate; ``auto`` on a canvas whose whole-canvas run does not fit (now)
+        is steered to ``tile``, whose forwards run in bounded groups."""
+        h, w = (int(v) for v in req.image.shape[:2])
+        labelled = req.label is not None or self.memory_model.classes is None
+        est = for_repair(self.memory_model, h, w, labelled, req.mode)
+        if req.mode == "auto" and max(h, w) > self.native:
+            whole = for_repair(self.memory_model, h, w, labelled, "local")
+            try:
+                self.memory.check(whole)
+                est = whole  # auto may pick the whole canvas: hold for that
+            except MemoryRefused:
+                req = dataclasses.replace(req, mode="tile")
+        self._check_memory(est)
+        return req, est
+
+    def _release_memory(self, job: Job) -> None:
+        est = self.memory.release(job.id)
+        if est is not None and est.total >= TRIM_ABOVE:
+            from peer.runtime.heap import trim
+
+            self._spawn_bg(self._trim(trim))
+
+    async def _trim(self, trim: Callable[[], bool]) -> None:
+        """Hand freed heap back to the system, on the worker thread between shares."""
+        with contextlib.suppress(RuntimeError, AssertionError):  # the executor is closing
+            await self.executor.call(trim)
+            self.rpc_stats["heap_trims"] += 1
+
     def submit_generate(
         self, req: GenerateRequest, *, key: str | None = None, retry_of: str | None = None
     ) -> Job:
@@ -708,7 +778,10 @@ class Node:
         if req.mode == "steps" and req.count != 1:
             raise BadRequest("mode_not_applicable", "steps mode chains one image; send count=1")
         units = req.count if req.mode != "steps" else req.steps
+        est = for_generate(self.memory_model, req.count)
+        self._check_memory(est)
         job = self.jobs.create("generate", units, time.time(), key=key)
+        self.memory.admit(job.id, est)
         self._spawn(
             job, lambda: self._run_or_follow(key, retry_of, lambda: run_generate(self, req, job))
         )
@@ -725,7 +798,9 @@ class Node:
             raise BadRequest(
                 "mode_not_applicable", f"tile mode needs a canvas larger than {self.native}px"
             )
+        req, est = self._repair_memory(req)
         job = self.jobs.create("repair", 1, time.time(), key=key)
+        self.memory.admit(job.id, est)
         self._spawn(
             job, lambda: self._run_or_follow(key, retry_of, lambda: run_repair(self, req, job))
         )
@@ -824,6 +899,7 @@ class Node:
                 job.finish(result, time.time())
                 self.metrics.observe_job(result)
             finally:
+                self._release_memory(job)
                 self._wake(job)
                 self._job_cond.pop(job.id, None) if job.terminal else None
 
@@ -942,6 +1018,11 @@ class Node:
             "alive_peers": len(self.gossip.view().alive()) if self.gossip else 0,
             "queued_s": round(self.executor.queued_s(), 6),
             "jobs_active": self.jobs.active(),
+            "memory": {
+                "budget_mib": self.memory.budget // MIB,
+                "baseline_mib": self.memory.baseline // MIB,
+                "in_flight_mib": self.memory.in_flight() // MIB,
+            },
         }
 
     def metrics_bytes(self) -> bytes:
