@@ -22,3 +22,7 @@ async def test_four_processes_detect_sigkill():
     assert crash["all_dead_s"][0] < 10.0
     assert result["false_positives_total"] == 0
     assert result["steady"]["bytes_per_peer_per_s"] > 0
+    # an origin about to plan refreshed its candidates' load: what it then holds is fresh
+    refreshed = result["steady"]["refreshed_load_age_s"]
+    assert result["steady"]["planner_load_age_s"]["readings"] >= refreshed["readings"] > 0
+    assert refreshed["p50"] < 1.0

@@ -202,4 +202,9 @@ def test_two_emulated_machines_serve_requests_and_leave_nothing_behind(tmp_path:
     assert p1["address"] in (tmp_path / "logs" / "greedy" / "p1.log").read_text()
     assert "## Network" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())["network"]["mode"] == "netns"
+    # what the peers measured of their link, polled while they ran, and their predictions
+    rows = res["links"]["greedy"]["per_link"]
+    assert {(r["observer"], r["target"]) for r in rows} == {("p0", "p1"), ("p1", "p0")}
+    assert {r["configured_mbit"] for r in rows} <= {20, 10}
+    assert res["prediction"]["per_mode"]["batch"]["requests"] == run["ok"]
     assert _ours_everywhere(netns.tag_for(os.getpid())) == []
