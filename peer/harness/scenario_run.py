@@ -166,7 +166,7 @@ def _run_policy(
     try:
         cluster.start()
         watch.start()  # links, statuses: from the first second on
-        cluster.wait_ready(timeout=120)
+        cluster.wait_ready(timeout=300)  # a peer alone can take 75 s to start on a busy box
         for p in cluster.procs:  # one local request each: real cost models before the clock
             Client(p.url, timeout=120, token=token).generate(
                 count=1, label=0, steps=5, seed=0, mode="local", policy="local"
@@ -185,9 +185,15 @@ def _run_policy(
                 alive = up.sorted()
                 origin = alive[int(req.origin_u * len(alive))]
                 url = cluster.procs[origin].url
+                # the other live peers, from the next one round: where a request goes again
+                # (same idempotency key) when its origin dies before answering
+                k = alive.index(origin)
+                others = tuple(cluster.procs[j].url for j in alive[k + 1 :] + alive[:k])
                 sent = time.perf_counter() - start
                 futures.append(
-                    pool.submit(_send, sc, req, policy, url, origin, sent, records, lock, token)
+                    pool.submit(
+                        _send, sc, req, policy, url, origin, sent, records, lock, token, others
+                    )
                 )
             while events:
                 ev = events.pop(0)
@@ -293,6 +299,7 @@ def _send(
     records: list[dict[str, Any]],
     lock: threading.Lock,
     token: str | None = None,
+    fallbacks: tuple[str, ...] = (),
 ) -> None:
     kind = sc.kinds[req.kind]
     rec: dict[str, Any] = {
@@ -303,7 +310,7 @@ def _send(
         "kind": req.kind,
         "images": kind.count,
     }
-    client = Client(url, timeout=sc.deadline_s + 30.0, token=token)
+    client = Client(url, timeout=sc.deadline_s + 30.0, token=token, fallbacks=fallbacks)
     try:
         if kind.request == "repair":
             image, mask = repair_canvas(kind.size, req.seed)
@@ -339,6 +346,8 @@ def _send(
         rec.update(ok=False, error="connection", message=str(exc)[:300])
     except (KeyError, TypeError, ValueError) as exc:  # a 200 whose body is not a job result
         rec.update(ok=False, error="bad_response", message=repr(exc)[:300])
+    if client.retries:
+        rec["retried"] = [{"from": r["from"], "to": r["to"]} for r in client.retries]
     with lock:
         records.append(rec)
 
@@ -370,6 +379,10 @@ def _summarise(
         "utilisation": {p: round(b / span, 4) for p, b in busy.items()},
         "mean_peers_per_request": statistics.fmean(len(r["peers"]) for r in ok) if ok else None,
         "replans": sum(r.get("replans", 0) for r in records),
+        # sent again to another peer (same idempotency key) after its origin died
+        "retried": sum(1 for r in records if r.get("retried")),
+        # no answer at all (the connection died on every peer tried), or a body that is not one
+        "lost": sum(1 for r in records if r.get("error") in ("connection", "bad_response")),
         "events_applied": applied,
         "quotas": quota_note,
         "records": records,

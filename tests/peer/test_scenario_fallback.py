@@ -1,0 +1,57 @@
+"""The scenario runner's client sends a request again, with the same idempotency key, to
+another live peer when its origin is gone; a request with nowhere else to go is counted lost."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from peer.core.config import ephemeral_config
+from peer.harness.cluster import free_ports
+from peer.harness.scenario import parse_scenario, schedule
+from peer.harness.scenario_run import _send, _summarise
+from peer.runtime.backend import NullBackend
+from peer.runtime.node import Node
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    n = Node(ephemeral_config("live"), backend=NullBackend())
+    await n.start()
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def scenario() -> Any:
+    return parse_scenario(
+        {
+            "name": "fallback",
+            "seed": 3,
+            "policies": ["local"],
+            "peers": {"count": 2},
+            "workload": {"duration_s": 5, "rate_per_s": 1.0},
+        }
+    )
+
+
+async def test_a_dead_origin_is_retried_on_a_live_peer(node: Node) -> None:
+    sc = scenario()
+    req = schedule(sc)[0]
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there: refused
+    live = f"http://127.0.0.1:{node.http_port}"
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    await asyncio.to_thread(_send, sc, req, "local", dead, 0, 0.0, records, lock, None, (live,))
+    await asyncio.to_thread(_send, sc, req, "local", dead, 0, 0.0, records, lock, None, ())
+    served, lost = records
+    assert served["ok"] and served["retried"] == [{"from": dead, "to": live}]
+    assert served["mode"] == "local" and "makespan_s" in served
+    assert not lost["ok"] and lost["error"] == "connection" and "retried" not in lost
+    summary = _summarise(sc, records, [], "none")
+    assert (summary["ok"], summary["retried"], summary["lost"]) == (1, 1, 1)
