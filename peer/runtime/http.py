@@ -297,6 +297,8 @@ class ConnectionGuard:
     forever. The guard sweeps the server's connections: one with no request in progress for
     ``header_timeout_s`` since it opened or since its last request ended is closed. A request
     is in progress from the moment its headers are parsed (the middleware sees it) to its end.
+    ``attach(server)`` stamps each connection when it is accepted; without it a connection's
+    clock starts at the first sweep that sees it.
     """
 
     def __init__(self, header_timeout_s: float, clock: Callable[[], float]) -> None:
@@ -317,6 +319,16 @@ class ConnectionGuard:
             if self._busy[key] <= 0:
                 del self._busy[key]
             self._seen[key] = self.clock()
+
+    def attach(self, server: web.Server) -> None:
+        """Count each connection's deadline from its accept, not from the first sweep."""
+        made = server.connection_made
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            self._seen[id(transport)] = self.clock()
+            made(handler, transport)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
 
     def sweep(self, transports: list[asyncio.BaseTransport | None]) -> int:
         """Close the idle ones among ``transports``; returns how many it closed."""

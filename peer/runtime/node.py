@@ -264,6 +264,8 @@ class Node:
         app = build_app(self, token, guard=self.guard)
         self._http_runner = web.AppRunner(app, access_log=None)
         await self._http_runner.setup()
+        if self._http_runner.server is not None:
+            self.guard.attach(self._http_runner.server)  # deadlines count from accept
         site = web.TCPSite(self._http_runner, self.cfg.http[0], self.cfg.http[1])
         await site.start()
         server = getattr(site, "_server", None)
