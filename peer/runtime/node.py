@@ -37,7 +37,7 @@ from peer.core.config import (
 from peer.core.costs import CostTracker
 from peer.core.errors import BadRequest, ConfigError, Overloaded, PeerError, ShareFailed
 from peer.core.jobs import Job, JobBook, JobState
-from peer.core.links import PROBE_BYTES, LinkBook
+from peer.core.links import PRIME_BYTES, PROBE_MAX_BYTES, LinkBook
 from peer.core.memory import (
     MIB,
     Estimate,
@@ -104,7 +104,6 @@ def overrun_deadline_s(predicted_s: float) -> float:
     return max(3.0 * max(predicted_s, 0.0), predicted_s + 5.0)
 
 
-PROBE_MAX_BYTES = 4 * PROBE_BYTES  # what a peer sends back to one link probe, at most
 TRIM_ABOVE = 64 * MIB  # a request estimated at this or more hands freed heap back when it ends
 HTTP_HEADER_TIMEOUT_S = 10.0  # an HTTP connection must send a request's headers within this
 
@@ -415,9 +414,11 @@ class Node:
         for p in others:
             addr = (p.meta.rpc_addr[0], p.meta.rpc_addr[1])
             try:
-                if p is bulk:
+                if p is bulk:  # drain a shaper's burst first (unmeasured), then measure
+                    await pool.call(addr, "link.probe", {"bytes": PRIME_BYTES}, timeout=5.0)
+                    size = self.links.probe_bytes(p.name, now)
                     _, info = await pool.call_measured(
-                        addr, "link.probe", {"bytes": PROBE_BYTES}, timeout=5.0
+                        addr, "link.probe", {"bytes": size}, timeout=5.0
                     )
                 else:
                     _, info = await pool.call_measured(addr, "ping", timeout=1.0)
