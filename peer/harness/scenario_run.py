@@ -458,6 +458,7 @@ def render_report(res: dict[str, Any]) -> str:
     first: dict[str, Any] = next(iter(res["policies"].values()), {})
     lines += ["", f"Compute heterogeneity: {first.get('quotas', 'unknown')}.", ""]
     lines += _network_report(res.get("network"))
+    lines += _watch_report(res)
     if res.get("timeline_png"):
         lines += [
             "## Request timelines",
@@ -719,6 +720,39 @@ class NetworkMode:
             "leftovers_removed_at_start": self.leftovers,
             "left_after_cleanup": self.left,
         }
+
+
+def _watch_report(res: dict[str, Any]) -> list[str]:
+    """Links as measured, predictions against make-spans, recovery (``peer.harness.linkwatch``)."""
+    lines = ["## Measured links and predictions", ""]
+    for name, links in res.get("links", {}).items():
+        v = links["verdict"]
+        lines.append(
+            f"- {name}: {v['limited_within_30pct_at_end']} of {v['limited_links']} limited links "
+            f"within ±30 % at the end, the slowest there after "
+            f"{_f(v['first_within_30pct_s_max'], 1)} s ({v['never_within_30pct']} never); "
+            f"unlimited links read at least {_f(v['unlimited_min_estimated_mbit'], 1)} Mbit/s "
+            f"({_f(v['unlimited_over_fastest_limited'], 2)}x the fastest limited one)"
+        )
+    for mode, m in res.get("prediction", {}).get("per_mode", {}).items():
+        lines.append(
+            f"- {mode}: median |actual/predicted - 1| = {m['median_abs_error']:.3f} "
+            f"over {m['requests']} requests (every policy)"
+        )
+    for name, r in res["policies"].items():
+        for c in r.get("convergence", []):
+            lines.append(
+                f"- {name}: after the {c['action']} at {c['at_s']:g} s every peer held every "
+                f"other alive after {_f(c['all_alive_after_s'], 1)} s"
+            )
+        for x in r.get("link_down_in_flight", []):
+            lines.append(
+                f"- {name}: request {x['request']} through {x['peer']} (link down at "
+                f"{x['event_at_s']:g} s): {x['wall_s']:.2f} s against {x['predicted_s']:.2f} s "
+                f"predicted ({x['replans']} replans)"
+            )
+    lines.append("")
+    return lines
 
 
 def _mbit(x: float | None) -> str:
