@@ -616,7 +616,7 @@ class NetworkMode:
         assert self._dir is not None
         path = self._dir / name
         cmd = [sys.executable, "-m", "peer", "secret", "new", str(path)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         if res.returncode != 0:
             raise ClusterError(f"amcoedge secret new {path} failed: {res.stderr.strip()}")
         return str(path)
