@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "peer.commands",
     "peer.harness.fuzz_cli",
     "peer.harness.exposure",
+    "peer.harness.rss",
     "peer.harness.bench_shares",
     "peer.harness.scenario_sim",
     "peer.diffusion.pipeline.cli",
