@@ -20,8 +20,9 @@ A shaper's burst (a token bucket lets its first tens of KiB through at once) wou
 probe read fast; the prober drains it first with a small call it does not measure
 (``PRIME_BYTES``), so the probe sees the sustained rate.
 
-Small transfers alone cannot reveal a fast link's rate; a peer with no recent sample large
-enough gets a small, budgeted active probe (``needs_probe``), sized to take about
+Small transfers alone cannot reveal a fast link's rate (and a few KiB of share reply carry
+fixed costs the round trip does not hold, so they read slow); a link with no recent sample of
+at least half a probe gets a small, budgeted active probe (``needs_probe``), sized to take about
 ``PROBE_TARGET_S`` at the link's current estimate (``probe_bytes``, 256 KiB to 1 MiB): on a fast
 link a 256 KiB transfer hides in the round trip and its scheduling noise, so each probe of a
 fast link is larger than the last until its transfer time shows. Pure: time is passed in.
@@ -118,7 +119,7 @@ class LinkEstimator:
                 f"a link sample needs nbytes >= 0 and seconds > 0, got {nbytes}, {seconds}"
             )
         self._samples.append(Sample(now, nbytes, seconds))
-        if nbytes > SMALL_BYTES:
+        if nbytes >= PROBE_BYTES * LARGE_FRACTION:
             self._last_rate_sample = now
 
     def _recent(self, now: float) -> list[Sample]:

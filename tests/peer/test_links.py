@@ -140,3 +140,12 @@ def test_probes_grow_on_a_fast_link_and_stay_small_on_a_slow_one() -> None:
         fast.observe(size, 0.0005 + size / 40e6, now=4.0 + i)
         size = fast.probe_bytes(4.0 + i)
     assert size == PROBE_MAX_BYTES
+
+
+def test_share_sized_transfers_do_not_postpone_the_probe() -> None:
+    # a link busy with 6 KB share replies still gets its probe: they cannot show its rate
+    est = LinkEstimator()
+    est.observe(PROBE_BYTES, RTT + PROBE_BYTES / RATE, now=0.0)
+    for i in range(1, 40):
+        est.observe(6_000, RTT + 0.004 + 6_000 / RATE, now=float(i))
+    assert est.needs_probe(PROBE_EVERY_S) and est.last_rate_sample == 0.0
