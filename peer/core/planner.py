@@ -30,6 +30,14 @@ from typing import Literal, Protocol
 import numpy as np
 
 from peer.core.errors import PlanError
+from peer.core.parallel_plan import (
+    DEFAULT_TOL_DB,
+    SHARE_OVERHEAD_S,
+    Costs,
+    ParallelOptions,
+    assumed_iterations,
+    best_bounds,
+)
 from policy.allocation import round_units, water_fill
 
 LINK_BLIND = "onnx-nolinks"  # the learned policy fed default links (an ablation; see plan_mode)
@@ -72,7 +80,10 @@ class Work:
     quantum: int = 1  # the backend pads each forward to a multiple of this many images
     deterministic: bool = False  # the sampler draws no noise per step: parallel steps apply
     coarse_evals: int = 2  # parallel steps: UNet evaluations per coarse segment solve
-    iterations: int = 1  # parallel steps: Parareal iterations the prediction assumes
+    iterations: int = 0  # parallel steps: iterations the prediction assumes (0: from tolerance)
+    segments: int | None = None  # parallel steps: forced segment count (None: the planner's)
+    tolerance_db: float = DEFAULT_TOL_DB  # parallel steps: stop at this change between iterates
+    exact: bool = False  # parallel steps: run to exactness (all P iterations)
 
 
 @dataclass(frozen=True)
@@ -188,10 +199,13 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
         elif mode == "local" and work.kind == "repair":
             fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
             unit = s * p.c_s * work.area_units
+        elif mode == "parallel":  # a unit is one denoising step of the whole batch
+            fixed = p.rtt_s if remote else 0.0
+            unit = p.a_s + p.c_s * work.units
         else:
             fixed = s * p.a_s + (p.rtt_s if remote else 0.0)
             unit = s * p.c_s
-        xfer = (work.bytes_per_unit / bw) if remote else 0.0
+        xfer = (work.bytes_per_unit / bw) if remote and mode != "parallel" else 0.0
         wait = max(p.wait_s, 0.0) + max(p.own_pending_s, 0.0)
         out.append(Cand(p, wait, fixed, unit, xfer, work.quantum if mode != "steps" else 1))
     return out
@@ -241,7 +255,7 @@ class Planner:
         if mode == "local" or (policy == "local" and mode == "batch"):
             return self._local(peers, work, mode, policy)
         cands = candidates(peers, work, mode)
-        units = work.steps if mode == "steps" else work.units
+        units = work.steps if mode in ("steps", "parallel") else work.units
         if policy == "local":  # tiles or steps, all on this peer
             me = next(i for i, c in enumerate(cands) if c.peer.is_self)
             rec = RecruitResult([me], None, False, "local", "heuristic", None)
@@ -279,8 +293,10 @@ class Planner:
         )
 
     def _parallel(self, cands: list[Cand], work: Work, rec: RecruitResult, policy: str) -> Plan:
-        """Parallel steps: one segment per peer (this peer first), as many peers as lower the
-        predicted make-span (``parallel_makespan``), fastest remote peers first."""
+        """Parallel steps: this peer holds the first segment (shortened by its coarse work) and
+        runs the coarse solves; remote peers the policy chose hold the others, fastest first.
+        Without a forced count, as many segments as lower the predicted make-span
+        (``parallel_layout``); a forced count above the peers goes round the holders."""
         me = next(i for i, c in enumerate(cands) if c.peer.is_self)
         chosen = [i for i in rec.selected if 0 <= i < len(cands) and i != me]
         n = work.units
@@ -291,25 +307,32 @@ class Planner:
 
         chosen.sort(key=lambda i: (per(i), cands[i].peer.name))
         limit = max(work.steps - 1, 1)
-        best_k, best_t = 1, parallel_makespan(cands[me], [], work, 1, work.iterations)
-        for k in range(2, min(len(chosen) + 1, limit) + 1):
-            t = parallel_makespan(
-                cands[me], [cands[i] for i in chosen[: k - 1]], work, k, work.iterations
-            )
-            if t < best_t - 1e-12:
-                best_k, best_t = k, t
-        order = [me, *chosen[: best_k - 1]]
-        base, extra = divmod(limit, best_k)
+        if work.segments is not None:
+            counts = [min(work.segments, limit)]
+        else:
+            counts = list(range(1, min(len(chosen) + 1, limit) + 1))
+        best: tuple[float, int, tuple[int, ...], tuple[int, ...], int] | None = None
+        for k in counts:
+            # this peer holds the first segment, or (busy with the coarse solves) none
+            for held in ((me, *chosen[: k - 1]), tuple(chosen[:k])):
+                if not held:
+                    continue
+                bounds, t, iters = parallel_layout(
+                    cands[me], [cands[i] for i in held if i != me], work, k, me in held
+                )
+                if best is None or t < best[0] - 1e-12:
+                    best = (t, k, bounds, held, iters)
+        assert best is not None
+        best_t, best_k, bounds, held, iters = best
+        order = [held[s % len(held)] for s in range(best_k)]
         shares: list[Share] = []
-        start = 0
         for j, i in enumerate(order):
-            stop = start + base + (1 if j < extra else 0)
+            start, stop = bounds[j], bounds[j + 1]
             c = cands[i]
-            work_s = (stop - start) * (c.peer.a_s + c.peer.c_s * n) * max(work.iterations, 1)
+            work_s = (stop - start) * (c.peer.a_s + c.peer.c_s * n) * iters
             shares.append(
                 Share(c.peer.name, c.peer.addr, c.peer.is_self, (), (start, stop), best_t, work_s)
             )
-            start = stop
         return Plan(
             mode="parallel",
             shares=tuple(shares),
@@ -321,8 +344,11 @@ class Planner:
             candidates=len(cands),
             detail={
                 "segments": best_k,
+                "bounds": list(bounds),
                 "coarse_evals": work.coarse_evals,
-                "iterations_assumed": work.iterations,
+                "iterations_assumed": iters,
+                "tolerance_db": None if work.exact else work.tolerance_db,
+                "exact": work.exact,
             },
         )
 
@@ -451,28 +477,45 @@ class Planner:
         )
 
 
+def parallel_options(work: Work) -> ParallelOptions:
+    return ParallelOptions(work.segments, work.tolerance_db, work.exact, work.coarse_evals)
+
+
+def parallel_layout(
+    origin: Cand, remotes: Sequence[Cand], work: Work, segments: int, origin_holds: bool = True
+) -> tuple[tuple[int, ...], float, int]:
+    """Bounds, predicted make-span and assumed iterations of pipelined Parareal over
+    ``segments`` segments of steps [0, S-1): segment n held by ``[origin, *remotes][n % m]``
+    (``[*remotes][n % m]`` when not ``origin_holds``), coarse solves and the last step at the
+    origin (``peer.core.parallel_plan.simulate``)."""
+    n = work.units
+    holders = [origin, *remotes]
+    step_s = [c.peer.a_s + c.peer.c_s * n for c in holders]
+    hop_s = [0.0] + [
+        c.peer.rtt_s + 2 * n * work.chain_bytes / max(c.peer.bytes_per_s, 1.0) + SHARE_OVERHEAD_S
+        for c in remotes
+    ]
+    costs = Costs(
+        step_s=step_s,
+        hop_s=hop_s,
+        coarse_s=work.coarse_evals * step_s[0],
+        last_s=step_s[0],
+        wait_s=[c.wait_s for c in holders],
+    )
+    iters = work.iterations or assumed_iterations(parallel_options(work), segments)
+    if origin_holds:
+        holder = [s % len(holders) for s in range(segments)]
+    else:
+        holder = [1 + s % len(remotes) for s in range(segments)]
+    bounds, t = best_bounds(max(work.steps - 1, 1), holder, costs, iters)
+    return bounds, t, iters
+
+
 def parallel_makespan(
     origin: Cand, remotes: Sequence[Cand], work: Work, segments: int, iterations: int
 ) -> float:
-    """Predicted make-span of pipelined Parareal (``peer.diffusion.parareal``) over
-    ``segments`` segments of steps [0, S-1), the origin holding the first, then the last step.
-
-    The origin runs the coarse pass ((P-1) coarse solves of ``coarse_evals`` evaluations), each
-    iteration costs the slowest segment's fine solve (plus its round trip and latent transfer)
-    and a sweep of P-1 coarse solves at the origin, and the last step runs at the origin.
-    """
-    n = work.units
-    p = origin.peer
-    per_self = p.a_s + p.c_s * n
-    g = work.coarse_evals * per_self
-    seg = (work.steps - 1) / max(segments, 1)
-    slowest = seg * per_self
-    for c in remotes:
-        bw = max(c.peer.bytes_per_s, 1.0)
-        hop = c.peer.rtt_s + 2 * n * work.chain_bytes / bw
-        slowest = max(slowest, c.wait_s + seg * (c.peer.a_s + c.peer.c_s * n) + hop)
-    k = max(iterations, 1)
-    return origin.wait_s + (segments - 1) * g + k * (slowest + (segments - 1) * g) + per_self
+    """Predicted make-span of parallel steps (``parallel_layout``) at ``iterations``."""
+    return parallel_layout(origin, remotes, replace(work, iterations=iterations), segments)[1]
 
 
 def _fill_units(chosen: list[Cand], idx: list[int], units: int) -> dict[int, int]:

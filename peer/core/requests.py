@@ -30,6 +30,7 @@ from PIL import Image
 
 from peer.core.config import MODES, POLICIES, Limits
 from peer.core.errors import BadRequest
+from peer.core.parallel_plan import ParallelOptions, parse_parallel
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")  # the samplers peer.diffusion provides
 MAX_SEED = 2**31 - 1
@@ -45,6 +46,7 @@ class GenerateRequest:
     mode: str
     policy: str | None
     scheduler: str
+    parallel: ParallelOptions | None = None  # mode parallel: segments, tolerance or exactness
 
 
 @dataclass(frozen=True)
@@ -180,20 +182,32 @@ def _check_keys(body: Mapping[str, Any], allowed: set[str]) -> None:
         )
 
 
-GENERATE_KEYS = {"count", "label", "steps", "seed", "mode", "policy", "scheduler", "wait"}
+GENERATE_KEYS = {
+    "count",
+    "label",
+    "steps",
+    "seed",
+    "mode",
+    "policy",
+    "scheduler",
+    "wait",
+    "parallel",
+}
 REPAIR_KEYS = {"image", "mask", "steps", "seed", "mode", "policy", "label", "wait"}
 
 
 def parse_generate(body: Mapping[str, Any], limits: Limits) -> GenerateRequest:
     _check_keys(body, GENERATE_KEYS)
+    steps = _int(body, "steps", 20, 1, limits.max_steps)
     return GenerateRequest(
         count=_int(body, "count", 1, 1, limits.max_count),
         label=_label(body),
-        steps=_int(body, "steps", 20, 1, limits.max_steps),
+        steps=steps,
         seed=_int(body, "seed", 0, 0, MAX_SEED),
         mode=_choice(body, "mode", "auto", MODES) or "auto",
         policy=_choice(body, "policy", None, POLICIES),
         scheduler=_choice(body, "scheduler", "ddim", SCHEDULERS) or "ddim",
+        parallel=parse_parallel(body.get("parallel"), steps),
     )
 
 

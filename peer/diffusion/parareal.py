@@ -116,6 +116,11 @@ class PararealCore:
     x0: np.ndarray
     tol_db: float | None = 35.0
     max_iterations: int | None = None
+    # fine solves F(k, n) for k >= fine_cap are held back (not sent) until iteration fine_cap
+    # ends without meeting the tolerance: a stop expected at iteration K wastes no fine solve
+    # on iteration K + 1. None: every fine solve goes out at once (full pipelining).
+    fine_cap: int | None = None
+    held: list[RunFine] = field(default_factory=list)
     U: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     F: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     G: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
@@ -132,6 +137,12 @@ class PararealCore:
             raise InvalidRequestError(
                 f"tol_db must be a positive number or None, got {self.tol_db}"
             )
+        if self.fine_cap is not None and (
+            isinstance(self.fine_cap, bool)
+            or not isinstance(self.fine_cap, int)
+            or self.fine_cap < 1
+        ):
+            raise InvalidRequestError(f"fine_cap must be an int >= 1 or None, got {self.fine_cap}")
         cap = self.segments if self.max_iterations is None else self.max_iterations
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= self.segments:
             raise InvalidRequestError(f"max_iterations must be in [1, {self.segments}], got {cap}")
@@ -233,7 +244,11 @@ class PararealCore:
         out: list[Effect] = []
         if not same:
             if k < (self.max_iterations or 0):  # F(U^k_n) feeds U^{k+1}_{n+1}
-                out.append(RunFine(k, n, *self._seg(n), u))
+                fine = RunFine(k, n, *self._seg(n), u)
+                if self.fine_cap is not None and k >= self.fine_cap:
+                    self.held.append(fine)
+                else:
+                    out.append(fine)
             out.append(RunCoarse(k, n, *self._seg(n), u))  # G(U^k_n) feeds U^k_{n+1}, U^{k+1}_{n+1}
         return out
 
@@ -248,6 +263,11 @@ class PararealCore:
             stop = True
         if stop:
             return self._finish(u, k, exact=exact, change=change)
+        if self.fine_cap is not None and k >= self.fine_cap:  # the expected stop was missed
+            self.fine_cap = None
+            out: list[Effect] = list(self.held)
+            self.held.clear()
+            return out
         return []
 
     def _finish(self, u: np.ndarray, k: int, *, exact: bool, change: float) -> list[Effect]:
@@ -281,6 +301,7 @@ def solve_in_process(
     tol_db: float | None = 35.0,
     max_iterations: int | None = None,
     coarse_evals: int = 1,
+    fine_cap: int | None = None,
 ) -> ParallelStepsResult:
     """Parareal on one backend, effects run one by one (numbers and tests; no parallelism).
 
@@ -290,7 +311,7 @@ def solve_in_process(
     """
     states = [be.start_chain(lab, s, steps, "ddim") for lab, s in zip(labels, seeds, strict=True)]
     x0 = np.concatenate([st.latent_tensor().numpy() for st in states])
-    core = PararealCore(split_steps(steps, segments), x0, tol_db, max_iterations)
+    core = PararealCore(split_steps(steps, segments), x0, tol_db, max_iterations, fine_cap)
     ready: dict[tuple[str, int, int], float] = {}
     worker_free = [0.0] * core.segments
     origin_free = 0.0

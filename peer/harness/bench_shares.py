@@ -21,6 +21,7 @@ share the CPUs. PNGs (serial/untiled, split, absolute difference x4) go to ``--o
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -188,6 +189,9 @@ class Settings:
     seed: int = 7
     label: int = 3
     out: Path = Path("bench-shares")
+    policy: str = "equal"
+    parallel: dict[str, Any] | None = None  # the requests' ``parallel`` options (None: none)
+    skip_tile: bool = False
 
     def check(self) -> None:
         for name, v, lo in (
@@ -252,6 +256,42 @@ def _one_image(res: Mapping[str, Any]) -> np.ndarray:
     return imgs[0]
 
 
+def _interleaved(
+    client: Client, s: Settings, calls: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[list[float], list[dict[str, Any]]]]:
+    """Each named request body once per repeat, in turn (so drifting load hits all alike)."""
+    out: dict[str, tuple[list[float], list[dict[str, Any]]]] = {k: ([], []) for k in calls}
+    for _ in range(s.repeats):
+        for name, body in calls.items():
+            job, wall = client.generate(**body)
+            out[name][0].append(wall)
+            out[name][1].append(_result(job))
+    return out
+
+
+def _steps_split(client: Client, s: Settings) -> dict[str, Any]:
+    """On the split cluster: parallel (planner's choice or ``--parallel``), ``auto`` and
+    ``local`` on the origin alone (one 0.5-core peer: the others idle), interleaved; then one
+    parallel request run to exactness."""
+    base = {
+        "count": 1,
+        "label": s.label,
+        "seed": s.seed,
+        "steps": s.steps,
+        "scheduler": "ddim",
+        "policy": s.policy,
+    }
+    par = {**base, "mode": "parallel", **({"parallel": s.parallel} if s.parallel else {})}
+    calls = {"parallel": par, "auto": {**base, "mode": "auto"}, "local": {**base, "mode": "local"}}
+    for body in calls.values():
+        _result(client.generate(**body)[0])  # warm-up: ONNX sessions, caches, links
+    got = _interleaved(client, s, calls)
+    opts = {k: v for k, v in (s.parallel or {}).items() if k != "tolerance_db"}
+    exact_body = {**par, "parallel": {**opts, "exact": True}}
+    exact, exact_wall = client.generate(**exact_body)
+    return {"runs": got, "exact": _result(exact), "exact_wall": exact_wall}
+
+
 def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
     """One cluster of ``n`` peers: the generate and both repairs, split or local."""
     spec = ClusterSpec(peers=n, quotas=(s.quota,), threads=1, policy="equal")
@@ -261,10 +301,30 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
         client = Client(cl.procs[0].url, timeout=600.0)
         body = {"count": 1, "label": s.label, "seed": s.seed, "steps": s.steps}
         gen_call = lambda: client.generate(  # noqa: E731
-            **body, scheduler="ddim", mode=gen_mode, policy="equal"
+            **body,
+            scheduler="ddim",
+            mode=gen_mode,
+            policy=s.policy,
+            **({"parallel": s.parallel} if split and s.parallel else {}),
         )
-        _result(gen_call()[0])  # warm-up: ONNX sessions, caches, links
-        gen_walls, gen = _timed(gen_call, s.repeats)
+        steps_split = _steps_split(client, s) if split else None
+        if steps_split is not None:
+            gen_walls = steps_split["runs"]["parallel"][0]
+            gen = steps_split["runs"]["parallel"][1][-1]
+        else:
+            _result(gen_call()[0])  # warm-up: ONNX sessions, caches, links
+            gen_walls, gen = _timed(gen_call, s.repeats)
+        if s.skip_tile:
+            return {
+                "quota_note": cl.quota_note,
+                "gen_walls": gen_walls,
+                "gen_image": _one_image(gen),
+                "gen_peers": list(gen["plan"]["peers"]),
+                "parallel": gen.get("parallel", {}),
+                "gen_plan": _plan_summary(gen),
+                "has_parallel_report": "parallel" in gen,
+                "steps_split": steps_split,
+            }
         canvas = canvas_of_digits()
         rep: dict[str, Any] = {"walls": [], "images": {}, "bytes": 0, "peers": set()}
         first = masks()["scratch"]
@@ -313,13 +373,9 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "gen_image": _one_image(gen),
             "gen_peers": list(gen["plan"]["peers"]),
             "parallel": gen.get("parallel", {}),
-            "gen_plan": {
-                "mode": gen["plan"]["mode"],
-                "segments": gen["plan"].get("detail", {}).get("segments"),
-                "predicted_makespan_s": gen["plan"]["predicted_makespan_s"],
-                "alternatives": gen["plan"].get("alternatives", {}),
-            },
+            "gen_plan": _plan_summary(gen),
             "has_parallel_report": "parallel" in gen,
+            "steps_split": steps_split,
             "canvas": canvas,
             # one request's wall per repeat: both masks' requests summed
             "rep_walls": [sum(w) for w in zip(*rep["walls"], strict=True)],
@@ -327,6 +383,52 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "rep_bytes": rep["bytes"],
             "rep_peers": sorted(rep["peers"]),
         }
+
+
+def _plan_summary(res: Mapping[str, Any]) -> dict[str, Any]:
+    plan = res["plan"]
+    detail = plan.get("detail", {})
+    return {
+        "mode": plan["mode"],
+        "segments": detail.get("segments"),
+        "bounds": detail.get("bounds"),
+        "peers": plan["peers"],
+        "iterations_assumed": detail.get("iterations_assumed"),
+        "predicted_makespan_s": plan["predicted_makespan_s"],
+        "alternatives": plan.get("alternatives", {}),
+    }
+
+
+def split_figures(split: Mapping[str, Any], serial: np.ndarray) -> dict[str, Any]:
+    """Paired figures from the split cluster: parallel and auto against ``local`` measured in
+    turn on the same cluster, and the run to exactness against ``serial``."""
+    runs = split["runs"]
+    local_walls = runs["local"][0]
+    local_img = _one_image(runs["local"][1][-1])
+    auto_walls, auto_res = runs["auto"]
+    exact = split["exact"]
+    exact_img = _one_image(exact)
+    par_last = runs["parallel"][1][-1]
+    return {
+        "speedup_interleaved": round(speedup(local_walls, runs["parallel"][0]), 3),
+        "local_same_cluster_bit_identical_to_single": bool(np.array_equal(local_img, serial)),
+        "time_s": par_last.get("parallel", {}).get("time_s"),
+        "auto": {
+            "modes": [r["plan"]["mode"] for r in auto_res],
+            "speedup_vs_local": round(speedup(local_walls, auto_walls), 3),
+            "alternatives": auto_res[-1]["plan"].get("alternatives", {}),
+            "wall_s": [round(w, 3) for w in auto_walls],
+        },
+        "to_exactness": {
+            "bit_identical": bool(np.array_equal(exact_img, serial)),
+            "psnr_db_vs_serial": psnr_json(psnr(serial, exact_img)),
+            "iterations": exact.get("parallel", {}).get("iterations"),
+            "exact": exact.get("parallel", {}).get("exact"),
+            "segments": exact.get("parallel", {}).get("segments"),
+            "wall_s": round(split["exact_wall"], 3),
+        },
+        "wall_s_local_same_cluster": [round(w, 3) for w in local_walls],
+    }
 
 
 def _png(path: Path, img: np.ndarray) -> str:
@@ -342,6 +444,24 @@ def run(s: Settings) -> dict[str, Any]:
     with stop_on_signals():
         many = _run_side(s, s.peers, True, logs)
         one = _run_side(s, 1, False, logs)
+    if s.skip_tile:
+        part = steps_report(
+            many["gen_peers"],
+            one["gen_walls"],
+            many["gen_walls"],
+            one["gen_image"],
+            many["gen_image"],
+            many["parallel"],
+            s.steps,
+        )
+        part["plan"] = many["gen_plan"]
+        part.update(split_figures(many["steps_split"], one["gen_image"]))
+        return {
+            "steps_parallel": part,
+            "settings": _settings_json(s),
+            "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
+            "bench_s": round(time.perf_counter() - t0, 1),
+        }
     pngs = {
         "steps_serial": _png(s.out / "steps_serial.png", one["gen_image"]),
         "steps_parallel": _png(s.out / "steps_parallel.png", many["gen_image"]),
@@ -370,14 +490,8 @@ def run(s: Settings) -> dict[str, Any]:
     )
     steps_part["plan"] = many["gen_plan"]
     if not many["has_parallel_report"]:
-        steps_part["missing"] = (
-            "the result carries no `parallel` report (iterations, exact, change_db are null): "
-            "peer/runtime/origin.py run_generate builds `extra` but does not return it"
-        )
-    steps_part["to_exactness"] = (
-        "not run: the HTTP API takes no tolerance or exactness parameter "
-        "(peer/core/requests.py GENERATE_KEYS); the origin stops at its default tolerance"
-    )
+        steps_part["missing"] = "the result carries no `parallel` report"
+    steps_part.update(split_figures(many["steps_split"], one["gen_image"]))
     tile_part = tile_report(
         many["rep_peers"],
         one["rep_walls"],
@@ -389,17 +503,7 @@ def run(s: Settings) -> dict[str, Any]:
     return {
         "steps_parallel": steps_part,
         "tile": tile_part,
-        "settings": {
-            "peers": s.peers,
-            "quota_cores": s.quota,
-            "repeats": s.repeats,
-            "seed": s.seed,
-            "label": s.label,
-            "repair_label": s.repair_label,
-            "tile_repeats": s.tile_repeats,
-            "canvas": CANVAS,
-            "engine": "onnx (peer default), 1 thread per peer",
-        },
+        "settings": _settings_json(s),
         "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
         "psnr_note": 'PSNR of decoded uint8 images; "inf" means identical',
         "pngs": pngs,
@@ -408,11 +512,40 @@ def run(s: Settings) -> dict[str, Any]:
     }
 
 
+def _settings_json(s: Settings) -> dict[str, Any]:
+    return {
+        "peers": s.peers,
+        "quota_cores": s.quota,
+        "steps": s.steps,
+        "repeats": s.repeats,
+        "seed": s.seed,
+        "label": s.label,
+        "policy": s.policy,
+        "parallel": s.parallel,
+        "repair_label": s.repair_label,
+        "tile_repeats": s.tile_repeats,
+        "canvas": CANVAS,
+        "engine": "onnx (peer default), 1 thread per peer",
+    }
+
+
 def _int_arg(text: str) -> int:
     try:
         return int(text)
     except ValueError:
         raise BenchError(f"--repair-label must be an integer or none, got {text!r}") from None
+
+
+def _parallel_arg(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"--parallel is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BenchError("--parallel must be a JSON object, e.g. '{\"segments\": 4}'")
+    return value
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -428,6 +561,9 @@ def _cmd(args: argparse.Namespace) -> int:
             seed=args.seed,
             label=args.label,
             out=Path(args.out),
+            policy=args.policy,
+            parallel=_parallel_arg(args.parallel),
+            skip_tile=args.skip_tile,
         )
         report = run(s)
     except (BenchError, ClusterError, ClientError) as exc:
@@ -455,6 +591,13 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument("--seed", type=int, default=7, help="seed of every request (7)")
     p.add_argument("--label", type=int, default=3, help="digit of the generate (3)")
     p.add_argument("--out", default="bench-shares", help="directory for the PNGs")
+    p.add_argument("--policy", default="equal", help="recruitment policy of every request (equal)")
+    p.add_argument(
+        "--parallel",
+        default=None,
+        help='the parallel requests\' options as JSON, e.g. \'{"segments": 4, "tolerance_db": 25}\'',
+    )
+    p.add_argument("--skip-tile", action="store_true", help="measure the steps share modes only")
     p.add_argument(
         "--json",
         nargs="?",

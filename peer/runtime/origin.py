@@ -104,6 +104,19 @@ def _b64png(cluster: Cluster, img: np.ndarray) -> str:
     return base64.b64encode(cluster.encode_png(img)).decode("ascii")
 
 
+def _parallel_work(req: GenerateRequest) -> dict[str, Any]:
+    """The planner's parallel-steps fields from the request's ``parallel`` options."""
+    o = req.parallel
+    if o is None:
+        return {}
+    return {
+        "segments": o.segments,
+        "tolerance_db": o.tolerance_db,
+        "exact": o.exact,
+        "coarse_evals": o.coarse_evals,
+    }
+
+
 async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict[str, Any]:
     policy = req.policy or cluster.default_policy
     labels, seeds = labels_for(req), seeds_for(req)
@@ -114,6 +127,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         bytes_per_unit=IMAGE_BYTES,
         quantum=cluster.quantum,
         deterministic=req.scheduler == "ddim",
+        **_parallel_work(req),
     )
     t_plan = time.perf_counter()
     fresh = await cluster.refresh_load()
@@ -128,7 +142,13 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         from peer.runtime.parallel import run_parallel_steps
 
         out, report = await run_parallel_steps(
-            cast("ParallelCluster", cluster), plan, labels, seeds, req.steps, job
+            cast("ParallelCluster", cluster),
+            plan,
+            labels,
+            seeds,
+            req.steps,
+            job,
+            options=req.parallel,
         )
         images = [np.asarray(im, dtype=np.uint8) for im in out]
         rl.replans.extend(report.replans)

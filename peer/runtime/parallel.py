@@ -30,6 +30,7 @@ import numpy as np
 
 from peer.core.errors import PeerError, ShareFailed
 from peer.core.jobs import Job
+from peer.core.parallel_plan import DEFAULT_COARSE_EVALS, DEFAULT_TOL_DB, ParallelOptions
 from peer.core.planner import Plan, Share
 from peer.core.shares import ChainShare
 from peer.diffusion.chain import ChainState
@@ -42,9 +43,6 @@ from peer.diffusion.parareal import (
 )
 
 log = logging.getLogger("amcoedge.parallel")
-
-DEFAULT_TOL_DB = 25.0  # stop when an iteration changes the image by less than this (PSNR)
-DEFAULT_COARSE_EVALS = 2
 
 
 class ParallelCluster(Protocol):
@@ -69,6 +67,13 @@ class ParallelReport:
     segments: int
     replans: list[dict[str, Any]] = field(default_factory=list)
     timings: list[Any] = field(default_factory=list)
+    tolerance_db: float | None = None  # the stop rule used (None: run to exactness)
+    # where the time went (wall seconds at the origin): coarse solves, the last step, and each
+    # fine solve from send to result ([segment, iteration, peer, wall, remote compute])
+    coarse_s: float = 0.0
+    last_s: float = 0.0
+    solve_s: float = 0.0
+    fines: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +83,13 @@ class ParallelReport:
             "fine_solves": self.fine_solves,
             "coarse_solves": self.coarse_solves,
             "segments": self.segments,
+            "tolerance_db": self.tolerance_db,
+            "time_s": {
+                "solve": round(self.solve_s, 4),
+                "coarse": round(self.coarse_s, 4),
+                "last_step": round(self.last_s, 4),
+                "fine": [[a, b, c, round(d, 4), round(e, 4)] for a, b, c, d, e in self.fines],
+            },
         }
 
 
@@ -110,8 +122,15 @@ async def run_parallel_steps(
     tol_db: float | None = DEFAULT_TOL_DB,
     max_iterations: int | None = None,
     coarse_evals: int = DEFAULT_COARSE_EVALS,
+    options: ParallelOptions | None = None,
 ) -> tuple[np.ndarray, ParallelReport]:
-    """Images (n, H, W) uint8 for ``labels``/``seeds`` by Parareal over the plan's segments."""
+    """Images (n, H, W) uint8 for ``labels``/``seeds`` by Parareal over the plan's segments.
+
+    ``options`` (the request's), when given, set the tolerance (None when ``exact``) and the
+    coarse evaluations instead of the keyword arguments."""
+    if options is not None:
+        tol_db = None if options.exact else options.tolerance_db
+        coarse_evals = options.coarse_evals
     be = cluster.backend
     if steps < 2:
         raise PeerError("parallel steps need at least 2 steps")
@@ -127,8 +146,11 @@ async def run_parallel_steps(
         ]
     )
     x0 = np.concatenate([st.latent_tensor().numpy() for st in templates])
-    core = PararealCore(bounds, x0, tol_db, max_iterations)
-    report = ParallelReport(0, False, 0.0, 0, 0, core.segments)
+    assumed = plan.detail.get("iterations_assumed")
+    fine_cap = assumed if tol_db is not None and isinstance(assumed, int) and assumed >= 1 else None
+    core = PararealCore(bounds, x0, tol_db, max_iterations, fine_cap)
+    report = ParallelReport(0, False, 0.0, 0, 0, core.segments, tolerance_db=tol_db)
+    t_solve = time.perf_counter()
     holders: list[Share] = list(shares)  # segment -> the peer that runs its fine solves
     lost: set[str] = set()
     me = next((s for s in shares if s.is_self), None) or Share(
@@ -149,9 +171,11 @@ async def run_parallel_steps(
                 start_fine(eff)
 
     async def coarse(eff: RunCoarse) -> None:
+        t = time.perf_counter()
         out = await cluster.executor.call(
             lambda: be.coarse_jump(eff.latent, templates, eff.start, eff.stop, coarse_evals)
         )
+        report.coarse_s += time.perf_counter() - t
         feed(core.on_coarse(eff.iteration, eff.segment, out))
 
     def start_fine(eff: RunFine) -> None:
@@ -179,6 +203,7 @@ async def run_parallel_steps(
         seg = Share(
             share.peer, share.addr, share.is_self, (), (eff.start, eff.stop), share.predicted_s
         )
+        t_send = time.perf_counter()
         try:
             outs = await asyncio.gather(*(cluster.run_share(seg, w, job) for w in works))
         except ShareFailed as exc:
@@ -200,6 +225,9 @@ async def run_parallel_steps(
                 raise PeerError(f"segment returned step {got.step}, expected {eff.stop}")
             latents.append(got.latent_tensor().numpy())
             report.timings.append(timing)
+        compute = sum(float(getattr(t, "compute_s", 0.0)) for _, t in outs)
+        wall = time.perf_counter() - t_send
+        report.fines.append([eff.segment, eff.iteration, share.peer, wall, compute])
         feed(core.on_fine(eff.iteration, eff.segment, np.concatenate(latents)))
 
     async with asyncio.TaskGroup() as tg:
@@ -209,6 +237,7 @@ async def run_parallel_steps(
         server.cancel()
         for t in list(pending):  # the rest of a finished solve is not needed
             t.cancel()
+    report.solve_s = time.perf_counter() - t_solve
     final_states = [
         be.with_latent(st, result.latent[i : i + 1], steps - 1) for i, st in enumerate(templates)
     ]
@@ -219,7 +248,7 @@ async def run_parallel_steps(
         return np.stack([be.finish_chain(s) for s in ends])
 
     images = await cluster.executor.call(last_step)
-    log.debug("job %s: last step %.3f s", job.id, time.perf_counter() - t0)
+    report.last_s = time.perf_counter() - t0
     report.iterations, report.exact, report.change_db = (
         result.iterations,
         result.exact,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from peer.core.config import PeerConfig, ephemeral_config
-from peer.core.planner import Cand, PeerState, Planner, Work, parallel_makespan
+from peer.core.planner import Cand, PeerState, Planner, Work, parallel_layout, parallel_makespan
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest
 from peer.diffusion import Backend, ModelLoadError, decode_png, load_backend
@@ -133,14 +133,15 @@ def test_parallel_prediction_and_auto() -> None:
     others = [_cand(n, False, 0.05) for n in "bcd"]
     serial = 50 * 0.05
     four = parallel_makespan(me, others, work, 4, 1)
-    # coarse pass 3 x 2 evals, one fine segment of 12.25 steps, a sweep of 3 x 2, the last step
-    assert four == pytest.approx(0.05 * (6 + 12.25 + 6 + 1) + 0.001 + 2 * 8192 / 1e8)
+    # bounds (0, 7, 21, 35, 49): the origin's lane runs G(0,0..3) (8 evals), its own 7 steps,
+    # then the sweep G(1,1..3) (6 evals; each remote 14-step solve ended earlier), the last step
+    assert four == pytest.approx(0.05 * (8 + 7 + 6 + 1))
+    layout = parallel_layout(me, others, work, 4)
+    assert layout[0] == (0, 7, 21, 35, 49) and layout[2] == 1
     assert four < serial
     assert (
-        parallel_makespan(
-            me, others, Work("generate", 1, 50, deterministic=True, iterations=3), 4, 3
-        )
-        > serial
+        parallel_makespan(me, others, Work("generate", 1, 50, deterministic=True, exact=True), 4, 4)
+        > serial  # to exactness: all 4 iterations, the last ones barely overlapped
     )
     peers = [me.peer] + [o.peer for o in others]
     plan = Planner(Recruiters(seed=0)).plan(peers, work, mode="auto", policy="greedy")
