@@ -176,7 +176,7 @@ def run_bench(
     outcomes: Counter[str] = Counter()
     repair: dict[str, Any] = {}
     with LocalCluster(spec, logs) as cluster:
-        cluster.wait_ready(timeout=180.0)
+        cluster.wait_ready(timeout=300.0)  # one peer alone took 105 s to start at load 12
         sampler = RssSampler(
             lambda: {p.name: p.proc.pid for p in cluster.procs}, period_s, first_s=0.0
         )
