@@ -11,8 +11,8 @@ in the kernel, a busy event loop, the token bucket of a rate limiter), so the fi
   time at the current rate);
 - ``rate`` is a high quantile of ``bytes / (seconds - rtt)`` over the samples whose transfer
   time clearly exceeds the round trip, where the rate can be seen at all, and among those only
-  the largest (at least half the size of the largest): a fixed cost the round trip does not
-  hold (a larger frame's extra system calls, a token bucket's burst) weighs least on them. On a
+  the largest (at least a quarter of the largest's size): a fixed cost the round trip does
+  not hold (a larger frame's extra system calls, a token bucket's burst) weighs least on them. On a
   busy machine most calls wait for the CPU on either side, often several times the transfer
   itself, so the high quantile (not the median) is the link.
 
@@ -46,7 +46,9 @@ PROBE_EVERY_S = 30.0  # a link gets a probe when it has no rate sample this rece
 RATE_MARGIN = 2.0  # a rate sample needs transfer time >= RATE_MARGIN x rtt
 RTT_QUANTILE = 0.1
 RATE_QUANTILE = 0.9
-LARGE_FRACTION = 0.5  # rate samples at least this fraction of the largest one's bytes
+LARGE_FRACTION = 0.25  # rate samples: at least this fraction of the largest one's bytes (the
+# probes of a fast link grow from PROBE_BYTES to PROBE_MAX_BYTES: both count)
+RATE_SAMPLE_BYTES = PROBE_BYTES // 2  # a transfer at least this large postpones the next probe
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class LinkEstimator:
                 f"a link sample needs nbytes >= 0 and seconds > 0, got {nbytes}, {seconds}"
             )
         self._samples.append(Sample(now, nbytes, seconds))
-        if nbytes >= PROBE_BYTES * LARGE_FRACTION:
+        if nbytes >= RATE_SAMPLE_BYTES:
             self._last_rate_sample = now
 
     def _recent(self, now: float) -> list[Sample]:
