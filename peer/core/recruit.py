@@ -69,6 +69,8 @@ class Recruiters:
         return rec
 
     def provider(self, policy: str) -> str:
+        if policy not in POLICY_TO_RECRUITER:  # `local`: nobody is recruited
+            return "none"
         try:
             rec = self._get(policy)
         except PolicyUnavailable:
