@@ -23,7 +23,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -31,6 +31,9 @@ from PIL import Image
 from peer.core.config import MODES, POLICIES, Limits
 from peer.core.errors import BadRequest
 from peer.core.parallel_plan import ParallelOptions, parse_parallel
+
+if TYPE_CHECKING:
+    from peer.diffusion.pipeline.text import TextCaps, TextParams
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")  # the samplers peer.diffusion provides
 MAX_SEED = 2**31 - 1
@@ -46,18 +49,20 @@ class GenerateRequest:
     mode: str
     policy: str | None
     scheduler: str
+    text: TextParams | None = None  # a text pipeline's request (label is then None)
     parallel: ParallelOptions | None = None  # mode parallel: segments, tolerance or exactness
 
 
 @dataclass(frozen=True)
 class RepairRequest:
-    image: np.ndarray  # (H, W) uint8
+    image: np.ndarray  # (H, W) uint8; (H, W, 3) on a text pipeline
     mask: np.ndarray  # (H, W) bool, True = regenerate
     steps: int
     seed: int
     mode: str
     policy: str | None
     label: int | None
+    text: TextParams | None = None  # a text pipeline's edit (label is then None)
 
 
 def _parse_int(text: str) -> int:
@@ -196,7 +201,53 @@ GENERATE_KEYS = {
 REPAIR_KEYS = {"image", "mask", "steps", "seed", "mode", "policy", "label", "wait"}
 
 
-def parse_generate(body: Mapping[str, Any], limits: Limits) -> GenerateRequest:
+TEXT_KEYS = {"prompt", "negative_prompt", "guidance_scale", "width", "height"}
+
+
+def _fields_for_model(body: Mapping[str, Any], caps: TextCaps | None, model_id: str) -> None:
+    """A 422 for fields the loaded model cannot use (a prompt on the digits model, a label on a
+    text pipeline); checked before unknown keys so the answer says why."""
+    from peer.diffusion.pipeline.text import check_fields_for_model
+
+    check_fields_for_model(body, caps is not None, caps.model_id if caps else model_id)
+
+
+def edits_only(caps: TextCaps) -> None:
+    """An inpainting pipeline only edits: a generation is a clear 422."""
+    if caps.kind == "inpaint":
+        raise BadRequest(
+            "edits_only",
+            f"model {caps.model_id} is an inpainting pipeline: it edits an image under a mask "
+            "(/v1/repair, /v1/images/edits), it does not generate from a prompt alone",
+            422,
+        )
+
+
+def parse_generate(
+    body: Mapping[str, Any],
+    limits: Limits,
+    caps: TextCaps | None = None,
+    model_id: str = "the loaded model",
+) -> GenerateRequest:
+    """A generate request; with ``caps`` (a text pipeline is loaded) the text fields apply."""
+    if caps is not None or any(body.get(k) is not None for k in TEXT_KEYS):
+        _fields_for_model(body, caps, model_id)
+    if caps is not None:
+        from peer.diffusion.pipeline.text import parse_text_fields
+
+        _check_keys(body, (GENERATE_KEYS - {"label", "parallel"}) | TEXT_KEYS)
+        edits_only(caps)
+        text = parse_text_fields(body, caps)
+        return GenerateRequest(
+            count=_int(body, "count", 1, 1, limits.max_count),
+            label=None,
+            steps=text.steps,
+            seed=text.seed,
+            mode=_choice(body, "mode", "auto", MODES) or "auto",
+            policy=_choice(body, "policy", None, POLICIES),
+            scheduler=_choice(body, "scheduler", "ddim", SCHEDULERS) or "ddim",
+            text=text,
+        )
     _check_keys(body, GENERATE_KEYS)
     steps = _int(body, "steps", 20, 1, limits.max_steps)
     return GenerateRequest(
@@ -211,8 +262,11 @@ def parse_generate(body: Mapping[str, Any], limits: Limits) -> GenerateRequest:
     )
 
 
-def decode_png(value: Any, key: str, limits: Limits) -> np.ndarray:
-    """Base64 PNG -> (H, W) uint8 (converted to grayscale)."""
+def decode_png(
+    value: Any, key: str, limits: Limits, mode: str = "L", max_side: int | None = None
+) -> np.ndarray:
+    """Base64 PNG -> (H, W) uint8 (converted to grayscale; ``mode="RGB"``: (H, W, 3))."""
+    side = limits.max_canvas if max_side is None else max_side
     if not isinstance(value, str):
         raise BadRequest("invalid_type", f"{key} must be a base64 PNG string")
     try:
@@ -224,12 +278,11 @@ def decode_png(value: Any, key: str, limits: Limits) -> np.ndarray:
             if img.format != "PNG":
                 raise BadRequest("bad_png", f"{key} must be a PNG, got {img.format}")
             w, h = img.size
-            if not (1 <= w <= limits.max_canvas and 1 <= h <= limits.max_canvas):
+            if not (1 <= w <= side and 1 <= h <= side):
                 raise BadRequest(
-                    "out_of_range",
-                    f"{key} is {w}x{h}; each side must be in [1, {limits.max_canvas}]",
+                    "out_of_range", f"{key} is {w}x{h}; each side must be in [1, {side}]"
                 )
-            arr = np.asarray(img.convert("L"), dtype=np.uint8)
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
     except BadRequest:
         raise
     except Exception as exc:  # hostile bytes: PIL raises OSError, ValueError, SyntaxError,
@@ -238,7 +291,18 @@ def decode_png(value: Any, key: str, limits: Limits) -> np.ndarray:
     return arr
 
 
-def parse_repair(body: Mapping[str, Any], limits: Limits, native: int = 16) -> RepairRequest:
+def parse_repair(
+    body: Mapping[str, Any],
+    limits: Limits,
+    native: int = 16,
+    caps: TextCaps | None = None,
+    model_id: str = "the loaded model",
+) -> RepairRequest:
+    """A repair request; with ``caps`` (a text pipeline is loaded) an RGB edit with a prompt."""
+    if caps is not None or any(body.get(k) is not None for k in TEXT_KEYS):
+        _fields_for_model(body, caps, model_id)
+    if caps is not None:
+        return _parse_text_repair(body, limits, caps)
     _check_keys(body, REPAIR_KEYS)
     for key in ("image", "mask"):
         if key not in body:
@@ -257,6 +321,34 @@ def parse_repair(body: Mapping[str, Any], limits: Limits, native: int = 16) -> R
         mode=_choice(body, "mode", "auto", ("auto", "tile", "local")) or "auto",
         policy=_choice(body, "policy", None, POLICIES),
         label=_label(body),
+    )
+
+
+def _parse_text_repair(body: Mapping[str, Any], limits: Limits, caps: TextCaps) -> RepairRequest:
+    from peer.diffusion.pipeline.text import parse_text_fields
+
+    _check_keys(body, (REPAIR_KEYS - {"label"}) | TEXT_KEYS)
+    for key in ("image", "mask"):
+        if key not in body:
+            raise BadRequest("missing_field", f"{key} is required")
+    image = decode_png(body["image"], "image", limits, mode="RGB", max_side=caps.max_side)
+    mask = decode_png(body["mask"], "mask", limits, max_side=caps.max_side)
+    h, w = mask.shape
+    if image.shape[:2] != mask.shape:
+        raise BadRequest("size_mismatch", f"image is {image.shape[:2]}, mask is {mask.shape}")
+    for key, side in (("width", w), ("height", h)):
+        if body.get(key) is not None and body[key] != side:
+            raise BadRequest("size_mismatch", f"{key} must be the image's, {side}")
+    text = parse_text_fields({**body, "width": w, "height": h}, caps)
+    return RepairRequest(
+        image=image,
+        mask=mask > 127,
+        steps=text.steps,
+        seed=text.seed,
+        mode=_choice(body, "mode", "auto", ("auto", "tile", "local")) or "auto",
+        policy=_choice(body, "policy", None, POLICIES),
+        label=None,
+        text=text,
     )
 
 

@@ -7,6 +7,11 @@ A share is one of
 - ``chain``: a range of denoising steps of one image, starting fresh or from a handed-on state;
 - ``repair``: a whole canvas, untiled (only ever local).
 
+On a text pipeline (``peer.diffusion.pipeline``) each share also carries a ``TextSpec``: the
+prompt pair and guidance, with the prompt embeddings when the origin chose to send them
+(``embeddings_travel``), and a generation's image size; a tiles canvas is then RGB (H, W, 3)
+and a chain's state is a ``TextChainState`` wire form.
+
 ``encode_share``/``decode_share`` are a share's wire form (``decode_share`` validates a payload
 that came over RPC); ``encode_reply``/``decode_reply`` are its result's. Running a share is
 ``peer.runtime.runner``'s job.
@@ -25,11 +30,51 @@ from peer.rpc import pack_tensor, unpack_tensor
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """A text pipeline's conditioning in a share (see the module's docstring)."""
+
+    cond: Any  # peer.diffusion.pipeline.text.TextConditioning
+    width: int = 0  # a generation's image size in pixels (0: the model's native size)
+    height: int = 0
+    embeddings: bool = True  # send the embeddings with the share (when ``cond`` holds them)
+
+    def embed_bytes(self) -> int:
+        return int(self.cond.embed_bytes())
+
+
+def text_to_wire(spec: TextSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    from peer.diffusion.pipeline.text import encode_text_share
+
+    return {
+        "cond": encode_text_share(spec.cond, spec.embeddings and spec.cond.encoded),
+        "width": spec.width,
+        "height": spec.height,
+    }
+
+
+def text_from_wire(d: Any) -> TextSpec | None:
+    if d is None:
+        return None
+    from peer.diffusion.pipeline.text import decode_text_share
+
+    if not isinstance(d, dict) or set(d) != {"cond", "width", "height"}:
+        raise BadRequest("invalid_params", "a share's text is {cond, width, height}")
+    w, h = _need(d, "width", int), _need(d, "height", int)
+    if not (0 <= w <= 4096 and 0 <= h <= 4096):
+        raise BadRequest("invalid_params", f"text share size {w}x{h} is out of range")
+    cond = decode_text_share(d["cond"])
+    return TextSpec(cond, w, h, cond.encoded)
+
+
+@dataclass(frozen=True)
 class GenerateShare:
     labels: tuple[int, ...]
     seeds: tuple[int, ...]
     steps: int
     scheduler: str
+    text: TextSpec | None = None  # a text pipeline's prompt (labels are then ignored)
 
     @property
     def images(self) -> int:
@@ -44,6 +89,7 @@ class TilesShare:
     steps: int
     seed: int
     label: int | None = None  # None: the model averages over every class (costs num_classes)
+    text: TextSpec | None = None  # a text pipeline's edit: canvas (H, W, 3), prompt
 
 
 @dataclass(frozen=True)
@@ -55,6 +101,7 @@ class ChainShare:
     start: int
     stop: int
     state: dict[str, Any] | None  # ChainState wire form; None = start fresh
+    text: TextSpec | None = None  # a text pipeline's prompt (state: TextChainState wire form)
 
 
 def _need(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
@@ -82,6 +129,13 @@ def tile_from_wire(d: Any, height: int, width: int) -> Any:
 
 
 def encode_share(share: GenerateShare | TilesShare | ChainShare) -> dict[str, Any]:
+    out = _encode_share(share)
+    if share.text is not None:  # absent on the digits model: its wire form is unchanged
+        out["text"] = text_to_wire(share.text)
+    return out
+
+
+def _encode_share(share: GenerateShare | TilesShare | ChainShare) -> dict[str, Any]:
     if isinstance(share, GenerateShare):
         return {
             "kind": "generate",
@@ -119,6 +173,7 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
     steps = _need(d, "steps", int)
     if not 1 <= steps <= 10_000:
         raise BadRequest("invalid_params", "steps out of range")
+    text = text_from_wire(d.get("text"))
     if kind == "generate":
         labels = _need(d, "labels", list)
         seeds = _need(d, "seeds", list)
@@ -126,23 +181,29 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
             raise BadRequest("invalid_params", "labels and seeds must be equal-length, 1..1024")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in labels + seeds):
             raise BadRequest("invalid_params", "labels and seeds must be integers")
-        return GenerateShare(tuple(labels), tuple(seeds), steps, _need(d, "scheduler", str))
+        return GenerateShare(tuple(labels), tuple(seeds), steps, _need(d, "scheduler", str), text)
     if kind == "tiles":
         try:
             canvas = unpack_tensor(_need(d, "canvas", dict), copy=True)
             mask = unpack_tensor(_need(d, "mask", dict), copy=True).astype(bool)
         except Exception as exc:
             raise BadRequest("invalid_params", f"bad canvas or mask: {exc}") from None
-        if canvas.shape != mask.shape or canvas.ndim != 2:
+        if text is not None:  # an RGB canvas and its 2-D mask
+            if canvas.ndim != 3 or canvas.shape[2] != 3 or canvas.shape[:2] != mask.shape:
+                raise BadRequest(
+                    "invalid_params", "a text edit is an (H, W, 3) canvas, (H, W) mask"
+                )
+        elif canvas.shape != mask.shape or canvas.ndim != 2:
             raise BadRequest("invalid_params", "canvas and mask must be equal 2-D arrays")
-        h, w = canvas.shape
+        h, w = mask.shape
         tiles = tuple(tile_from_wire(t, h, w) for t in _need(d, "tiles", list))
         if not tiles or len(tiles) > 4096:
             raise BadRequest("invalid_params", "a tiles share needs 1..4096 tiles")
         label = d.get("label")
         if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
             raise BadRequest("invalid_params", "label must be an integer or nil")
-        return TilesShare(canvas.astype(np.uint8), mask, tiles, steps, _need(d, "seed", int), label)
+        seed = _need(d, "seed", int)
+        return TilesShare(canvas.astype(np.uint8), mask, tiles, steps, seed, label, text)
     if kind == "chain":
         state = d.get("state")
         if state is not None and not isinstance(state, dict):
@@ -158,6 +219,7 @@ def decode_share(d: Any) -> GenerateShare | TilesShare | ChainShare:
             start,
             stop,
             state,
+            text,
         )
     raise BadRequest("invalid_params", f"unknown share kind {kind!r}")
 

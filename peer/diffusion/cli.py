@@ -96,9 +96,14 @@ def register_more(model: Any) -> None:
     p = model.add_parser(
         "check",
         help="measure the exactness contracts (chain split, batch, tile PSNR) and calibrate",
+        description="On the digits model (or a UNet dir): chain split, batch, tile PSNR and a "
+        "calibration. On a Stable Diffusion pipeline dir: `model check-pipeline` (batch, steps "
+        "relay and tile split, guided, bit for bit; --steps default 3).",
     )
     _add_model_arg(p)
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default 20; pipelines 3)"
+    )
     p.add_argument("--halo", type=int, action="append", default=None, help="halo(s) (default 4)")
     p.add_argument("--canvas", type=int, action="append", default=None, help="canvas side(s)")
     p.add_argument("--label", type=int, default=None, help="repair label (default: none)")
@@ -110,7 +115,9 @@ def register_more(model: Any) -> None:
         help="repair mask kind(s) for the tile check (default: scratches and centre)",
     )
     p.add_argument("--images", type=Path, default=None, help="write repair images (PNG) here")
-    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument(
+        "--json", type=Path, nargs="?", const="-", default=None, help="write the result here"
+    )
     p.set_defaults(func=_cmd_check)
 
 
@@ -210,7 +217,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from peer.diffusion.backend import load_backend
     from peer.diffusion.checks import batch_vs_single, chain_split, tile_vs_untiled
     from peer.diffusion.images import encode_png, image_grid
+    from peer.diffusion.pipeline.load import is_pipeline_dir
 
+    if is_pipeline_dir(args.model):
+        from peer.diffusion.pipeline.cli import check_dir
+
+        return check_dir(args.model, args.device, args.threads, args.steps or 3, 3, args.json)
+    args.steps = args.steps or 20
     halos = args.halo or [4]
     canvases = args.canvas or [32, 48]
     masks = args.mask or ["scratches", "centre"]

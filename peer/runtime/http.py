@@ -2,7 +2,9 @@
 
 Routes: ``POST /v1/generate``, ``POST /v1/repair``, ``GET /v1/jobs/{id}``,
 ``GET /v1/jobs/{id}/events`` (server-sent events), ``GET /v1/cluster``, ``GET /healthz``,
-``GET /metrics`` (Prometheus text). Every error is JSON ``{"error": {"code", "message"}}``;
+``GET /metrics`` (Prometheus text), and OpenAI's images API (``POST /v1/images/generations``,
+``POST /v1/images/edits``; ``peer.runtime.openai_api``) over the same node. Every error is
+JSON ``{"error": {"code", "message"}}``;
 bad input is a 4xx and is counted; nothing a client sends can make the server hang or 500.
 """
 
@@ -14,7 +16,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -33,6 +35,9 @@ from peer.core.requests import (
 from peer.runtime.metrics import CONTENT_TYPE
 from peer.runtime.ui import PAGE_PATHS, add_ui_routes
 
+if TYPE_CHECKING:
+    from peer.diffusion.pipeline.text import TextCaps
+
 log = logging.getLogger("amcoedge.http")
 
 
@@ -44,6 +49,10 @@ class Api(Protocol):
     jobs: JobBook
 
     def count_http(self, path: str, status: int, code: str) -> None: ...
+
+    def text_caps(self) -> TextCaps | None:
+        """The loaded text pipeline's limits; None when the model takes no prompt."""
+        ...
 
     def submit_generate(
         self, req: GenerateRequest, *, key: str | None = None, retry_of: str | None = None
@@ -188,7 +197,7 @@ def _dumps(obj: Any) -> str:
 async def generate(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     body = await _body(request)
-    req = parse_generate(body, node.limits)
+    req = parse_generate(body, node.limits, node.text_caps())
     wait = parse_wait(body)
     job = node.submit_generate(req, **_retry_headers(request))
     if not wait:
@@ -200,7 +209,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def repair(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     body = await _body(request)
-    req = parse_repair(body, node.limits, native=node.native)
+    req = parse_repair(body, node.limits, native=node.native, caps=node.text_caps())
     wait = parse_wait(body)
     job = node.submit_repair(req, **_retry_headers(request))
     if not wait:
@@ -286,6 +295,9 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     add_ui_routes(app, node)
+    from peer.runtime.openai_api import ClusterImagesApi, add_openai_routes
+
+    add_openai_routes(app, ClusterImagesApi(node))
     return app
 
 

@@ -1,8 +1,10 @@
 """OpenAI's images API on a peer: ``POST /v1/images/generations`` and ``POST /v1/images/edits``.
 
-``add_openai_routes(app, api)`` adds both routes to an aiohttp app over an ``ImagesApi``: the
-node (which splits the work over the cluster) or ``LocalImagesApi`` (one ``PipelineBackend``
-in a worker thread). The official ``openai`` client works against them:
+``add_openai_routes(app, api)`` adds both routes to an aiohttp app over an ``ImagesApi``:
+``ClusterImagesApi`` over a peer (every peer's ``build_app`` adds it: a generation is one
+generate job with its ``n`` images, an edit one repair job per image, each planned and split
+over the cluster like ``/v1/generate`` and ``/v1/repair``) or ``LocalImagesApi`` (one
+``PipelineBackend`` in a worker thread). The official ``openai`` client works against them:
 
 - generations (JSON): ``prompt`` (required), ``n`` (1..``MAX_N``), ``size`` (``"WxH"``, the
   model's native size by default; multiples of the model's size quantum), ``response_format``
@@ -106,6 +108,69 @@ class LocalImagesApi:
             return await asyncio.to_thread(run)
 
 
+class JobFailed(PeerError):
+    """A cluster job behind an images call ended without its images."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ClusterImagesApi:
+    """``ImagesApi`` over a peer's submit path (``peer.runtime.node.Node``): the planner, the
+    shares sent to collaborators over RPC, re-planning when one is lost."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    def text_caps(self) -> TextCaps | None:
+        caps: TextCaps | None = self.node.text_caps()
+        return caps
+
+    async def _images(self, job: Any) -> list[np.ndarray]:
+        from peer.diffusion.images import decode_png
+
+        await self.node.wait_job(job)
+        if job.state != "done" or job.result is None:
+            err = job.error or {}
+            code = str(err.get("code", "internal"))
+            status = 503 if code in ("overloaded", "plan_failed") else 502
+            status = 500 if code == "internal" else status
+            raise JobFailed(code, f"job {job.id} {job.state}: {err.get('message', '')}", status)
+        return [decode_png(base64.b64decode(b)) for b in job.result["images"]]
+
+    async def images_generate(self, params: TextParams, n: int) -> list[np.ndarray]:
+        from peer.core.requests import GenerateRequest
+
+        req = GenerateRequest(
+            count=n,
+            label=None,
+            steps=params.steps,
+            seed=params.seed,
+            mode="auto",
+            policy=None,
+            scheduler="ddim",
+            text=params,
+        )
+        return await self._images(self.node.submit_generate(req))
+
+    async def images_edit(
+        self, params: TextParams, image: np.ndarray, mask: np.ndarray, n: int
+    ) -> list[np.ndarray]:
+        from dataclasses import replace
+
+        from peer.core.requests import MAX_SEED, RepairRequest
+
+        jobs = []
+        for k in range(n):
+            p = replace(params, seed=(params.seed + k) % (MAX_SEED + 1))
+            req = RepairRequest(image, mask, p.steps, p.seed, "auto", None, None, text=p)
+            jobs.append(self.node.submit_repair(req))
+        outs = await asyncio.gather(*(self._images(j) for j in jobs))
+        return [o[0] for o in outs]
+
+
 IMAGES_API_KEY: web.AppKey[ImagesApi] = web.AppKey("images_api")
 
 
@@ -164,7 +229,10 @@ def _common(body: Mapping[str, Any], caps: TextCaps, allowed: frozenset[str]) ->
 
 
 def parse_generation(body: Mapping[str, Any], caps: TextCaps) -> tuple[TextParams, int]:
+    from peer.core.requests import edits_only
+
     n = _common(body, caps, GENERATION_KEYS)
+    edits_only(caps)
     w, h = parse_size(body.get("size"), caps)
     fields = {
         k: body.get(k) for k in ("prompt", "negative_prompt", "guidance_scale", "steps", "seed")

@@ -21,9 +21,10 @@ from peer.core.errors import PeerError, ShareFailed
 from peer.core.jobs import Job
 from peer.core.planner import PeerState, Plan, Planner, Share, Work
 from peer.core.requests import GenerateRequest, RepairRequest
-from peer.core.shares import ChainShare, GenerateShare, TilesShare
+from peer.core.shares import ChainShare, GenerateShare, TextSpec, TilesShare
 
 if TYPE_CHECKING:
+    from peer.diffusion.pipeline.text import TextParams
     from peer.runtime.parallel import ParallelCluster
 
 log = logging.getLogger("amcoedge.origin")
@@ -84,9 +85,13 @@ class Cluster(Protocol):
 
     def repair_rows(self, label: int | None) -> int: ...
 
-    def blend(self, shape: tuple[int, int], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray: ...
+    def blend(self, shape: tuple[int, ...], parts: list[tuple[Any, np.ndarray]]) -> np.ndarray: ...
 
     def encode_png(self, img: np.ndarray) -> bytes: ...
+
+    async def text_spec(self, params: TextParams, sized: bool) -> TextSpec:
+        """A text request's conditioning, encoded once here (see ``peer.core.shares``)."""
+        ...
 
 
 def labels_for(req: GenerateRequest) -> list[int]:
@@ -120,13 +125,16 @@ def _parallel_work(req: GenerateRequest) -> dict[str, Any]:
 async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict[str, Any]:
     policy = req.policy or cluster.default_policy
     labels, seeds = labels_for(req), seeds_for(req)
+    text = None if req.text is None else await cluster.text_spec(req.text, sized=True)
+    if text is not None:  # a text pipeline: no labels; images of width x height RGB
+        labels = [0] * req.count
     work = Work(
         kind="generate",
         units=req.count,
         steps=req.steps,
-        bytes_per_unit=IMAGE_BYTES,
+        bytes_per_unit=IMAGE_BYTES if text is None else 3 * text.width * text.height,
         quantum=cluster.quantum,
-        deterministic=req.scheduler == "ddim",
+        deterministic=req.scheduler == "ddim" and text is None,  # no parallel steps on text
         **_parallel_work(req),
     )
     t_plan = time.perf_counter()
@@ -158,7 +166,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         cluster.progress(job, req.count, cluster.name)
         extra["parallel"] = report.to_json()
     elif plan.mode == "steps":
-        images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl)
+        images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl, text)
     else:
         run = UnitRun(
             cluster,
@@ -171,6 +179,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
                 tuple(seeds[i] for i in idx),
                 req.steps,
                 req.scheduler,
+                text,
             ),
             put=lambda idx, out: _put_images(images, idx, out),
         )
@@ -181,7 +190,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         raise PeerError(f"{req.count - len(done)} images missing after execution")
     return {
         "images": [_b64png(cluster, im) for im in done],
-        "labels": labels,
+        "labels": labels if text is None else None,
         "seeds": seeds,
         "plan": plan.to_json(),
         "replans": rl.replans,
@@ -202,7 +211,8 @@ def _put_images(images: list[np.ndarray | None], idx: Sequence[int], out: Any) -
 
 async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str, Any]:
     policy = req.policy or cluster.default_policy
-    h, w = req.image.shape
+    h, w = req.image.shape[:2]
+    text = None if req.text is None else await cluster.text_spec(req.text, sized=False)
     all_tiles = cluster.plan_tiles(h, w)
     # only windows that hold masked pixels are work; the others keep the input as it is
     tiles = [t for t in all_tiles if req.mask[t.y0 : t.y1, t.x0 : t.x1].any()]
@@ -213,7 +223,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         units=max(len(tiles), 1),
         steps=req.steps,
         bytes_per_unit=64,
-        share_bytes=2 * h * w,
+        share_bytes=req.image.nbytes + h * w,
         area_units=rows * h * w / float(cluster.native**2),
         tile_area=rows * (cluster.tile_area(tiles[0]) if tiles else 1.0),
         quantum=cluster.quantum if rows == 1 else 1,
@@ -250,7 +260,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
             job,
             rl,
             make=lambda idx: TilesShare(
-                req.image, req.mask, tuple(tiles[i] for i in idx), req.steps, req.seed
+                req.image, req.mask, tuple(tiles[i] for i in idx), req.steps, req.seed, None, text
             ),
             put=put,
         )
@@ -258,7 +268,9 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         if any(o is None for o in outs):
             raise PeerError("tiles missing after execution")
         parts = [(t, o) for t, o in zip(tiles, outs, strict=True) if o is not None]
-        img = cluster.blend((h, w), sorted(parts + kept, key=lambda p: all_tiles.index(p[0])))
+        img = cluster.blend(
+            req.image.shape, sorted(parts + kept, key=lambda p: all_tiles.index(p[0]))
+        )
     makespan = time.perf_counter() - rl.t0
     return {
         "images": [_b64png(cluster, np.asarray(img, dtype=np.uint8))],
@@ -331,14 +343,21 @@ class UnitRun:
 
 
 async def _run_chain(
-    cluster: Cluster, plan: Plan, label: int, seed: int, req: GenerateRequest, job: Job, rl: RunLog
+    cluster: Cluster,
+    plan: Plan,
+    label: int,
+    seed: int,
+    req: GenerateRequest,
+    job: Job,
+    rl: RunLog,
+    text: TextSpec | None = None,
 ) -> np.ndarray:
     state: dict[str, Any] | None = None
     me = next(s for s in cluster.states() if s.is_self)
     for share in plan.shares:
         assert share.step_range is not None
         start, stop = share.step_range
-        cs = ChainShare(label, seed, req.steps, req.scheduler, start, stop, state)
+        cs = ChainShare(label, seed, req.steps, req.scheduler, start, stop, state, text)
         try:
             out, timing = await cluster.run_share(share, cs, job)
         except ShareFailed as exc:

@@ -81,6 +81,24 @@ def load_pipeline_backend(
     return PipelineBackend(loaded, dev, threads, dt)
 
 
+def load_peer_backend(
+    model: str | os.PathLike[str] | None,
+    device: str = "auto",
+    threads: int = 1,
+    engine: str = "torch",
+) -> Any:
+    """What a peer serves for ``--model``: a pipeline directory (``is_pipeline_dir``) loads a
+    `PipelineBackend` on PyTorch (``engine`` does not apply; see the README), anything else
+    (None: the shipped digits model) `peer.diffusion.load_backend`. Offline either way."""
+    from peer.diffusion.pipeline.load import is_pipeline_dir
+
+    if model is not None and is_pipeline_dir(model):
+        return load_pipeline_backend(model, device=device, threads=threads)
+    from peer.diffusion import load_backend
+
+    return load_backend(model=model, device=device, threads=threads, engine=engine)
+
+
 @dataclass(frozen=True)
 class EditInputs:
     """The canvas of an edit: uint8 (H, W, 3) and its mask (H, W), True = regenerate."""

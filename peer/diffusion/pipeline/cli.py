@@ -73,16 +73,22 @@ def _cmd_make(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    return check_dir(args.model, args.device, args.threads, args.steps, args.images, args.json)
+
+
+def check_dir(model: Path, device: str, threads: int, steps: int, images: int, out: Any) -> int:
+    """`check_pipeline` on a pipeline dir, printed as JSON (also `amcoedge model check`'s path
+    for a pipeline dir); exit 1 when batch or steps are not bit-identical."""
     from peer.diffusion.pipeline.backend import load_pipeline_backend
     from peer.diffusion.pipeline.checks import check_pipeline
 
     try:
-        be = load_pipeline_backend(args.model, device=args.device, threads=args.threads)
-        result = check_pipeline(be, steps=args.steps, images=args.images)
+        be = load_pipeline_backend(model, device=device, threads=threads)
+        result = check_pipeline(be, steps=steps, images=images)
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    ok = emit_json(result, args.json)
+    ok = emit_json(result, out)
     return 0 if ok and result["batch_identical"] and result["steps_identical"] else 1
 
 
