@@ -25,7 +25,8 @@ fixed costs the round trip does not hold, so they read slow); a link with no rec
 at least half a probe gets a small, budgeted active probe (``needs_probe``), sized to take about
 ``PROBE_TARGET_S`` at the link's current estimate (``probe_bytes``, 256 KiB to 1 MiB): on a fast
 link a 256 KiB transfer hides in the round trip and its scheduling noise, so each probe of a
-fast link is larger than the last until its transfer time shows. Pure: time is passed in.
+fast link is larger than the last until its transfer time shows (and one that showed no rate
+at all is followed within ``PROBE_RETRY_S`` by the largest). Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ PROBE_BYTES = 256 * 1024  # the active probe's reply, at least: well past a typi
 PROBE_MAX_BYTES = 1024 * 1024  # ... and at most (what a peer sends back to one probe)
 PROBE_TARGET_S = 0.05  # a probe's size: about this long at the link's current estimate
 PRIME_BYTES = 64 * 1024  # the unmeasured call before a probe: drains a shaper's burst
-PROBE_EVERY_S = 30.0  # a link gets a probe when it has no rate sample this recent
+PROBE_EVERY_S = 30.0
+PROBE_RETRY_S = 5.0  # ... or this recent, when the last probe could not show the rate  # a link gets a probe when it has no rate sample this recent
 RATE_MARGIN = 2.0  # a rate sample needs transfer time >= RATE_MARGIN x rtt
 RTT_QUANTILE = 0.1
 RATE_QUANTILE = 0.9
@@ -137,10 +139,20 @@ class LinkEstimator:
         return LinkEstimate(rate, rtt, max(now - xs[-1].at, 0.0), len(xs))
 
     def needs_probe(self, now: float) -> bool:
-        return now - self._last_rate_sample >= PROBE_EVERY_S
+        since = now - self._last_rate_sample
+        return since >= PROBE_EVERY_S or (since >= PROBE_RETRY_S and self._rate_hidden(now))
+
+    def _rate_hidden(self, now: float) -> bool:
+        """A probe was made, but the link moved it too fast for its round trip to show."""
+        if self._last_rate_sample == -math.inf:
+            return False
+        est = self.estimate(now)
+        return est is not None and est.bytes_per_s is None
 
     def probe_bytes(self, now: float) -> int:
         """The next probe's size (see the module's docstring)."""
+        if self._rate_hidden(now):
+            return PROBE_MAX_BYTES
         est = self.estimate(now)
         if est is None or est.bytes_per_s is None:
             return PROBE_BYTES

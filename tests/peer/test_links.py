@@ -48,11 +48,12 @@ def test_a_fast_link_seen_only_through_small_calls_has_no_rate_yet() -> None:
 def test_probe_schedule_age_and_expiry() -> None:
     est = LinkEstimator()
     assert est.needs_probe(0.0) and est.estimate(0.0) is None
+    est.observe(300, RTT, now=1.0)
     est.observe(131072, RTT + 131072 / RATE, now=1.0)
     assert not est.needs_probe(1.0 + PROBE_EVERY_S / 2)
     assert est.needs_probe(1.0 + PROBE_EVERY_S)
     got = est.estimate(3.0)
-    assert got is not None and got.samples == 1 and got.age_s == pytest.approx(2.0)
+    assert got is not None and got.samples == 2 and got.age_s == pytest.approx(2.0)
     assert est.estimate(1.0 + 121.0) is None  # forgotten after MAX_AGE_S
     with pytest.raises(ValueError):
         est.observe(10, -1.0, now=5.0)
@@ -149,3 +150,18 @@ def test_share_sized_transfers_do_not_postpone_the_probe() -> None:
     for i in range(1, 40):
         est.observe(6_000, RTT + 0.004 + 6_000 / RATE, now=float(i))
     assert est.needs_probe(PROBE_EVERY_S) and est.last_rate_sample == 0.0
+
+
+def test_a_probe_that_hid_in_the_round_trip_is_retried_at_the_largest_size() -> None:
+    # pings take 3 ms on a busy box; a 256 KiB probe over 1 GB/s adds 0.26 ms: no rate shows
+    est = LinkEstimator()
+    for i in range(3):
+        est.observe(300, 0.003, now=float(i))
+    est.observe(PROBE_BYTES, 0.003 + PROBE_BYTES / 1e9, now=3.0)
+    assert est.estimate(3.0) is not None and est.estimate(3.0).bytes_per_s is None  # type: ignore[union-attr]
+    assert not est.needs_probe(4.0) and est.needs_probe(3.0 + 5.0)
+    assert est.probe_bytes(8.0) == PROBE_MAX_BYTES
+    est.observe(PROBE_MAX_BYTES, 0.003 + 0.012, now=8.0)  # ... where 12 ms of transfer show
+    got = est.estimate(8.0)
+    assert got is not None and got.bytes_per_s == pytest.approx(PROBE_MAX_BYTES / 0.012, rel=0.1)
+    assert not est.needs_probe(8.0 + 5.0)  # a rate is known: the next probe in PROBE_EVERY_S
