@@ -287,6 +287,7 @@ def _steps_split(client: Client, s: Settings) -> dict[str, Any]:
         _result(client.generate(**body)[0])  # warm-up: ONNX sessions, caches, links
     got = _interleaved(client, s, calls)
     opts = {k: v for k, v in (s.parallel or {}).items() if k != "tolerance_db"}
+    opts.setdefault("segments", s.peers)  # run to exactness, the planner would keep 1 segment
     exact_body = {**par, "parallel": {**opts, "exact": True}}
     exact, exact_wall = client.generate(**exact_body)
     return {"runs": got, "exact": _result(exact), "exact_wall": exact_wall}
