@@ -21,7 +21,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from aiohttp import web
@@ -54,6 +54,7 @@ from peer.core.requests import GenerateRequest, RepairRequest, parse_idempotency
 from peer.core.shares import (
     ChainShare,
     GenerateShare,
+    TextSpec,
     TilesShare,
     decode_reply,
     decode_share,
@@ -68,6 +69,7 @@ from peer.runtime.runner import ShareRunner
 
 if TYPE_CHECKING:
     from gossip import GossipNode, View
+    from peer.diffusion.pipeline.text import TextCaps, TextParams
     from peer.diffusion.tiles import Tile
     from peer.rpc import RpcPool, RpcServer
     from policy.fleet import DispatchLedger
@@ -200,6 +202,7 @@ class Node:
         self.http_port = cfg.http[1]
         self.rpc_port = cfg.listen[1]
         self.provider = "unknown"
+        self.encode_s = 0.0  # the last prompt encoding here, seconds (text pipelines)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -218,15 +221,16 @@ class Node:
         await self.executor.start()
         backend = self.backend
         if backend is None:
-            from peer.diffusion import load_backend
+            from peer.diffusion.pipeline.backend import load_peer_backend
 
             cfg = self.cfg
             backend = await self.executor.call(
-                lambda: load_backend(
+                lambda: load_peer_backend(  # a digits Backend, or a PipelineBackend
                     model=cfg.model, device=cfg.device, threads=cfg.threads, engine=cfg.engine
                 )
             )
             self.backend = backend
+        assert backend is not None
         self.native = int(backend.sample_size)
         self.quantum = max(int(backend.batch_quantum), 1)
         self.planner.native = self.native
@@ -500,6 +504,7 @@ class Node:
         from peer.rpc import RpcError, RpcTimeout
 
         _, pool = self._started()
+        work = self._embeddings_for(work, share.peer)
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
         call = asyncio.ensure_future(
             pool.call_measured(share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s)
@@ -578,11 +583,12 @@ class Node:
     async def run_local_repair(self, req: RepairRequest, job: Job) -> tuple[np.ndarray, PeerTiming]:
         assert self.runner is not None
         runner = self.runner
+        text = None if req.text is None else await self.text_spec(req.text, sized=False)
         area = req.image.shape[0] * req.image.shape[1] / float(self.native**2)
         area *= runner.rows(req.label)
         t0 = time.perf_counter()
         img, st = await self.executor.run(
-            lambda: runner.repair(req.image, req.mask, req.steps, req.seed, req.label),
+            lambda: runner.repair(req.image, req.mask, req.steps, req.seed, req.label, text),
             self.cost.predict(area, req.steps),
             job.id,
         )
@@ -591,6 +597,8 @@ class Node:
     def plan_tiles(self, h: int, w: int) -> list[Tile]:
         from peer.diffusion import plan_tiles
 
+        if self.text_caps() is not None:  # latent-grid windows of the pipeline's native size
+            return list(cast(Any, self.backend).plan_edit_tiles(h, w))
         return list(plan_tiles(h, w, tile=self.native, halo=4))
 
     def repair_rows(self, label: int | None) -> int:
@@ -601,10 +609,46 @@ class Node:
         assert self.runner is not None
         return self.runner.tile_area(tile)
 
-    def blend(self, shape: tuple[int, int], parts: list[tuple[Tile, np.ndarray]]) -> np.ndarray:
+    def blend(self, shape: tuple[int, ...], parts: list[tuple[Tile, np.ndarray]]) -> np.ndarray:
         from peer.diffusion import blend_tiles
 
         return np.asarray(blend_tiles(shape, parts))
+
+    # -- text pipelines (peer.diffusion.pipeline; the OpenAI routes: peer.runtime.openai_api) --
+
+    def text_caps(self) -> TextCaps | None:
+        """The loaded text pipeline's limits, or None when the model takes no prompt."""
+        be = self.backend
+        if be is None or not getattr(be, "takes_prompt", False):
+            return None
+        return cast("TextCaps", cast(Any, be).text_caps(self.limits.max_steps))
+
+    async def text_spec(self, params: TextParams, sized: bool) -> TextSpec:
+        """The request's prompt pair encoded once here (timed: ``_embeddings_for`` weighs
+        sending the embeddings against encoding again on each collaborator)."""
+        from peer.diffusion.pipeline.text import TextConditioning
+
+        be: Any = self.backend
+        raw = TextConditioning(params.prompt, params.negative_prompt, params.guidance_scale)
+        t0 = time.perf_counter()
+        cond = await self.executor.call(lambda: be.encode(raw))
+        self.encode_s = time.perf_counter() - t0
+        w, h = (params.width, params.height) if sized else (0, 0)
+        return TextSpec(cond, w, h, embeddings=True)
+
+    def _embeddings_for(
+        self, work: GenerateShare | TilesShare | ChainShare, peer: str
+    ) -> GenerateShare | TilesShare | ChainShare:
+        """Send the prompt embeddings with a remote share, or let that peer encode again:
+        whichever costs less over the measured link (``embeddings_travel``)."""
+        if work.text is None or not work.text.cond.encoded:
+            return work
+        from peer.diffusion.pipeline.text import embeddings_travel
+
+        est = self.links.estimate(peer, self.clock())
+        rate = est.bytes_per_s if est is not None and est.bytes_per_s else 0.0
+        travel = embeddings_travel(work.text.embed_bytes(), float(rate), self.encode_s)
+        return dataclasses.replace(work, text=dataclasses.replace(work.text, embeddings=travel))
 
     def encode_png(self, img: np.ndarray) -> bytes:
         from peer.diffusion import encode_png
@@ -781,6 +825,8 @@ class Node:
         self._admit()
         if req.mode == "tile":
             raise BadRequest("mode_not_applicable", "tile mode applies to repair requests")
+        if req.text is not None and req.mode == "parallel":
+            raise BadRequest("mode_not_applicable", "parallel steps do not run text pipelines")
         if req.mode == "steps" and req.count != 1:
             raise BadRequest("mode_not_applicable", "steps mode chains one image; send count=1")
         units = req.count if req.mode != "steps" else req.steps
