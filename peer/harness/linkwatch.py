@@ -103,11 +103,11 @@ def parse_cluster(observer: int, body: Any, t: float) -> Observation | None:
 
 
 def expected_mbit(links: Sequence[Link], observer: int, target: int) -> float | None:
-    """The rate the observer can see towards ``target``: the slower of the two directions a
-    transfer uses (target up and observer down: a probe's reply; observer up and target down:
-    a request), None when nothing limits it."""
+    """The rate the observer's estimate of its link to ``target`` should read: that of the
+    direction its samples' bytes mostly travel, the probe's reply (target up, observer down);
+    None when nothing limits it."""
     o, t = links[observer], links[target]
-    caps = [x for x in (t.up_mbit, o.down_mbit, o.up_mbit, t.down_mbit) if x is not None]
+    caps = [x for x in (t.up_mbit, o.down_mbit) if x is not None]
     return min(caps) if caps else None
 
 

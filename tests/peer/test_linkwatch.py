@@ -50,11 +50,12 @@ def test_parse_cluster_reads_own_links_and_every_status() -> None:
     assert parse_cluster(0, None, 5.0) is None
 
 
-def test_expected_rate_is_the_slowest_direction_either_end() -> None:
+def test_expected_rate_is_that_of_the_probe_reply_target_up_observer_down() -> None:
     links = [Link(), Link(20, 20), Link(2, 10)]
     assert expected_mbit(links, 0, 1) == 20
-    assert expected_mbit(links, 1, 2) == 2
+    assert expected_mbit(links, 1, 2) == 2  # p2's uplink
     assert expected_mbit(links, 0, 2) == 2
+    assert expected_mbit(links, 2, 0) == 10  # into p2 at its downlink rate
     assert expected_mbit([Link(), Link()], 0, 1) is None
 
 
