@@ -192,6 +192,9 @@ class Settings:
     policy: str = "equal"
     parallel: dict[str, Any] | None = None  # the requests' ``parallel`` options (None: none)
     skip_tile: bool = False
+    fused_steps: int = 10  # fused tiles: steps per repair (0: not measured)
+    fused_halo: int = 16
+    fused_warmup: int = 0  # warm-up steps on the whole canvas before the hole25 split
 
     def check(self) -> None:
         for name, v, lo in (
@@ -256,6 +259,104 @@ def _one_image(res: Mapping[str, Any]) -> np.ndarray:
     return imgs[0]
 
 
+def fused_bench(
+    procs: Sequence[Any], s: Settings, canvas: np.ndarray, ms: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Fused tiles on the peers' band sessions (``peer.runtime.fused_sessions``): per mask, the
+    whole canvas as one band on the first peer (the untiled repair, one 0.5-core peer) and the
+    canvas in one band per peer, strips exchanged every step, ``tile_repeats`` times in turn.
+    This process only relays the strips (msgpack, a few KB per step)."""
+    import asyncio
+
+    from peer.rpc.pool import RpcPool
+    from peer.runtime.fused_sessions import run_fused
+
+    class _Be:  # what run_fused reads of a backend when the warm-up runs on a peer
+        downscale = 1
+
+    async def go() -> dict[str, Any]:
+        pool = RpcPool()
+        try:
+
+            def via(addr: tuple[str, int]) -> Any:
+                async def call(method: str, params: dict[str, Any]) -> Any:
+                    return await pool.call(addr, method, params, timeout=600.0)
+
+                return call
+
+            calls = [(pr.name, via(pr.listen)) for pr in procs]
+            out: dict[str, Any] = {}
+            for name, m in ms.items():
+                warm = s.fused_warmup if name == "hole25" else 0
+                kw: dict[str, Any] = {"halo": s.fused_halo, "label": s.repair_label}
+                # warm-up: the ONNX sessions at both window sizes
+                await run_fused(_Be(), canvas, m, 1, s.seed, calls[:1], **kw)
+                await run_fused(_Be(), canvas, m, 1, s.seed, calls, **kw)
+                one_w, many_w = [], []
+                for _ in range(s.tile_repeats):
+                    one = await run_fused(_Be(), canvas, m, s.fused_steps, s.seed, calls[:1], **kw)
+                    many = await run_fused(
+                        _Be(),
+                        canvas,
+                        m,
+                        s.fused_steps,
+                        s.seed,
+                        calls,
+                        warmup=warm,
+                        warm_call=calls[0][1],
+                        **kw,
+                    )
+                    one_w.append(one.wall_s)
+                    many_w.append(many.wall_s)
+                out[name] = {
+                    "untiled": one.image,
+                    "fused": many.image,
+                    "one_walls": one_w,
+                    "many_walls": many_w,
+                    "bytes_per_step": many.bytes_per_step,
+                    "exchanges": many.exchanges,
+                    "warmup": warm,
+                }
+            return out
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def fused_report(res: Mapping[str, Any], s: Settings, pngs: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "peers": s.peers,
+        "steps": s.fused_steps,
+        "halo": s.fused_halo,
+        "sync_every": 1,
+        "psnr_db_vs_untiled": {},
+        "speedup": {},
+        "bytes_per_step": {},
+        "warmup_steps": {},
+        "wall_s": {},
+    }
+    for name, r in res.items():
+        out["psnr_db_vs_untiled"][name] = psnr_json(psnr(r["untiled"], r["fused"]))
+        out["speedup"][name] = round(speedup(r["one_walls"], r["many_walls"]), 3)
+        out["bytes_per_step"][name] = round(r["bytes_per_step"], 1)
+        out["warmup_steps"][name] = r["warmup"]
+        out["wall_s"][name] = {
+            "one_peer": [round(w, 3) for w in r["one_walls"]],
+            "fused": [round(w, 3) for w in r["many_walls"]],
+        }
+        for kind in ("untiled", "fused"):
+            pngs[f"fused_{name}_{kind}"] = _png(s.out / f"fused_{name}_{kind}.png", r[kind])
+        pngs[f"fused_{name}_diff_x4"] = _png(
+            s.out / f"fused_{name}_diff_x4.png", diff_image(r["untiled"], r["fused"])
+        )
+    out["note"] = (
+        "one band per peer, overlap strips exchanged every step through fused.step sessions; "
+        "'one_peer' is the whole canvas as one band on the first peer (the untiled repair)"
+    )
+    return out
+
+
 def _interleaved(
     client: Client, s: Settings, calls: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, tuple[list[float], list[dict[str, Any]]]]:
@@ -315,8 +416,12 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
         else:
             _result(gen_call()[0])  # warm-up: ONNX sessions, caches, links
             gen_walls, gen = _timed(gen_call, s.repeats)
+        fused = None
+        if split and s.fused_steps > 0:
+            fused = fused_bench(cl.procs, s, canvas_of_digits(), masks())
         if s.skip_tile:
             return {
+                "fused": fused,
                 "quota_note": cl.quota_note,
                 "gen_walls": gen_walls,
                 "gen_image": _one_image(gen),
@@ -383,6 +488,7 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "rep_images": rep["images"],
             "rep_bytes": rep["bytes"],
             "rep_peers": sorted(rep["peers"]),
+            "fused": fused,
         }
 
 
@@ -457,8 +563,11 @@ def run(s: Settings) -> dict[str, Any]:
         )
         part["plan"] = many["gen_plan"]
         part.update(split_figures(many["steps_split"], one["gen_image"]))
+        fpngs: dict[str, str] = {}
         return {
             "steps_parallel": part,
+            "fused": fused_report(many["fused"], s, fpngs) if many["fused"] else None,
+            "pngs": fpngs,
             "settings": _settings_json(s),
             "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
             "bench_s": round(time.perf_counter() - t0, 1),
@@ -504,6 +613,7 @@ def run(s: Settings) -> dict[str, Any]:
     return {
         "steps_parallel": steps_part,
         "tile": tile_part,
+        "fused": fused_report(many["fused"], s, pngs) if many["fused"] else None,
         "settings": _settings_json(s),
         "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
         "psnr_note": 'PSNR of decoded uint8 images; "inf" means identical',
@@ -565,6 +675,8 @@ def _cmd(args: argparse.Namespace) -> int:
             policy=args.policy,
             parallel=_parallel_arg(args.parallel),
             skip_tile=args.skip_tile,
+            fused_steps=args.fused_steps,
+            fused_warmup=args.fused_warmup,
         )
         report = run(s)
     except (BenchError, ClusterError, ClientError) as exc:
@@ -599,6 +711,12 @@ def register(groups: dict[str, Any]) -> None:
         help='the parallel requests\' options as JSON, e.g. \'{"segments": 4, "tolerance_db": 25}\'',
     )
     p.add_argument("--skip-tile", action="store_true", help="measure the steps share modes only")
+    p.add_argument(
+        "--fused-steps", type=int, default=10, help="steps of each fused-tile repair (10; 0: none)"
+    )
+    p.add_argument(
+        "--fused-warmup", type=int, default=0, help="whole-canvas steps before the hole25 split (0)"
+    )
     p.add_argument(
         "--json",
         nargs="?",

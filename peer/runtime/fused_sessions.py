@@ -92,11 +92,23 @@ class FusedSessions:
                 None if below is None else unpack_tensor(below),
             )
         strips = s.part.run(int(params.get("n", 1)))
-        return {"step": s.part.i, "strips": {k: pack_tensor(v) for k, v in strips.items()}}
+        out: dict[str, Any] = {
+            "step": s.part.i,
+            "strips": {k: pack_tensor(v) for k, v in strips.items()},
+        }
+        if params.get("export"):  # a whole-canvas band hands its state on (warm-up on a peer)
+            out["state"] = {
+                "step": s.part.i,
+                "latent": pack_tensor(np.ascontiguousarray(s.part.x.numpy())),
+                "rng": bytes(s.part.gen.get_state().numpy()),
+            }
+        return out
 
     def close(self, params: dict[str, Any]) -> dict[str, Any]:
         s = self._get(params)
         del self.sessions[str(params["session"])]
+        if not s.part.done:  # dropped before its last step (a warm-up, an abandoned run)
+            return {"core": None, "step": s.part.i}
         return {"core": pack_tensor(s.part.core_image())}
 
     def _get(self, params: dict[str, Any]) -> _Session:
@@ -122,6 +134,27 @@ class FusedRun:
     wall_s: float
 
 
+def _base(
+    img: np.ndarray,
+    mask: np.ndarray,
+    steps: int,
+    seed: int,
+    label: int | None,
+    start: WholeState | None,
+) -> dict[str, Any]:
+    return {
+        "canvas": pack_tensor(np.ascontiguousarray(img)),
+        "mask": pack_tensor(np.ascontiguousarray(mask, dtype=bool)),
+        "steps": steps,
+        "seed": seed,
+        "label": label,
+        "scheduler": "ddim",
+        "start": None
+        if start is None
+        else {"step": start.step, "latent": pack_tensor(start.latent), "rng": start.rng_state},
+    }
+
+
 def _strip_bytes(payload: Any) -> int:
     return len(msgpack.packb(payload, use_bin_type=True))
 
@@ -139,10 +172,12 @@ async def run_fused(
     warmup: int = 0,
     label: int | None = None,
     run_local: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+    warm_call: Call | None = None,
 ) -> FusedRun:
     """Fused bands over ``calls`` (one per band, top to bottom: (holder name, its RPC call)).
 
-    ``run_local`` runs blocking work here (the warm-up; default: a thread). The strips each
+    ``run_local`` runs blocking work here (the warm-up; default: a thread); with
+    ``warm_call`` the warm-up runs as a whole-canvas session on that holder instead. The strips each
     holder answers go to its neighbours with the next ``fused.step``; ``strip_bytes`` counts
     them once, as msgpack, whoever holds the bands (the relay through the origin is not doubled).
     """
@@ -151,19 +186,23 @@ async def run_fused(
     bands = plan_bands(img.shape[0], len(calls), halo, be.downscale)
     run = run_local or (lambda fn: asyncio.to_thread(fn))
     start = None
-    if warmup:
+    if warmup and warm_call is not None:  # on the first holder: open the whole canvas there
+        whole = await warm_call(
+            "fused.open",
+            {
+                **_base(img, mask, steps, seed, label, None),
+                "band": [0, img.shape[0], 0, img.shape[0]],
+            },
+        )
+        st = await warm_call(
+            "fused.step", {"session": whole["session"], "n": warmup, "export": True}
+        )
+        await warm_call("fused.close", {"session": whole["session"]})
+        s = st["state"]
+        start = WholeState(int(s["step"]), unpack_tensor(s["latent"]), bytes(s["rng"]))
+    elif warmup:
         start = await run(lambda: warm_up(be, img, mask, steps, seed, warmup, label))
-    base: dict[str, Any] = {
-        "canvas": pack_tensor(np.ascontiguousarray(img)),
-        "mask": pack_tensor(np.ascontiguousarray(mask, dtype=bool)),
-        "steps": steps,
-        "seed": seed,
-        "label": label,
-        "scheduler": "ddim",
-        "start": None
-        if start is None
-        else {"step": start.step, "latent": pack_tensor(start.latent), "rng": start.rng_state},
-    }
+    base = _base(img, mask, steps, seed, label, start)
     opened = await asyncio.gather(
         *(
             call("fused.open", {**base, "band": b.to_wire()})

@@ -64,6 +64,21 @@ async def test_sessions_give_the_in_process_fused_image(shipped: Backend, warmup
     # the strips' float32 payload plus a small msgpack envelope per strip
     assert per_exchange <= got.strip_bytes / got.exchanges <= per_exchange + 4 * 200
     assert all(not b.sessions for b in books)  # closed
+    if warmup:  # the warm-up as a whole-canvas session on the first holder: the same image
+        on_peer = await run_fused(
+            shipped,
+            canvas,
+            mask,
+            5,
+            7,
+            [(f"p{i}", _wire(b)) for i, b in enumerate(books)],
+            halo=8,
+            warmup=warmup,
+            label=3,
+            warm_call=_wire(books[0]),
+        )
+        assert np.array_equal(on_peer.image, want.image)
+        assert all(not b.sessions for b in books)
 
 
 def test_sessions_refuse_unknown_and_too_many(shipped: Backend) -> None:
