@@ -23,10 +23,15 @@ probe read fast; the prober drains it first with a small call it does not measur
 Small transfers alone cannot reveal a fast link's rate (and a few KiB of share reply carry
 fixed costs the round trip does not hold, so they read slow); a link with no recent sample of
 at least half a probe gets a small, budgeted active probe (``needs_probe``), sized to take about
-``PROBE_TARGET_S`` at the link's current estimate (``probe_bytes``, 256 KiB to 1 MiB): on a fast
+``PROBE_TARGET_S`` at the link's current estimate (``probe_bytes``, 256 KiB to 1 MiB; on a slow
+link at most ``PROBE_MAX_S`` of transfer, down to 16 KiB, and probes spaced so that they take at
+most ``PROBE_DUTY`` of the link's time: a 256 KiB probe every 30 s held a 1 Mbit/s link for 2.6 s,
+long enough for the membership protocol's pings behind it to time out); on a fast
 link a 256 KiB transfer hides in the round trip and its scheduling noise, so each probe of a
 fast link is larger than the last until its transfer time shows (and one that showed no rate
-at all is followed within ``PROBE_RETRY_S`` by the largest). Pure: time is passed in.
+at all is followed within ``PROBE_RETRY_S`` by the largest). A transfer that takes at least
+``RATE_VISIBLE_S`` at the link's rate (a share on a slow link) shows the rate as well as a probe
+and postpones the next one. Pure: time is passed in.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ SMALL_BYTES = 4096  # at most this: a round-trip sample
 PROBE_BYTES = 256 * 1024  # the active probe's reply, at least: well past a typical tbf burst
 PROBE_MAX_BYTES = 1024 * 1024  # ... and at most (what a peer sends back to one probe)
 PROBE_TARGET_S = 0.05  # a probe's size: about this long at the link's current estimate
+PROBE_MIN_BYTES = 16 * 1024  # a slow link's probe: at least this (past the prime, it is paced)
+PROBE_MAX_S = 0.25  # ... and at most this long at the link's estimate
+PROBE_DUTY = 0.02  # prime + probe take at most this share of a link's time (spaces them out)
+RATE_VISIBLE_S = 0.05  # a transfer this long at the link's rate shows it (postpones a probe)
 PRIME_BYTES = 64 * 1024  # the unmeasured call before a probe: drains a shaper's burst
 PROBE_EVERY_S = 30.0
 PROBE_RETRY_S = 5.0  # ... or this recent, when the last probe could not show the rate  # a link gets a probe when it has no rate sample this recent
@@ -122,9 +131,16 @@ class LinkEstimator:
             raise ValueError(
                 f"a link sample needs nbytes >= 0 and seconds > 0, got {nbytes}, {seconds}"
             )
-        self._samples.append(Sample(now, nbytes, seconds))
-        if nbytes >= RATE_SAMPLE_BYTES:
+        if nbytes >= RATE_SAMPLE_BYTES or (nbytes > SMALL_BYTES and self._shows_rate(nbytes, now)):
             self._last_rate_sample = now
+        self._samples.append(Sample(now, nbytes, seconds))
+
+    def _shows_rate(self, nbytes: int, now: float) -> bool:
+        """On a slow link a share-sized transfer takes long enough to show the rate itself."""
+        est = self.estimate(now)
+        if est is None or est.bytes_per_s is None:
+            return False
+        return nbytes / est.bytes_per_s >= max(RATE_MARGIN * est.rtt_s, RATE_VISIBLE_S)
 
     def _recent(self, now: float) -> list[Sample]:
         while self._samples and now - self._samples[0].at > MAX_AGE_S:
@@ -140,7 +156,17 @@ class LinkEstimator:
 
     def needs_probe(self, now: float) -> bool:
         since = now - self._last_rate_sample
-        return since >= PROBE_EVERY_S or (since >= PROBE_RETRY_S and self._rate_hidden(now))
+        if since >= PROBE_RETRY_S and self._rate_hidden(now):
+            return True
+        return since >= self.probe_every_s(now)
+
+    def probe_every_s(self, now: float) -> float:
+        """``PROBE_EVERY_S``, or longer where a probe's link time would exceed ``PROBE_DUTY``."""
+        est = self.estimate(now)
+        if est is None or est.bytes_per_s is None:
+            return PROBE_EVERY_S
+        busy = (PRIME_BYTES + self.probe_bytes(now)) / est.bytes_per_s
+        return max(PROBE_EVERY_S, busy / PROBE_DUTY)
 
     def _rate_hidden(self, now: float) -> bool:
         """A probe was made, but the link moved it too fast for its round trip to show."""
@@ -156,6 +182,8 @@ class LinkEstimator:
         est = self.estimate(now)
         if est is None or est.bytes_per_s is None:
             return PROBE_BYTES
+        if PROBE_BYTES / est.bytes_per_s > PROBE_MAX_S:  # a slow link: keep it short
+            return int(max(PROBE_MIN_BYTES, PROBE_MAX_S * est.bytes_per_s))
         return int(min(max(PROBE_BYTES, PROBE_TARGET_S * est.bytes_per_s), PROBE_MAX_BYTES))
 
     @property

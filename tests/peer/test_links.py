@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from peer.core.links import (
+    PRIME_BYTES,
     PROBE_BYTES,
+    PROBE_DUTY,
     PROBE_EVERY_S,
     PROBE_MAX_BYTES,
+    PROBE_MAX_S,
+    PROBE_MIN_BYTES,
     LinkBook,
     LinkEstimator,
     Sample,
@@ -165,3 +169,32 @@ def test_a_probe_that_hid_in_the_round_trip_is_retried_at_the_largest_size() -> 
     got = est.estimate(8.0)
     assert got is not None and got.bytes_per_s == pytest.approx(PROBE_MAX_BYTES / 0.012, rel=0.1)
     assert not est.needs_probe(8.0 + 5.0)  # a rate is known: the next probe in PROBE_EVERY_S
+
+
+def test_a_slow_link_gets_short_probes_spaced_to_a_small_duty() -> None:
+    # 1 Mbit/s: a 256 KiB probe would hold the link for 2.1 s (pings behind it time out)
+    slow_rate = 125_000.0
+    est = LinkEstimator()
+    for i in range(3):
+        est.observe(300, 0.001, now=float(i))
+    est.observe(PROBE_BYTES, 0.001 + PROBE_BYTES / slow_rate, now=3.0)
+    got = est.estimate(3.0)
+    assert got is not None and got.bytes_per_s == pytest.approx(slow_rate, rel=0.05)
+    size = est.probe_bytes(3.0)
+    assert PROBE_MIN_BYTES <= size <= PROBE_MAX_S * slow_rate * 1.05
+    every = est.probe_every_s(3.0)
+    assert (PRIME_BYTES + size) / slow_rate / every == pytest.approx(PROBE_DUTY, rel=0.01)
+    assert every > PROBE_EVERY_S
+    assert not est.needs_probe(3.0 + PROBE_EVERY_S) and est.needs_probe(3.0 + every)
+
+
+def test_a_share_that_shows_a_slow_links_rate_postpones_the_probe() -> None:
+    # 16 KB over 1 Mbit/s takes 0.13 s: as good a rate sample as a probe (on 20 Mbit/s it
+    # would take 6 ms and show nothing; see the test above about share-sized transfers)
+    slow_rate = 125_000.0
+    est = LinkEstimator()
+    est.observe(300, 0.001, now=0.0)
+    est.observe(PROBE_BYTES, 0.001 + PROBE_BYTES / slow_rate, now=1.0)
+    est.observe(16_000, 0.001 + 16_000 / slow_rate, now=50.0)
+    assert est.last_rate_sample == 50.0
+    assert not est.needs_probe(50.0 + PROBE_EVERY_S / 2)
