@@ -159,6 +159,22 @@ def fit_params(
         raise SimScenarioError("real results: no 'policies' table")
     measured = [0.0] * sc.peers
     predicted = [0.0] * sc.peers
+    # the replay applies the file's quota events itself (cost events): what a share measured
+    # after one is compared with the prediction at the quota then in force, not the first one
+    quota_events = sorted(
+        (ev.at_s, ev.peer, ev.cores)
+        for ev in sc.events
+        if ev.action == "quota" and ev.peer is not None and ev.cores is not None
+    )
+    first_q = _quotas(sc)
+
+    def event_factor(p: int, at_s: float) -> float:
+        q = first_q[p]
+        for t, peer, cores in quota_events:
+            if peer == p and t <= at_s:
+                q = cores
+        return quota_factor(q, sc.threads) / quota_factor(first_q[p], sc.threads)
+
     setup: list[float] = []
     over: list[list[float]] = [[] for _ in range(sc.peers)]
     restart: list[float] = []
@@ -181,7 +197,8 @@ def fit_params(
                 if not (0 <= p < sc.peers) or not isinstance(units, int) or not comp:
                     continue
                 measured[p] += float(comp)
-                predicted[p] += steps * (costs.a_s + costs.c_s * units)
+                at = float(rec.get("at_s", 0.0)) + float(t.get("start_s", 0.0))
+                predicted[p] += steps * (costs.a_s + costs.c_s * units) * event_factor(p, at)
                 if t["peer"] != origin:
                     rest = (
                         float(t["end_s"])
@@ -267,7 +284,7 @@ def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[An
         else:
             images.append(k.count)
             pixels.append(1.0)
-            if k.mode == "steps":
+            if k.mode in ("chain", "steps"):
                 unmodelled.append("steps-mode chains")
         steps.append(k.steps)
     cfg = SimConfig(

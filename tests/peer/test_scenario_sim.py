@@ -163,6 +163,27 @@ def test_fit_reads_costs_and_overheads_from_a_real_run() -> None:
         fit_params({"kinds": []}, sc, COSTS, SimParams())
 
 
+def test_fit_compares_shares_after_a_quota_event_with_the_quota_then_in_force() -> None:
+    # p1 runs at 0.5 core, then 0.25 from 10 s: twice as slow after the event. The replay applies
+    # the event itself, so the fitted factor is the one before it (it used to be the average,
+    # and the replay then slowed the peer down a second time).
+    sc = scenario(events=[{"at_s": 10, "action": "quota", "peer": 1, "cores": 0.25}])
+    steps = 20
+    per = steps * (0.004 + 0.002 * 2)
+
+    def rec(at_s: float, slow: float) -> dict[str, Any]:
+        t = {"peer": "p1", "units": 2, "compute_s": slow * per, "queue_s": 0.0}
+        return {"ok": True, "kind": 0, "origin": "p1", "at_s": at_s, "timing": [t]}
+
+    real = {
+        "scenario": "t",
+        "kinds": [{"mode": "batch", "count": 8, "steps": steps, "weight": 1}],
+        "policies": {"greedy": {"records": [rec(2.0, 2.5), rec(12.0, 5.0)]}},
+    }
+    p = fit_params(real, sc, COSTS, SimParams())
+    assert p.scale is not None and p.scale[1] == pytest.approx(2.5)
+
+
 def _res(means: dict[str, float]) -> dict[str, Any]:
     return {
         "scenario": "x",
