@@ -48,6 +48,8 @@ CANVAS = 128  # the repair canvas side (px)
 NATIVE = 16  # the shipped model's side, and the node's tile size
 HALO = 4  # the node's tile halo (peer.runtime.node.Node.plan_tiles)
 DIFF_GAIN = 4  # the difference PNG shows |a - b| times this, clipped to 255
+TRACKER_WARMUP = 2  # parallel requests before the measured ones: the origin's measured costs
+AUTO_SLACK = 1.10  # acceptance: auto's parallel picks within 10% of local's wall time
 
 
 class BenchError(PeerError):
@@ -69,6 +71,35 @@ def speedup(single_walls: Sequence[float], split_walls: Sequence[float]) -> floa
     if min(*single_walls, *split_walls) <= 0:
         raise BenchError("wall times must be positive")
     return statistics.median(single_walls) / statistics.median(split_walls)
+
+
+def auto_check(
+    modes: Sequence[str], auto_walls: Sequence[float], local_walls: Sequence[float]
+) -> dict[str, Any]:
+    """What ``auto`` picked in each repeat and its wall time over local's (the same repeat's,
+    and the median's); ``within_10pct_of_local``: every repeat where auto picked a parallel
+    mode ran within ``AUTO_SLACK`` of the median local wall time (a local pick is local)."""
+    if not (len(modes) == len(auto_walls) == len(local_walls)) or not local_walls:
+        raise BenchError("auto check needs one mode, auto wall and local wall per repeat")
+    med = statistics.median(local_walls)
+    if med <= 0 or min(local_walls) <= 0:
+        raise BenchError("wall times must be positive")
+    per = [
+        {
+            "mode": m,
+            "wall_s": round(a, 3),
+            "over_local": round(a / lw, 3),
+            "over_local_median": round(a / med, 3),
+        }
+        for m, a, lw in zip(modes, auto_walls, local_walls, strict=True)
+    ]
+    par = [a / med for m, a in zip(modes, auto_walls, strict=True) if m != "local"]
+    return {
+        "per_repeat": per,
+        "parallel_picks": len(par),
+        "worst_parallel_over_local_median": round(max(par), 3) if par else None,
+        "within_10pct_of_local": all(r <= AUTO_SLACK for r in par),
+    }
 
 
 def diff_image(a: np.ndarray, b: np.ndarray, gain: int = DIFF_GAIN) -> np.ndarray:
@@ -373,7 +404,9 @@ def _interleaved(
 def _steps_split(client: Client, s: Settings) -> dict[str, Any]:
     """On the split cluster: parallel (planner's choice or ``--parallel``), ``auto`` and
     ``local`` on the origin alone (one 0.5-core peer: the others idle), interleaved; then one
-    parallel request run to exactness."""
+    parallel request run to exactness. First one warm-up request of each, and before them
+    ``TRACKER_WARMUP`` more parallel ones: the origin plans parallel steps from what its past
+    runs measured (``peer.core.parallel_costs``), as a cluster in use would have."""
     base = {
         "count": 1,
         "label": s.label,
@@ -384,6 +417,7 @@ def _steps_split(client: Client, s: Settings) -> dict[str, Any]:
     }
     par = {**base, "mode": "parallel", **({"parallel": s.parallel} if s.parallel else {})}
     calls = {"parallel": par, "auto": {**base, "mode": "auto"}, "local": {**base, "mode": "local"}}
+    warm = [_result(client.generate(**par)[0]) for _ in range(TRACKER_WARMUP)]
     for body in calls.values():
         _result(client.generate(**body)[0])  # warm-up: ONNX sessions, caches, links
     got = _interleaved(client, s, calls)
@@ -391,7 +425,12 @@ def _steps_split(client: Client, s: Settings) -> dict[str, Any]:
     opts.setdefault("segments", s.peers)  # run to exactness, the planner would keep 1 segment
     exact_body = {**par, "parallel": {**opts, "exact": True}}
     exact, exact_wall = client.generate(**exact_body)
-    return {"runs": got, "exact": _result(exact), "exact_wall": exact_wall}
+    return {
+        "runs": got,
+        "exact": _result(exact),
+        "exact_wall": exact_wall,
+        "tracker_warmup": [_plan_summary(r) for r in warm],
+    }
 
 
 def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
@@ -502,6 +541,8 @@ def _plan_summary(res: Mapping[str, Any]) -> dict[str, Any]:
         "bounds": detail.get("bounds"),
         "peers": plan["peers"],
         "iterations_assumed": detail.get("iterations_assumed"),
+        "costs": detail.get("costs"),
+        "guard": detail.get("guard"),
         "predicted_makespan_s": plan["predicted_makespan_s"],
         "alternatives": plan.get("alternatives", {}),
     }
@@ -526,6 +567,14 @@ def split_figures(split: Mapping[str, Any], serial: np.ndarray) -> dict[str, Any
             "speedup_vs_local": round(speedup(local_walls, auto_walls), 3),
             "alternatives": auto_res[-1]["plan"].get("alternatives", {}),
             "wall_s": [round(w, 3) for w in auto_walls],
+            **auto_check([r["plan"]["mode"] for r in auto_res], auto_walls, local_walls),
+            "guard": [r["plan"].get("detail", {}).get("guard") for r in auto_res],
+        },
+        "tracker_warmup": {
+            "requests": TRACKER_WARMUP,
+            "note": "parallel requests before the warm-ups and the measured runs, so the "
+            "origin plans from measured costs (as a cluster in use would have)",
+            "plans": split.get("tracker_warmup", []),
         },
         "to_exactness": {
             "bit_identical": bool(np.array_equal(exact_img, serial)),

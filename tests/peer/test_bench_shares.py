@@ -93,6 +93,23 @@ def test_reports_carry_the_measured_figures() -> None:
     json.dumps([r, same, t])
 
 
+def test_auto_check_flags_slow_parallel_picks_only() -> None:
+    got = bs.auto_check(["parallel", "local", "parallel"], [0.5, 1.3, 1.05], [1.0, 1.0, 1.2])
+    assert [r["mode"] for r in got["per_repeat"]] == ["parallel", "local", "parallel"]
+    assert got["per_repeat"][0]["over_local"] == 0.5
+    assert got["per_repeat"][2]["over_local"] == 0.875
+    assert got["per_repeat"][2]["over_local_median"] == 1.05
+    assert got["parallel_picks"] == 2 and got["within_10pct_of_local"] is True
+    slow = bs.auto_check(["parallel"], [1.2], [1.0])
+    assert slow["within_10pct_of_local"] is False
+    assert slow["worst_parallel_over_local_median"] == 1.2
+    never = bs.auto_check(["local", "local"], [2.0, 2.0], [1.0, 1.0])  # local picks are local
+    assert never["within_10pct_of_local"] is True and never["parallel_picks"] == 0
+    with pytest.raises(bs.BenchError):
+        bs.auto_check(["local"], [1.0], [])
+    json.dumps(got)
+
+
 def test_settings_checked() -> None:
     bs.Settings().check()
     for bad in (
@@ -122,6 +139,10 @@ def test_smoke_on_real_peers(tmp_path: Path) -> None:
     report = bs.run(s)
     sp, tile = report["steps_parallel"], report["tile"]
     assert sp["peers"] >= 1 and sp["speedup"] > 0 and sp["iterations"] >= 1
+    auto = sp["auto"]
+    assert len(auto["per_repeat"]) == 1 and isinstance(auto["within_10pct_of_local"], bool)
+    assert sp["tracker_warmup"]["requests"] == bs.TRACKER_WARMUP
+    assert sp["plan"]["costs"] == "measured"  # the measured runs plan from measured costs
     assert set(tile["psnr_db_vs_untiled"]) == {"scratch", "hole25"}
     assert tile["bytes_per_step"] >= 0
     for path in report["pngs"].values():
