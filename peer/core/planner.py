@@ -15,9 +15,11 @@ Pipeline for one request, given ``now`` by the caller:
    and ``random`` keep the split their baseline defines.
 4. **Whole units.** Largest-remainder rounding to images (``batch``), tiles (``tile``); a peer
    whose rounded share is 0 is dropped, and a collaborator is pruned while that lowers the
-   predicted make-span. ``steps`` builds a two-hop chain (a peer that can start now runs the
-   first steps, a faster or later-free peer runs the rest). ``local`` runs everything here;
-   ``auto`` predicts every mode that applies and keeps the shortest.
+   predicted make-span. ``chain`` (old name ``steps``) builds a two-hop relay (a peer that can
+   start now runs the first steps, a faster or later-free peer runs the rest; one chain per
+   image). ``local`` runs everything here; ``auto`` predicts every mode that applies and keeps
+   the shortest, parallel steps' prediction counted times the guard their past runs earned
+   (``peer.core.parallel_costs``: measured costs, prediction error, losses to local).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from peer.core.errors import PlanError
+from peer.core.parallel_costs import MeasuredParallel
 from peer.core.parallel_plan import (
     DEFAULT_TOL_DB,
     SHARE_OVERHEAD_S,
@@ -44,8 +47,9 @@ LINK_BLIND = "onnx-nolinks"  # the learned policy fed default links (an ablation
 DEFAULT_RTT_S = 0.001  # a link nothing has measured yet (peer.core.viewstate uses these too)
 DEFAULT_BYTES_PER_S = 1e8
 
-Mode = Literal["batch", "tile", "steps", "local", "parallel"]
+Mode = Literal["batch", "tile", "steps", "chain", "local", "parallel"]
 Kind = Literal["generate", "repair"]
+CHAIN = ("chain", "steps")  # the relay mode and its old name
 Addr = tuple[str, int]
 
 
@@ -84,6 +88,7 @@ class Work:
     segments: int | None = None  # parallel steps: forced segment count (None: the planner's)
     tolerance_db: float = DEFAULT_TOL_DB  # parallel steps: stop at this change between iterates
     exact: bool = False  # parallel steps: run to exactness (all P iterations)
+    measured: MeasuredParallel | None = None  # parallel steps: costs past runs measured, guard
 
 
 @dataclass(frozen=True)
@@ -176,8 +181,7 @@ def applicable_modes(work: Work, native: int, height: int = 0, width: int = 0) -
     """Modes that apply to a request, in the order auto breaks ties."""
     if work.kind == "generate":
         modes: list[Mode] = ["local", "batch"]
-        if work.units == 1:
-            modes.append("steps")
+        modes.append("chain")  # the relay ("steps" is its old name); any count
         if work.deterministic and work.steps >= 3:
             modes.append("parallel")
         return modes
@@ -207,7 +211,7 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
             unit = s * p.c_s
         xfer = (work.bytes_per_unit / bw) if remote and mode != "parallel" else 0.0
         wait = max(p.wait_s, 0.0) + max(p.own_pending_s, 0.0)
-        out.append(Cand(p, wait, fixed, unit, xfer, work.quantum if mode != "steps" else 1))
+        out.append(Cand(p, wait, fixed, unit, xfer, work.quantum if mode not in CHAIN else 1))
     return out
 
 
@@ -234,14 +238,18 @@ class Planner:
         if len(selfs) != 1:
             raise PlanError("the view must contain this peer exactly once")
         applicable = applicable_modes(work, self.native, height, width)
+        mode = "chain" if mode == "steps" else mode  # the relay's old name
         if mode == "auto":
             best: Plan | None = None
             preds: dict[str, float] = {}
+            best_score = math.inf
             for m in applicable:
                 p = self.plan_mode(peers, work, m, policy)
                 preds[m] = p.predicted_makespan_s
-                if best is None or p.predicted_makespan_s < best.predicted_makespan_s - 1e-9:
-                    best = p
+                # parallel competes with its prediction times the measured guard (>= 1)
+                score = p.predicted_makespan_s * (parallel_guard(work) if m == "parallel" else 1.0)
+                if best is None or score < best_score - 1e-9:
+                    best, best_score = p, score
             assert best is not None  # applicable always holds "local"
             return _with_alternatives(best, preds)
         if mode not in applicable:
@@ -255,7 +263,7 @@ class Planner:
         if mode == "local" or (policy == "local" and mode == "batch"):
             return self._local(peers, work, mode, policy)
         cands = candidates(peers, work, mode)
-        units = work.steps if mode in ("steps", "parallel") else work.units
+        units = work.steps if mode in (*CHAIN, "parallel") else work.units
         if policy == "local":  # tiles or steps, all on this peer
             me = next(i for i, c in enumerate(cands) if c.peer.is_self)
             rec = RecruitResult([me], None, False, "local", "heuristic", None)
@@ -268,7 +276,7 @@ class Planner:
             rec = self.recruiters.decide("onnx", units, candidates(blind, work, mode))
         else:
             rec = self.recruiters.decide(policy, units, cands)
-        if mode == "steps":
+        if mode in CHAIN:
             return self._chain(cands, work, rec, policy)
         if mode == "parallel":
             return self._parallel(cands, work, rec, policy)
@@ -303,7 +311,7 @@ class Planner:
 
         def per(i: int) -> float:
             c = cands[i]
-            return c.wait_s + work.steps * (c.peer.a_s + c.peer.c_s * n) + c.peer.rtt_s
+            return c.wait_s + work.steps * _step_cost(c, work) + c.peer.rtt_s
 
         chosen.sort(key=lambda i: (per(i), cands[i].peer.name))
         limit = max(work.steps - 1, 1)
@@ -312,6 +320,7 @@ class Planner:
         else:
             counts = list(range(1, min(len(chosen) + 1, limit) + 1))
         best: tuple[float, int, tuple[int, ...], tuple[int, ...], int] | None = None
+        measured = work.measured is not None and bool(work.measured.step_s)
         for k in counts:
             # this peer holds the first segment, or (busy with the coarse solves) none
             for held in ((me, *chosen[: k - 1]), tuple(chosen[:k])):
@@ -349,6 +358,8 @@ class Planner:
                 "iterations_assumed": iters,
                 "tolerance_db": None if work.exact else work.tolerance_db,
                 "exact": work.exact,
+                "costs": "measured" if measured else "calibrated",
+                "guard": round(parallel_guard(work), 4),
             },
         )
 
@@ -408,15 +419,16 @@ class Planner:
     def _chain(self, cands: list[Cand], work: Work, rec: RecruitResult, policy: str) -> Plan:
         pool = sorted({*rec.selected, next(i for i, c in enumerate(cands) if c.peer.is_self)})
         pool = [i for i in pool if 0 <= i < len(cands)]
-        steps = work.steps
-        # per-step single-image cost, ready time (wait + round trip), hand-off cost per peer
-        per = {i: cands[i].peer.a_s + cands[i].peer.c_s for i in pool}
+        steps, n = work.steps, work.units
+        # per-step cost (one chain per image, each its own share), ready time (wait + round
+        # trip), hand-off cost per peer
+        per = {i: n * (cands[i].peer.a_s + cands[i].peer.c_s) for i in pool}
         ready = {
             i: cands[i].wait_s + (0.0 if cands[i].peer.is_self else cands[i].peer.rtt_s)
             for i in pool
         }
         hand = {
-            i: (cands[i].peer.rtt_s + work.chain_bytes / max(cands[i].peer.bytes_per_s, 1.0))
+            i: (cands[i].peer.rtt_s + n * work.chain_bytes / max(cands[i].peer.bytes_per_s, 1.0))
             if not cands[i].peer.is_self
             else 0.0
             for i in pool
@@ -466,7 +478,7 @@ class Planner:
             for i, a, b, t in best[1]
         )
         return Plan(
-            mode="steps",
+            mode="chain",
             shares=shares,
             policy=rec.policy,
             requested_policy=policy,
@@ -488,27 +500,78 @@ def parallel_layout(
     ``segments`` segments of steps [0, S-1): segment n held by ``[origin, *remotes][n % m]``
     (``[*remotes][n % m]`` when not ``origin_holds``), coarse solves and the last step at the
     origin (``peer.core.parallel_plan.simulate``)."""
-    n = work.units
-    holders = [origin, *remotes]
-    step_s = [c.peer.a_s + c.peer.c_s * n for c in holders]
-    hop_s = [0.0] + [
-        c.peer.rtt_s + 2 * n * work.chain_bytes / max(c.peer.bytes_per_s, 1.0) + SHARE_OVERHEAD_S
-        for c in remotes
-    ]
-    costs = Costs(
-        step_s=step_s,
-        hop_s=hop_s,
-        coarse_s=work.coarse_evals * step_s[0],
-        last_s=step_s[0],
-        wait_s=[c.wait_s for c in holders],
+    costs = parallel_costs(origin, remotes, work)
+    learned = (
+        work.measured.iterations_for(segments, work.tolerance_db, work.exact)
+        if work.measured is not None
+        else None
     )
-    iters = work.iterations or assumed_iterations(parallel_options(work), segments)
+    iters = work.iterations or min(
+        learned or assumed_iterations(parallel_options(work), segments), max(segments, 1)
+    )
     if origin_holds:
-        holder = [s % len(holders) for s in range(segments)]
+        holder = [s % (len(remotes) + 1) for s in range(segments)]
     else:
         holder = [1 + s % len(remotes) for s in range(segments)]
     bounds, t = best_bounds(max(work.steps - 1, 1), holder, costs, iters)
     return bounds, t, iters
+
+
+def parallel_guard(work: Work) -> float:
+    """The factor auto puts on parallel's prediction (``peer.core.parallel_costs``; 1 without
+    measurements)."""
+    return max(work.measured.guard, 1.0) if work.measured is not None else 1.0
+
+
+def _step_cost(c: Cand, work: Work) -> float:
+    """One fine step of the whole request at this holder: measured when past runs timed it."""
+    m = work.measured
+    if m is not None and c.peer.name in m.step_s:
+        return m.step_s[c.peer.name] * work.units
+    return c.peer.a_s + c.peer.c_s * work.units
+
+
+def parallel_costs(origin: Cand, remotes: Sequence[Cand], work: Work) -> Costs:
+    """The schedule's costs for these holders: the calibrated model, or what past parallel runs
+    measured (``work.measured``, per image). A holder without its own samples is assumed off
+    its calibration by the median factor of the holders with samples; a remote without a
+    measured hand-off takes the median of the measured remotes'."""
+    n = work.units
+    holders = [origin, *remotes]
+    calib = [c.peer.a_s + c.peer.c_s * n for c in holders]
+    hop_cal = [0.0] + [
+        c.peer.rtt_s + 2 * n * work.chain_bytes / max(c.peer.bytes_per_s, 1.0) + SHARE_OVERHEAD_S
+        for c in remotes
+    ]
+    m = work.measured
+    if m is None:
+        return Costs(
+            calib, hop_cal, work.coarse_evals * calib[0], calib[0], [c.wait_s for c in holders]
+        )
+    factors = [
+        m.step_s[c.peer.name] * n / cal
+        for c, cal in zip(holders, calib, strict=True)
+        if c.peer.name in m.step_s and cal > 0
+    ]
+    f = float(np.median(factors)) if factors else 1.0
+    step_s = [
+        m.step_s[c.peer.name] * n if c.peer.name in m.step_s else cal * f
+        for c, cal in zip(holders, calib, strict=True)
+    ]
+    seen = [m.handoff_s[c.peer.name] * n for c in remotes if c.peer.name in m.handoff_s]
+    hop_s = [m.handoff_s.get(origin.peer.name, 0.0) * n] + [
+        m.handoff_s[c.peer.name] * n
+        if c.peer.name in m.handoff_s
+        else (float(np.median(seen)) if seen else cal)
+        for c, cal in zip(remotes, hop_cal[1:], strict=True)
+    ]
+    coarse = (
+        work.coarse_evals * m.coarse_eval_s * n
+        if m.coarse_eval_s is not None
+        else work.coarse_evals * step_s[0]
+    )
+    last = m.last_s * n if m.last_s is not None else step_s[0]
+    return Costs(step_s, hop_s, coarse, last, [c.wait_s for c in holders])
 
 
 def parallel_makespan(

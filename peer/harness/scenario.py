@@ -24,7 +24,7 @@ from peer.core.errors import PeerError
 PEER_ACTIONS: tuple[str, ...] = ("crash", "stop", "restart", "quota")
 LINK_ACTIONS: tuple[str, ...] = ("link", "partition", "heal", "link_down", "link_up")
 EVENT_ACTIONS: tuple[str, ...] = PEER_ACTIONS + LINK_ACTIONS
-KIND_MODES: tuple[str, ...] = ("auto", "batch", "steps", "local")
+KIND_MODES: tuple[str, ...] = ("auto", "batch", "chain", "steps", "local")  # steps: chain
 REPAIR_MODES: tuple[str, ...] = ("auto", "tile", "local")
 REQUESTS: tuple[str, ...] = ("generate", "repair")
 NETWORKS: tuple[str, ...] = ("loopback", "netns")
@@ -182,8 +182,6 @@ def _kinds(raw: Any) -> tuple[Kind, ...]:
         if "size" in k:
             raise ScenarioError(f"{where}.size only applies to request = 'repair'")
         count = int(_num(k, "count", where, 1, 64, 8, integer=True))
-        if mode == "steps" and count != 1:
-            raise ScenarioError(f"{where}: steps mode splits one image's chain; count must be 1")
         out.append(Kind(str(mode), count, steps, weight))
     return tuple(out)
 

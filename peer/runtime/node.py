@@ -48,6 +48,7 @@ from peer.core.memory import (
     for_generate,
     for_repair,
 )
+from peer.core.parallel_costs import MeasuredParallel, ParallelCostTracker
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest, RepairRequest, parse_idempotency_key
@@ -178,6 +179,7 @@ class Node:
         self.planner = Planner(Recruiters(seed=0))
         self.backend: Backend | None = backend
         self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
+        self.parallel_costs = ParallelCostTracker()  # what parallel-steps runs measured here
         self.native = 16
         self.quantum = 1
         self.runner: ShareRunner | None = None
@@ -476,6 +478,26 @@ class Node:
             model_id=self.backend.model_id if self.backend is not None else "",
             links=self.links.estimates(now),
             exclude=exclude,
+        )
+
+    def parallel_measured(self) -> MeasuredParallel:
+        return self.parallel_costs.snapshot(self.clock())
+
+    def parallel_observed(
+        self, plan: Plan, report: Any, makespan_s: float, local_s: float, images: int
+    ) -> None:
+        from peer.runtime.parallel import record_run
+
+        evals = plan.detail.get("coarse_evals", 2)
+        record_run(
+            self.parallel_costs,
+            plan,
+            report,
+            makespan_s,
+            local_s,
+            images,
+            evals if isinstance(evals, int) else 2,
+            self.clock(),
         )
 
     def record_dispatch(self, plan: Plan) -> None:
@@ -827,9 +849,7 @@ class Node:
             raise BadRequest("mode_not_applicable", "tile mode applies to repair requests")
         if req.text is not None and req.mode == "parallel":
             raise BadRequest("mode_not_applicable", "parallel steps do not run text pipelines")
-        if req.mode == "steps" and req.count != 1:
-            raise BadRequest("mode_not_applicable", "steps mode chains one image; send count=1")
-        units = req.count if req.mode != "steps" else req.steps
+        units = req.count if req.mode not in ("chain", "steps") else req.count * req.steps
         est = for_generate(self.memory_model, req.count)
         self._check_memory(est)
         job = self.jobs.create("generate", units, time.time(), key=key)

@@ -19,7 +19,8 @@ import numpy as np
 
 from peer.core.errors import PeerError, ShareFailed
 from peer.core.jobs import Job
-from peer.core.planner import PeerState, Plan, Planner, Share, Work
+from peer.core.parallel_costs import MeasuredParallel
+from peer.core.planner import CHAIN, PeerState, Plan, Planner, Share, Work
 from peer.core.requests import GenerateRequest, RepairRequest
 from peer.core.shares import ChainShare, GenerateShare, TextSpec, TilesShare
 
@@ -89,6 +90,16 @@ class Cluster(Protocol):
 
     def encode_png(self, img: np.ndarray) -> bytes: ...
 
+    def parallel_measured(self) -> MeasuredParallel:
+        """What past parallel-steps runs measured here (``peer.core.parallel_costs``)."""
+        ...
+
+    def parallel_observed(
+        self, plan: Plan, report: Any, makespan_s: float, local_s: float, images: int
+    ) -> None:
+        """Feed a finished parallel-steps run (``ParallelReport``) to the measured costs."""
+        ...
+
     async def text_spec(self, params: TextParams, sized: bool) -> TextSpec:
         """A text request's conditioning, encoded once here (see ``peer.core.shares``)."""
         ...
@@ -135,6 +146,7 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         bytes_per_unit=IMAGE_BYTES if text is None else 3 * text.width * text.height,
         quantum=cluster.quantum,
         deterministic=req.scheduler == "ddim" and text is None,  # no parallel steps on text
+        measured=cluster.parallel_measured(),
         **_parallel_work(req),
     )
     t_plan = time.perf_counter()
@@ -149,6 +161,11 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
     if plan.mode == "parallel":
         from peer.runtime.parallel import run_parallel_steps
 
+        local_s = plan.alternatives.get("local")
+        if local_s is None:  # asked for parallel: what local would take, for the guard
+            local_s = cluster.planner.plan_mode(
+                cluster.states(), work, "local", "local"
+            ).predicted_makespan_s
         out, report = await run_parallel_steps(
             cast("ParallelCluster", cluster),
             plan,
@@ -164,9 +181,10 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
             t.start_s = max(t.start_s - rl.t0, 0.0)
         rl.timings.extend(report.timings)
         cluster.progress(job, req.count, cluster.name)
+        cluster.parallel_observed(plan, report, time.perf_counter() - rl.t0, local_s, req.count)
         extra["parallel"] = report.to_json()
-    elif plan.mode == "steps":
-        images[0] = await _run_chain(cluster, plan, labels[0], seeds[0], req, job, rl, text)
+    elif plan.mode in CHAIN:
+        images[:] = await _run_chain(cluster, plan, labels, seeds, req, job, rl, text)
     else:
         run = UnitRun(
             cluster,
@@ -345,34 +363,50 @@ class UnitRun:
 async def _run_chain(
     cluster: Cluster,
     plan: Plan,
-    label: int,
-    seed: int,
+    labels: Sequence[int],
+    seeds: Sequence[int],
     req: GenerateRequest,
     job: Job,
     rl: RunLog,
     text: TextSpec | None = None,
-) -> np.ndarray:
-    state: dict[str, Any] | None = None
+) -> list[np.ndarray]:
+    """The relay: each hop runs its step range of every image's chain (one share per image,
+    sent together); a share that fails runs here instead."""
+    states: list[dict[str, Any] | None] = [None] * len(labels)
+    images: list[np.ndarray | None] = [None] * len(labels)
     me = next(s for s in cluster.states() if s.is_self)
-    for share in plan.shares:
-        assert share.step_range is not None
-        start, stop = share.step_range
-        cs = ChainShare(label, seed, req.steps, req.scheduler, start, stop, state, text)
+
+    async def one(share: Share, cs: ChainShare) -> tuple[Any, PeerTiming]:
         try:
-            out, timing = await cluster.run_share(share, cs, job)
+            return await cluster.run_share(share, cs, job)
         except ShareFailed as exc:
+            start, stop = cs.start, cs.stop
             rl.replans.append({"peer": share.peer, "steps": [start, stop], "reason": exc.reason})
             cluster.emit(job, "replan", peer=share.peer, steps=[start, stop], reason=exc.reason)
             local = Share(me.name, me.addr, True, (), (start, stop), 0.0)
-            out, timing = await cluster.run_share(local, cs, job)
-        timing.start_s = max(timing.start_s - rl.t0, 0.0)
-        timing.end_s = time.perf_counter() - rl.t0
-        rl.timings.append(timing)
-        cluster.progress(job, stop - start, timing.peer)
-        if "image" in out:
-            return np.asarray(out["image"], dtype=np.uint8)
-        state = out["state"]
-    raise PeerError("the chain ended without an image")
+            return await cluster.run_share(local, cs, job)
+
+    for share in plan.shares:
+        assert share.step_range is not None
+        start, stop = share.step_range
+        works = [
+            ChainShare(lab, seed, req.steps, req.scheduler, start, stop, st, text)
+            for lab, seed, st in zip(labels, seeds, states, strict=True)
+        ]
+        outs = await asyncio.gather(*(one(share, cs) for cs in works))
+        for i, (out, timing) in enumerate(outs):
+            timing.start_s = max(timing.start_s - rl.t0, 0.0)
+            timing.end_s = time.perf_counter() - rl.t0
+            rl.timings.append(timing)
+            cluster.progress(job, stop - start, timing.peer)
+            if "image" in out:
+                images[i] = np.asarray(out["image"], dtype=np.uint8)
+            else:
+                states[i] = out["state"]
+    done = [im for im in images if im is not None]
+    if len(done) != len(images):
+        raise PeerError("the chain ended without an image")
+    return done
 
 
 def _timing(

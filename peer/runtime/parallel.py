@@ -14,6 +14,11 @@ returns a latent, not an image, and the image equals the serial chain's when run
 A share that fails (peer dead, overrun, remote error) is sent again to another live peer of the
 plan, or run here; the iteration goes on with the result either way (a fine solve is the same
 computation wherever it runs), so losing a peer costs time, never accuracy.
+
+``record_run`` hands what a run measured (each fine solve's compute and hand-off per holder, the
+coarse solves, the last step, the iterations, the make-span against the prediction and against
+local's) to the origin's ``peer.core.parallel_costs.ParallelCostTracker``, which the next plan
+predicts with.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from peer.core.errors import PeerError, ShareFailed
 from peer.core.jobs import Job
+from peer.core.parallel_costs import ParallelCostTracker
 from peer.core.parallel_plan import DEFAULT_COARSE_EVALS, DEFAULT_TOL_DB, ParallelOptions
 from peer.core.planner import Plan, Share
 from peer.core.shares import ChainShare
@@ -74,6 +80,10 @@ class ParallelReport:
     last_s: float = 0.0
     solve_s: float = 0.0
     fines: list[list[Any]] = field(default_factory=list)
+    # for the measured costs (not in the JSON): per fine solve (peer, steps, wall, compute,
+    # queued behind this job's own earlier solve at that peer), and the coarse solves finished
+    samples: list[tuple[str, int, float, float, bool]] = field(default_factory=list)
+    coarse_runs: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +167,7 @@ async def run_parallel_steps(
         cluster.name, ("127.0.0.1", 0), True, (), None, 0.0
     )
     pending: set[asyncio.Task[None]] = set()
+    in_flight: dict[str, int] = {}  # peer -> this job's fine solves sent there, not answered
     lane = _LocalLane()
     done: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
 
@@ -176,6 +187,7 @@ async def run_parallel_steps(
             lambda: be.coarse_jump(eff.latent, templates, eff.start, eff.stop, coarse_evals)
         )
         report.coarse_s += time.perf_counter() - t
+        report.coarse_runs += 1
         feed(core.on_coarse(eff.iteration, eff.segment, out))
 
     def start_fine(eff: RunFine) -> None:
@@ -204,6 +216,8 @@ async def run_parallel_steps(
             share.peer, share.addr, share.is_self, (), (eff.start, eff.stop), share.predicted_s
         )
         t_send = time.perf_counter()
+        queued = in_flight.get(share.peer, 0) > 0
+        in_flight[share.peer] = in_flight.get(share.peer, 0) + 1
         try:
             outs = await asyncio.gather(*(cluster.run_share(seg, w, job) for w in works))
         except ShareFailed as exc:
@@ -216,6 +230,8 @@ async def run_parallel_steps(
             log.warning("job %s: %s; segment %d moves to %s", job.id, exc, eff.segment, new.peer)
             start_fine(eff)
             return
+        finally:
+            in_flight[share.peer] -= 1
         latents = []
         for (out, timing), st in zip(outs, templates, strict=True):
             if "state" not in out:
@@ -228,6 +244,7 @@ async def run_parallel_steps(
         compute = sum(float(getattr(t, "compute_s", 0.0)) for _, t in outs)
         wall = time.perf_counter() - t_send
         report.fines.append([eff.segment, eff.iteration, share.peer, wall, compute])
+        report.samples.append((share.peer, eff.stop - eff.start, wall, compute, queued))
         feed(core.on_fine(eff.iteration, eff.segment, np.concatenate(latents)))
 
     async with asyncio.TaskGroup() as tg:
@@ -256,6 +273,31 @@ async def run_parallel_steps(
     )
     report.fine_solves, report.coarse_solves = core.fine_solves, core.coarse_solves
     return np.asarray(images, dtype=np.uint8), report
+
+
+def record_run(
+    tracker: ParallelCostTracker,
+    plan: Plan,
+    report: ParallelReport,
+    makespan_s: float,
+    local_s: float | None,
+    images: int,
+    coarse_evals: int,
+    now: float,
+) -> None:
+    """Feed one finished run to the measured costs (see the module header)."""
+    for peer, steps, wall, compute, queued in report.samples:
+        tracker.observe_fine(peer, steps, images, compute, wall, now, queued=queued)
+    tracker.observe_coarse(report.coarse_runs * coarse_evals, images, report.coarse_s, now)
+    tracker.observe_last(images, report.last_s, now)
+    tracker.observe_iterations(report.segments, report.tolerance_db, report.iterations, now)
+    tracker.observe_outcome(
+        plan.predicted_makespan_s,
+        makespan_s,
+        local_s,
+        now,
+        measured=plan.detail.get("costs") == "measured",
+    )
 
 
 def _replacement(holders: list[Share], lost: set[str], me: Share, failed: Share) -> Share:

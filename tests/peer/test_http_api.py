@@ -71,7 +71,6 @@ BAD_GENERATE = [
     ({"scheduler": 3}, "invalid_type", 400),
     ({"count": 2, "colour": "red"}, "unknown_field", 400),
     ({"count": 2, "mode": "tile"}, "mode_not_applicable", 400),
-    ({"count": 2, "mode": "steps"}, "mode_not_applicable", 400),
     ({"wait": "yes"}, "invalid_type", 400),
 ]
 

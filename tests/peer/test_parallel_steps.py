@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from peer.core.config import PeerConfig, ephemeral_config
+from peer.core.parallel_plan import ParallelOptions
 from peer.core.planner import Cand, PeerState, Planner, Work, parallel_layout, parallel_makespan
 from peer.core.recruit import Recruiters
 from peer.core.requests import GenerateRequest
@@ -120,6 +121,47 @@ async def test_losing_a_peer_moves_its_segment_and_keeps_the_tolerance(
     finally:
         for n in reversed(nodes):
             await n.stop()
+
+
+async def test_chain_and_parallel_take_several_images(shipped: Backend) -> None:
+    """``count > 1`` in the relay (asked by both its names) and in parallel steps, run to
+    exactness; each image equals one peer's serial run; the parallel run feeds the tracker."""
+    a = Node(cfg("a"), backend=shipped)
+    await a.start()
+    try:
+        serial = shipped.generate([4, 4], [21, 22], 8, scheduler="ddim")
+        for mode in ("chain", "steps"):
+            req = GenerateRequest(
+                count=2, label=4, steps=8, seed=21, mode=mode, policy="equal", scheduler="ddim"
+            )
+            job = a.submit_generate(req)
+            await a.wait_job(job)
+            assert job.state == "done", job.error
+            assert job.result is not None and job.result["plan"]["mode"] == "chain"
+            got = [decode_png(base64.b64decode(x)) for x in job.result["images"]]
+            assert all(np.array_equal(g, s) for g, s in zip(got, serial, strict=True))
+        req = GenerateRequest(
+            count=2,
+            label=4,
+            steps=8,
+            seed=21,
+            mode="parallel",
+            policy="equal",
+            scheduler="ddim",
+            parallel=ParallelOptions(segments=2, exact=True),
+        )
+        job = a.submit_generate(req)
+        await a.wait_job(job)
+        assert job.state == "done", job.error
+        res = job.result
+        assert res is not None and res["parallel"]["exact"] and res["parallel"]["segments"] == 2
+        got = [decode_png(base64.b64decode(x)) for x in res["images"]]
+        assert all(np.array_equal(g, s) for g, s in zip(got, serial, strict=True))
+        snap = a.parallel_measured()
+        assert snap.runs == 1 and snap.step_s["a"] > 0 and snap.last_s is not None
+        assert snap.iterations == {}  # a run to exactness teaches no tolerance
+    finally:
+        await a.stop()
 
 
 def _cand(name: str, is_self: bool, a_s: float, rtt: float = 0.001) -> Cand:

@@ -104,13 +104,24 @@ def test_steps_chain_hands_off_to_faster_peer(planner: Planner) -> None:
     # the origin can start now but is slow; b is 4x faster and frees up in 0.2 s
     peers = [peer("a", me=True, speed=0.25), peer("b", speed=1.0, wait=0.2)]
     plan = planner.plan(peers, Work("generate", 1, 50), mode="steps", policy="greedy")
-    assert plan.mode == "steps"
+    assert plan.mode == "chain"  # asked by its old name
     assert [s.peer for s in plan.shares] == ["a", "b"]
     ranges = [s.step_range for s in plan.shares]
     assert ranges[0] is not None and ranges[1] is not None
     assert ranges[0][0] == 0 and ranges[0][1] == ranges[1][0] and ranges[1][1] == 50
     alone_a = 50 * (0.016 + 0.0032)
     assert plan.predicted_makespan_s < alone_a
+
+
+def test_chain_takes_several_images(planner: Planner) -> None:
+    peers = [peer("a", me=True, speed=0.25), peer("b", speed=1.0, wait=0.2)]
+    one = planner.plan(peers, Work("generate", 1, 50), mode="chain", policy="greedy")
+    three = planner.plan(peers, Work("generate", 3, 50), mode="chain", policy="greedy")
+    assert three.mode == "chain" and [s.peer for s in three.shares] == ["a", "b"]
+    assert three.shares[-1].step_range is not None and three.shares[-1].step_range[1] == 50
+    # three chains, each its own share: about three times the work of one after the hand-off
+    assert 2.0 * one.predicted_makespan_s < three.predicted_makespan_s
+    assert "chain" in applicable_modes(Work("generate", 3, 50), 16)
 
 
 def test_steps_chain_contiguous_for_equal(planner: Planner) -> None:
@@ -130,7 +141,7 @@ def test_tile_mode_assigns_every_tile_once(planner: Planner) -> None:
 
 def test_auto_picks_the_best_predicted_mode(planner: Planner) -> None:
     plan = planner.plan(cluster4(), Work("generate", 1, 20), mode="auto", policy="greedy")
-    assert set(plan.alternatives) == {"local", "batch", "steps"}
+    assert set(plan.alternatives) == {"local", "batch", "chain"}
     # the origin is 4x slower than the idle peer b: one image there beats keeping it here
     assert plan.mode != "local"
     me = cluster4()[0]
@@ -143,8 +154,10 @@ def test_auto_picks_the_best_predicted_mode(planner: Planner) -> None:
 
 
 def test_modes_that_do_not_apply_are_refused(planner: Planner) -> None:
-    with pytest.raises(PlanError):
-        planner.plan(cluster4(), Work("generate", 8, 20), mode="steps", policy="greedy")
+    with pytest.raises(PlanError):  # the chain relays one generation's steps, not a repair
+        planner.plan(
+            cluster4(), Work("repair", 1, 20), mode="chain", policy="greedy", height=32, width=32
+        )
     with pytest.raises(PlanError):
         planner.plan(cluster4(), Work("generate", 8, 20), mode="tile", policy="greedy")
     with pytest.raises(PlanError):

@@ -194,10 +194,6 @@ def test_link_events_need_namespaced_peers() -> None:
             {"workload": {"duration_s": 10, "rate_per_s": 1, "kinds": [{"mode": "warp"}]}},
             "mode",
         ),
-        (
-            {"workload": {"duration_s": 10, "rate_per_s": 1, "kinds": [{"mode": "steps"}]}},
-            "count must be 1",
-        ),
         ({"policies": ["onnx", "magic"]}, "unknown policy"),
         ({"policies": ["onnx", "onnx"]}, "once"),
         ({"events": [{"at_s": 1, "action": "explode", "peer": 1}]}, "action"),
