@@ -34,6 +34,12 @@ PEERS = (2, 3, 4, 5, 6, 8)
 PEER_WEIGHTS = (1.0, 2.0, 3.0, 1.5, 1.0, 0.7)
 IMAGES = (1, 2, 4, 8)
 STEPS = (20, 30, 50)
+# Links (issue 17): the scenarios' tbf rates, Mbit/s (0: the LAN/loopback, read at ~1 GB/s), and
+# the bytes a unit moves each way (a digit's reply ... a repair tile with its canvas share).
+LINK_MBIT = (0.0, 100.0, 20.0, 10.0, 2.0, 1.0)
+LINK_WEIGHTS = (0.55, 0.15, 0.1, 0.08, 0.07, 0.05)
+LAN_BYTES_PER_S = 1e9
+PAYLOAD_BYTES = (512.0, 2048.0, 8192.0, 16384.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,7 @@ class RandomiseConfig:
     stale_max_s: float = 1.5
     contention_range: tuple[float, float] = (1.0, 3.0)  # every peer alike
     deadline_s: float = 20.0
+    links_prob: float = 0.5  # share of episodes whose peers sit behind drawn link rates
 
 
 def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
@@ -75,6 +82,7 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
     capacity = float(np.sum(1.0 / (contention * jitter / quotas))) / mean_work
     load = float(rng.uniform(*rc.load_range))
     times = np.cumsum(rng.exponential(1.0 / (load * capacity), r))
+    bw, payload = _links(seed, n, rc.links_prob)
     cfg = SimConfig(
         n_peers=n,
         load=load,
@@ -83,7 +91,7 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
         warmup_frac=0.05,
         rtt_s=0.0,
         setup_s=setup,
-        bytes_per_image=512.0,
+        bytes_per_image=payload,
         crash_rate=0.0,
         snapshot_s=min(0.05, max(age, 0.005)),
     )
@@ -91,7 +99,7 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
     return Trace(
         cfg=cfg,
         speed=np.ones(n),
-        bw=np.full((n, n), 1e9),
+        bw=bw,
         times=times,
         origin_u=rng.random(r),
         images=images,
@@ -105,3 +113,17 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
         overhead_s=overhead,
         replan_lost=True,
     )
+
+
+def _links(seed: int, n: int, prob: float) -> tuple[np.ndarray, float]:
+    """Per-pair link rates (bytes/s; a pair runs at its slower end) and the bytes per unit.
+
+    A generator of its own, so the cluster and workload drawn for a seed stay as they were."""
+    rng = np.random.default_rng([seed, 1515, 17])
+    if rng.random() >= prob:
+        return np.full((n, n), LAN_BYTES_PER_S), 512.0
+    w = np.asarray(LINK_WEIGHTS) / sum(LINK_WEIGHTS)
+    mbit = rng.choice(np.asarray(LINK_MBIT), n, p=w)
+    rate = np.where(mbit > 0, mbit * 1e6 / 8.0, LAN_BYTES_PER_S)
+    bw = np.minimum(rate[:, None], rate[None, :])
+    return bw, float(rng.choice(np.asarray(PAYLOAD_BYTES)))

@@ -6,7 +6,14 @@ import numpy as np
 
 from policy.fleet.features import FEATURE_NAMES
 from policy.fleet.heuristics import greedy_aware
-from policy.fleet.randomise import MEASURED, PEERS, RandomiseConfig, randomised_trace
+from policy.fleet.randomise import (
+    LAN_BYTES_PER_S,
+    MEASURED,
+    PAYLOAD_BYTES,
+    PEERS,
+    RandomiseConfig,
+    randomised_trace,
+)
 from policy.fleet.sim import run
 from policy.fleet.train import TrainConfig, collect
 
@@ -49,3 +56,19 @@ def test_runtime_semantics_hide_the_deadline() -> None:
     rt, _ = collect(trace.cfg, 2, _choose, TrainConfig(runtime_semantics=True), trace)
     assert np.allclose(rt.feats[rt.mask][:, col], 1.0)  # unknown deadline: the clamp, 10 x T0
     assert not np.allclose(plain.feats[plain.mask][:, col], 1.0)
+
+
+def test_links_are_drawn_for_some_clusters_and_cost_transfer_time() -> None:
+    limited = 0
+    for seed in range(40):
+        t = randomised_trace(seed, RC)
+        assert np.allclose(t.bw, t.bw.T) and np.all(t.bw > 0)
+        if np.min(t.bw) < LAN_BYTES_PER_S:
+            limited += 1
+            assert t.cfg.bytes_per_image in PAYLOAD_BYTES
+            assert np.min(t.bw) >= 1e6 / 8.0  # the slowest: 1 Mbit/s
+    assert 8 <= limited <= 32  # about half of 40
+    never = randomised_trace(3, RandomiseConfig(n_requests=120, links_prob=0.0))
+    assert np.all(never.bw == LAN_BYTES_PER_S) and never.cfg.bytes_per_image == 512.0
+    # the cluster and workload of a seed do not depend on whether links are drawn
+    assert np.array_equal(never.times, randomised_trace(3, RC).times)
