@@ -279,8 +279,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 return 2
             image, mask = _read_png(args.repair), _read_png(args.mask)
             body: dict[str, Any] = {"steps": args.steps, "seed": args.seed, "mode": args.mode}
-            if args.mode not in ("auto", "tile", "local"):
-                print("repair modes: auto, tile, local", file=sys.stderr)
+            if args.mode not in ("auto", "tile", "local", "fused"):
+                print("repair modes: auto, tile, local, fused", file=sys.stderr)
                 return 2
             if args.policy:
                 body["policy"] = args.policy

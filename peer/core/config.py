@@ -21,7 +21,7 @@ from peer.core.errors import ConfigError, PeerError
 Addr = tuple[str, int]
 PolicyName = Literal["onnx", "greedy", "local", "random", "equal", "onnx-nolinks"]
 POLICIES: tuple[str, ...] = ("onnx", "greedy", "local", "random", "equal", "onnx-nolinks")
-MODES: tuple[str, ...] = ("auto", "batch", "tile", "steps", "local", "parallel", "chain")
+MODES: tuple[str, ...] = ("auto", "batch", "tile", "steps", "local", "parallel", "fused", "chain")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 GOSSIP_PRESETS: tuple[str, ...] = ("lan", "local", "wan")
 ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")

@@ -32,6 +32,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from peer.core.errors import PlanError
+from peer.core.fused_plan import Canvas, Holder, best_layout
 from peer.core.parallel_costs import MeasuredParallel
 from peer.core.parallel_plan import (
     DEFAULT_TOL_DB,
@@ -47,7 +48,7 @@ LINK_BLIND = "onnx-nolinks"  # the learned policy fed default links (an ablation
 DEFAULT_RTT_S = 0.001  # a link nothing has measured yet (peer.core.viewstate uses these too)
 DEFAULT_BYTES_PER_S = 1e8
 
-Mode = Literal["batch", "tile", "steps", "chain", "local", "parallel"]
+Mode = Literal["batch", "tile", "steps", "chain", "local", "parallel", "fused"]
 Kind = Literal["generate", "repair"]
 CHAIN = ("chain", "steps")  # the relay mode and its old name
 Addr = tuple[str, int]
@@ -89,6 +90,7 @@ class Work:
     tolerance_db: float = DEFAULT_TOL_DB  # parallel steps: stop at this change between iterates
     exact: bool = False  # parallel steps: run to exactness (all P iterations)
     measured: MeasuredParallel | None = None  # parallel steps: costs past runs measured, guard
+    fused: Canvas | None = None  # fused tiles: the canvas (None: fused tiles do not apply)
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ def applicable_modes(work: Work, native: int, height: int = 0, width: int = 0) -
     modes = ["local"]
     if max(height, width) > native:
         modes.append("tile")
+    if work.fused is not None and height >= 2 * native:
+        modes.append("fused")
     return modes
 
 
@@ -197,7 +201,7 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
     for p in peers:
         remote = not p.is_self
         bw = max(p.bytes_per_s, 1.0)
-        if mode == "tile":  # a share's tiles are denoised as one batch
+        if mode in ("tile", "fused"):  # a share's tiles are denoised as one batch
             fixed = s * p.a_s + ((p.rtt_s + work.share_bytes / bw) if remote else 0.0)
             unit = s * p.c_s * work.tile_area
         elif mode == "local" and work.kind == "repair":
@@ -280,6 +284,8 @@ class Planner:
             return self._chain(cands, work, rec, policy)
         if mode == "parallel":
             return self._parallel(cands, work, rec, policy)
+        if mode == "fused":
+            return self._fused(cands, work, rec, policy)
         return self._split(cands, work, mode, rec, policy)
 
     def _local(self, peers: Sequence[PeerState], work: Work, mode: Mode, policy: str) -> Plan:
@@ -360,6 +366,61 @@ class Planner:
                 "exact": work.exact,
                 "costs": "measured" if measured else "calibrated",
                 "guard": round(parallel_guard(work), 4),
+            },
+        )
+
+    def _fused(self, cands: list[Cand], work: Work, rec: RecruitResult, policy: str) -> Plan:
+        """Fused tiles: one band per holder, the holder count and set, the exchange period and
+        the warm-up from the predicted make-span (``peer.core.fused_plan``); the policy's
+        choice is the pool of holders, this peer always in it."""
+        if work.fused is None:
+            raise PlanError("fused tiles need the canvas (Work.fused)")
+        me = next(i for i, c in enumerate(cands) if c.peer.is_self)
+        pool = sorted({me, *(i for i in rec.selected if 0 <= i < len(cands))})
+        holders = [
+            Holder(
+                cands[i].peer.name,
+                cands[i].peer.is_self,
+                cands[i].peer.a_s,
+                cands[i].peer.c_s,
+                cands[i].wait_s,
+                0.0 if cands[i].peer.is_self else cands[i].peer.rtt_s,
+                cands[i].peer.bytes_per_s,
+            )
+            for i in pool
+        ]
+        canvas = replace(work.fused, steps=work.steps, area=work.area_units)
+        lay = best_layout(holders, canvas)
+        split = work.steps - lay.warmup
+        shares = tuple(
+            Share(
+                cands[pool[i]].peer.name,
+                cands[pool[i]].peer.addr,
+                cands[pool[i]].peer.is_self,
+                (b,),
+                None,
+                lay.makespan_s,
+                split * lay.step_s[b],
+            )
+            for b, i in enumerate(lay.holders)
+        )
+        return Plan(
+            mode="fused",
+            shares=shares,
+            policy=rec.policy,
+            requested_policy=policy,
+            provider=rec.provider,
+            fallback=rec.fallback,
+            predicted_makespan_s=lay.makespan_s,
+            candidates=len(cands),
+            detail={
+                "bands": [list(b) for b in lay.bands],
+                "halo": lay.halo,
+                "sync_every": lay.sync_every,
+                "warmup": lay.warmup,
+                "step_s": [round(x, 6) for x in lay.step_s],
+                "exchange_s": [round(x, 6) for x in lay.exchange_s],
+                "bytes_per_step": round(lay.bytes_per_step, 1),
             },
         )
 

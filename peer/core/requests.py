@@ -198,6 +198,7 @@ GENERATE_KEYS = {
     "wait",
     "parallel",
 }
+REPAIR_MODES = ("auto", "tile", "local", "fused")  # fused: bands fused every step (digits model)
 REPAIR_KEYS = {"image", "mask", "steps", "seed", "mode", "policy", "label", "wait"}
 
 
@@ -318,7 +319,7 @@ def parse_repair(
         mask=mask > 127,
         steps=_int(body, "steps", 20, 1, limits.max_steps),
         seed=_int(body, "seed", 0, 0, MAX_SEED),
-        mode=_choice(body, "mode", "auto", ("auto", "tile", "local")) or "auto",
+        mode=_choice(body, "mode", "auto", REPAIR_MODES) or "auto",
         policy=_choice(body, "policy", None, POLICIES),
         label=_label(body),
     )

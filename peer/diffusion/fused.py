@@ -109,7 +109,9 @@ class FusedPart:
     """One band of a fused repair (create, then ``run`` steps and ``put`` neighbour rows).
 
     Without ``start`` the part begins at step 0 exactly as the untiled repair does; with one
-    (a ``WholeState`` from ``warm_up``) it resumes from the whole canvas after the warm-up.
+    (a ``WholeState`` from ``warm_up``) it resumes from the whole canvas after the warm-up; a
+    ``WholeState`` whose latent holds only this band's window rows (``checkpoint``) resumes the
+    band exactly where that checkpoint was taken (a lost holder's band, re-opened elsewhere).
     """
 
     def __init__(
@@ -148,10 +150,13 @@ class FusedPart:
             self.x = torch.where(self.m, x_t, self.sampler.add_noise(self.x0, x_t, t0))
             self.i = 0
         else:
-            if start.latent.shape != self.full or not 0 <= start.step <= self.steps:
-                raise InvalidRequestError("the warm-up state does not fit this canvas")
+            window = (*self.full[:2], band.win1 - band.win0, w)
+            if start.latent.shape not in (self.full, window) or not 0 <= start.step <= self.steps:
+                raise InvalidRequestError("the start state does not fit this canvas or band")
             self.gen.set_state(torch.frombuffer(bytearray(start.rng_state), dtype=torch.uint8))
-            self.x = torch.from_numpy(np.array(start.latent[:, :, rows], dtype=np.float32))
+            # the whole canvas (after a warm-up) or this band's window (a band checkpoint)
+            lat = start.latent if start.latent.shape == window else start.latent[:, :, rows]
+            self.x = torch.from_numpy(np.array(lat, dtype=np.float32))
             self.i = int(start.step)
 
     @property
@@ -179,6 +184,11 @@ class FusedPart:
                 self.x = torch.where(self.m, x_unknown, x_known)
         self.i = stop
         return self.strips()
+
+    def checkpoint(self) -> WholeState:
+        """This band's state now: its window latent and the canvas generator's state."""
+        lat = np.ascontiguousarray(self.x.numpy()).copy()
+        return WholeState(self.i, lat, bytes(self.gen.get_state().numpy()))
 
     def strips(self) -> dict[str, np.ndarray]:
         b = self.band

@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -70,9 +70,11 @@ from peer.runtime.runner import ShareRunner
 
 if TYPE_CHECKING:
     from gossip import GossipNode, View
+    from peer.core.fused_plan import Canvas as FusedCanvas
     from peer.diffusion.pipeline.text import TextCaps, TextParams
     from peer.diffusion.tiles import Tile
     from peer.rpc import RpcPool, RpcServer
+    from peer.runtime.fused_sessions import Call as FusedCall
     from policy.fleet import DispatchLedger
 from peer.runtime.executor import Executor
 from peer.runtime.http import ConnectionGuard, build_app, quiet_client_faults
@@ -205,6 +207,7 @@ class Node:
         self.rpc_port = cfg.listen[1]
         self.provider = "unknown"
         self.encode_s = 0.0  # the last prompt encoding here, seconds (text pipelines)
+        self._fused_rpc: dict[str, Callable[[Any], Awaitable[Any]]] = {}  # fused.* (at start)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -246,13 +249,14 @@ class Node:
         host, port = self.cfg.listen
         from peer.runtime.fused_sessions import rpc_handlers as fused_handlers
 
+        self._fused_rpc = fused_handlers(self.executor, backend)
         self.server = RpcServer(
             handlers={
                 "run_share": self._rpc_run_share,
                 "cancel": self._rpc_cancel,
                 "link.probe": self._rpc_link_probe,
                 "job.lookup": self._rpc_job_lookup,
-                **fused_handlers(self.executor, backend),  # fused tiles: band sessions
+                **self._fused_rpc,  # fused tiles: band sessions (this peer's own band calls them)
             },
             limits=Limits(),
             secret=self.secret,
@@ -616,6 +620,40 @@ class Node:
         )
         return img, PeerTiming(self.name, 1, st.queue_s, 0.0, st.compute_s, t0, 0.0)
 
+    # -- fused tiles (peer.runtime.fused_repair) -------------------------------------------
+
+    def fused_canvas(self, req: RepairRequest) -> FusedCanvas | None:
+        from peer.runtime.fused_repair import fused_canvas
+
+        return fused_canvas(self.backend, req, self.native)
+
+    def fused_call(self, share: Share) -> FusedCall:
+        """Band calls to ``share``'s holder: this peer's own handlers in-process, or RPC."""
+        if share.is_self:
+            handlers = self._fused_rpc
+
+            async def here(method: str, params: dict[str, Any]) -> Any:
+                return await handlers[method](params)
+
+            return here
+        _, pool = self._started()
+        timeout = self.cfg.share_timeout_s
+
+        async def there(method: str, params: dict[str, Any]) -> Any:
+            return await pool.call(share.addr, method, params, timeout=timeout)
+
+        return there
+
+    def fused_lost(self, peer: str, late: bool) -> str | None:
+        """Why gossip counts a band holder lost: dead or gone at once, suspect once late."""
+        if peer == self.name or self.gossip is None:
+            return None
+        p = self.gossip.view().peers.get(peer)
+        status = "gone" if p is None else p.status
+        if status in ("gone", "dead", "left") or (status == "suspect" and late):
+            return f"{peer} declared {status} by gossip while holding a band"
+        return None
+
     def plan_tiles(self, h: int, w: int) -> list[Tile]:
         from peer.diffusion import plan_tiles
 
@@ -845,8 +883,8 @@ class Node:
         if seen is not None:
             return seen
         self._admit()
-        if req.mode == "tile":
-            raise BadRequest("mode_not_applicable", "tile mode applies to repair requests")
+        if req.mode in ("tile", "fused"):
+            raise BadRequest("mode_not_applicable", f"{req.mode} mode applies to repair requests")
         if req.text is not None and req.mode == "parallel":
             raise BadRequest("mode_not_applicable", "parallel steps do not run text pipelines")
         units = req.count if req.mode not in ("chain", "steps") else req.count * req.steps
@@ -869,6 +907,13 @@ class Node:
         if req.mode == "tile" and max(req.image.shape) <= self.native:
             raise BadRequest(
                 "mode_not_applicable", f"tile mode needs a canvas larger than {self.native}px"
+            )
+        if req.mode == "fused" and (
+            self.fused_canvas(req) is None or req.image.shape[0] < 2 * self.native
+        ):
+            raise BadRequest(
+                "mode_not_applicable",
+                f"fused mode needs the digits model and a canvas at least {2 * self.native}px high",
             )
         req, est = self._repair_memory(req)
         job = self.jobs.create("repair", 1, time.time(), key=key)

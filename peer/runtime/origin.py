@@ -25,6 +25,7 @@ from peer.core.requests import GenerateRequest, RepairRequest
 from peer.core.shares import ChainShare, GenerateShare, TextSpec, TilesShare
 
 if TYPE_CHECKING:
+    from peer.core.fused_plan import Canvas as FusedCanvas
     from peer.diffusion.pipeline.text import TextParams
     from peer.runtime.parallel import ParallelCluster
 
@@ -81,6 +82,10 @@ class Cluster(Protocol):
     ) -> tuple[np.ndarray, PeerTiming]: ...
 
     def plan_tiles(self, h: int, w: int) -> list[Any]: ...
+
+    def fused_canvas(self, req: RepairRequest) -> FusedCanvas | None:
+        """The canvas as fused tiles' planner sees it; None where they do not apply."""
+        ...
 
     def tile_area(self, tile: Any) -> float: ...
 
@@ -245,6 +250,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         area_units=rows * h * w / float(cluster.native**2),
         tile_area=rows * (cluster.tile_area(tiles[0]) if tiles else 1.0),
         quantum=cluster.quantum if rows == 1 else 1,
+        fused=cluster.fused_canvas(req),
     )
     t_plan = time.perf_counter()
     fresh = await cluster.refresh_load()
@@ -255,8 +261,19 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
     cluster.emit(job, "plan", **plan.to_json())
     cluster.record_dispatch(plan)
     rl = RunLog(t0=time.perf_counter())
+    extra: dict[str, Any] = {}
     if not tiles:
         img = req.image.copy()  # nothing masked: nothing to repair
+    elif plan.mode == "fused":
+        from peer.runtime import fused_repair
+
+        img, fres = await fused_repair.run_fused_repair(
+            cast("fused_repair.FusedCluster", cluster), plan, req, job
+        )
+        rl.replans.extend(fres.replans)
+        rl.timings.extend(fused_repair.timings(fres, rl.t0))
+        cluster.progress(job, work.units, cluster.name)
+        extra["fused"] = fused_repair.fused_json(plan, fres)
     elif plan.mode == "local":
         img, timing = await cluster.run_local_repair(req, job)
         timing.start_s, timing.end_s = 0.0, time.perf_counter() - rl.t0
@@ -297,6 +314,7 @@ async def run_repair(cluster: Cluster, req: RepairRequest, job: Job) -> dict[str
         "tiles_repaired": len(tiles),
         "replans": rl.replans,
         "timing": _timing(rl, makespan, plan_s, plan, fresh),
+        **extra,  # fused: bands, holders, exchange period, warm-up, bytes per step
     }
 
 
