@@ -355,6 +355,41 @@ def fused_bench(
     return asyncio.run(go())
 
 
+def fused_auto_http(client: Client, s: Settings) -> dict[str, Any]:
+    """Through the HTTP API on the split cluster: each mask's repair of the 128x128 canvas at
+    ``fused_steps`` with ``mode: auto`` and ``mode: local`` in turn, ``tile_repeats`` times
+    (after one 1-step warm-up of each): what auto picked (local, tile or fused) and its wall
+    time over the same repeat's local one (``auto_check``: a non-local pick more than 10%
+    slower than local's median fails ``within_10pct_of_local``)."""
+    canvas = canvas_of_digits()
+    out: dict[str, Any] = {"steps": s.fused_steps, "masks": [], "picked": [], "wall_vs_local": []}
+    per_mask: dict[str, Any] = {}
+    for name, m in masks().items():
+        mask = (m * 255).astype(np.uint8)
+        base = {"seed": s.seed, "policy": s.policy, "label": s.repair_label}
+        for mode in ("auto", "local"):  # warm-up: ONNX sessions at these window sizes
+            _result(client.repair(canvas, mask, steps=1, mode=mode, **base)[0])
+        modes: list[str] = []
+        walls: dict[str, list[float]] = {"auto": [], "local": []}
+        alts: dict[str, Any] = {}
+        for _ in range(s.tile_repeats):
+            for mode in ("auto", "local"):
+                job, wall = client.repair(canvas, mask, steps=s.fused_steps, mode=mode, **base)
+                res = _result(job)
+                walls[mode].append(wall)
+                if mode == "auto":
+                    modes.append(str(res["plan"]["mode"]))
+                    alts = dict(res["plan"].get("alternatives", {}))
+        check = auto_check(modes, walls["auto"], walls["local"])
+        per_mask[name] = {**check, "alternatives": alts}
+        out["masks"] += [name] * len(modes)
+        out["picked"] += modes
+        out["wall_vs_local"] += [r["over_local"] for r in check["per_repeat"]]
+    out["per_mask"] = per_mask
+    out["within_10pct_of_local"] = all(c["within_10pct_of_local"] for c in per_mask.values())
+    return out
+
+
 def fused_report(res: Mapping[str, Any], s: Settings, pngs: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "peers": s.peers,
@@ -463,9 +498,10 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
         else:
             _result(gen_call()[0])  # warm-up: ONNX sessions, caches, links
             gen_walls, gen = _timed(gen_call, s.repeats)
-        fused = None
+        fused = fused_auto = None
         if split and s.fused_steps > 0:
             fused = fused_bench(cl.procs, s, canvas_of_digits(), masks())
+            fused_auto = fused_auto_http(client, s)
         generate_part = {
             "quota_note": cl.quota_note,
             "gen_walls": gen_walls,
@@ -477,7 +513,7 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "steps_split": steps_split,
         }
         if s.skip_tile:
-            return {"fused": fused, **generate_part}
+            return {"fused": fused, "fused_auto": fused_auto, **generate_part}
         canvas = canvas_of_digits()
         rep: dict[str, Any] = {"walls": [], "images": {}, "bytes": 0, "peers": set()}
         first = masks()["scratch"]
@@ -529,6 +565,7 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             "rep_bytes": rep["bytes"],
             "rep_peers": sorted(rep["peers"]),
             "fused": fused,
+            "fused_auto": fused_auto,
         }
 
 
@@ -617,6 +654,7 @@ def run(s: Settings) -> dict[str, Any]:
         return {
             "steps_parallel": part,
             "fused": fused_report(many["fused"], s, fpngs) if many["fused"] else None,
+            **({"tile": {"auto": many["fused_auto"]}} if many["fused_auto"] else {}),
             "pngs": fpngs,
             "settings": _settings_json(s),
             "quota_note": {"split": many["quota_note"], "single": one["quota_note"]},
@@ -660,6 +698,8 @@ def run(s: Settings) -> dict[str, Any]:
         many["rep_bytes"] // len(psnrs),
         s.tile_steps,
     )
+    if many["fused_auto"]:
+        tile_part["auto"] = many["fused_auto"]
     return {
         "steps_parallel": steps_part,
         "tile": tile_part,

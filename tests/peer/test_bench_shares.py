@@ -145,5 +145,9 @@ def test_smoke_on_real_peers(tmp_path: Path) -> None:
     assert sp["plan"]["costs"] == "measured"  # the measured runs plan from measured costs
     assert set(tile["psnr_db_vs_untiled"]) == {"scratch", "hole25"}
     assert tile["bytes_per_step"] >= 0
+    picks = tile["auto"]  # POST /v1/repair, mode auto vs local, both masks
+    assert set(picks["masks"]) == {"scratch", "hole25"}
+    assert set(picks["picked"]) <= {"local", "tile", "fused"}
+    assert len(picks["wall_vs_local"]) == len(picks["picked"])
     for path in report["pngs"].values():
         assert Path(path).stat().st_size > 0
