@@ -117,7 +117,12 @@ def estimate(
         return Estimate(int(held), int(compute))
     px = max(1, height) * max(1, width)
     per_window = model.classes if (not labelled and model.classes) else 1
-    whole = mode == "local" or (mode == "auto" and not tiled) or max(height, width) <= model.native
+    # fused bands: the warm-up runs the whole canvas here, and a band's window can be most of it
+    whole = (
+        mode in ("local", "fused")
+        or (mode == "auto" and not tiled)
+        or max(height, width) <= model.native
+    )
     if whole:
         compute = per_window * model.row_bytes(px)
     else:
@@ -234,8 +239,9 @@ def for_generate(model: MemoryModel, count: int) -> Estimate:
 
 
 def for_repair(model: MemoryModel, height: int, width: int, labelled: bool, mode: str) -> Estimate:
-    """A repair run as ``mode`` says: ``local`` is one whole-canvas window, ``tile`` (and
-    ``auto``, which the node steers to ``tile`` when the whole canvas does not fit) is tiled."""
+    """A repair run as ``mode`` says: ``local`` (and ``fused``, held as its whole-canvas
+    warm-up) is one whole-canvas window, ``tile`` (and ``auto``, which the node steers to
+    ``tile`` when the whole canvas does not fit) is tiled."""
     windows = tile_windows(height, width, model.native)
     return estimate(
         model,
@@ -244,6 +250,6 @@ def for_repair(model: MemoryModel, height: int, width: int, labelled: bool, mode
         width=width,
         labelled=labelled,
         mode=mode,
-        tiled=mode != "local",
+        tiled=mode not in ("local", "fused"),
         windows=windows,
     )

@@ -233,3 +233,13 @@ def test_forced_fused_on_a_canvas_too_low_is_refused(planner: Planner) -> None:
             height=16,
             width=64,
         )
+
+
+def test_a_fused_repair_is_held_in_memory_as_the_whole_canvas() -> None:
+    """The origin runs the warm-up on the whole canvas: the admission estimate is local's."""
+    from peer.core.memory import MemoryModel, for_repair
+
+    m = MemoryModel()
+    fused = for_repair(m, SIDE, SIDE, True, "fused")
+    assert fused == for_repair(m, SIDE, SIDE, True, "local")
+    assert fused != for_repair(m, SIDE, SIDE, True, "tile")
