@@ -25,7 +25,7 @@ Pipeline for one request, given ``now`` by the caller:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -225,6 +225,9 @@ class Planner:
     def __init__(self, recruiters: Recruiter, *, native: int = 16) -> None:
         self.recruiters = recruiters
         self.native = native
+        # mode -> factor on that mode's raw prediction (``peer.core.costs.ModeBias.factor``);
+        # parallel steps have their own measured costs and guard instead
+        self.bias: Callable[[str], float] = _no_bias
 
     def plan(
         self,
@@ -248,7 +251,7 @@ class Planner:
             preds: dict[str, float] = {}
             best_score = math.inf
             for m in applicable:
-                p = self.plan_mode(peers, work, m, policy)
+                p = self._biased(self.plan_mode(peers, work, m, policy))
                 preds[m] = p.predicted_makespan_s
                 # parallel competes with its prediction times the measured guard (>= 1)
                 score = p.predicted_makespan_s * (parallel_guard(work) if m == "parallel" else 1.0)
@@ -258,7 +261,18 @@ class Planner:
             return _with_alternatives(best, preds)
         if mode not in applicable:
             raise PlanError(f"mode {mode!r} does not apply to this request (applies: {applicable})")
-        return self.plan_mode(peers, work, mode, policy)
+        return self._biased(self.plan_mode(peers, work, mode, policy))
+
+    def _biased(self, plan: Plan) -> Plan:
+        """``plan`` with its make-span prediction times its mode's learned bias."""
+        f = 1.0 if plan.mode == "parallel" else self.bias(plan.mode)
+        if f == 1.0:
+            return plan
+        return replace(
+            plan,
+            predicted_makespan_s=plan.predicted_makespan_s * f,
+            detail={**plan.detail, "bias": round(f, 4)},
+        )
 
     # -- one mode -----------------------------------------------------------------------------
 
@@ -698,6 +712,10 @@ def _rebalance(cands: list[Cand], counts: dict[int, int], allowed: list[int]) ->
         cur[worst] -= 1
         cur[best_j] += 1
     return {i: n for i, n in cur.items() if n > 0}
+
+
+def _no_bias(mode: str) -> float:
+    return 1.0
 
 
 def _with_alternatives(plan: Plan, preds: dict[str, float]) -> Plan:

@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -34,7 +34,7 @@ from peer.core.config import (
     read_secret,
     read_token,
 )
-from peer.core.costs import CostTracker
+from peer.core.costs import CostTracker, ModeBias
 from peer.core.errors import BadRequest, ConfigError, Overloaded, PeerError, ShareFailed
 from peer.core.jobs import Job, JobBook, JobState
 from peer.core.links import PRIME_BYTES, PROBE_MAX_BYTES, LinkBook
@@ -179,6 +179,8 @@ class Node:
         )
         self.jobs = JobBook(keep=cfg.limits.max_jobs_kept)
         self.planner = Planner(Recruiters(seed=0))
+        self.mode_bias = ModeBias()  # per-mode actual/predicted, learned from finished jobs
+        self.planner.bias = self.mode_bias.factor
         self.backend: Backend | None = backend
         self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
         self.parallel_costs = ParallelCostTracker()  # what parallel-steps runs measured here
@@ -1015,6 +1017,7 @@ class Node:
                     job.done_units = job.total_units
                 job.finish(result, time.time())
                 self.metrics.observe_job(result)
+                self._learn_bias(result)
             finally:
                 self._release_memory(job)
                 self._wake(job)
@@ -1023,6 +1026,23 @@ class Node:
         task = asyncio.create_task(drive(), name=f"job-{job.id}")
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
+
+    def _learn_bias(self, result: Mapping[str, Any]) -> None:
+        """Fold a finished job's make-span over its raw prediction into its mode's bias."""
+        plan = result.get("plan") or {}
+        timing = result.get("timing") or {}
+        mode, predicted, actual = (
+            plan.get("mode"),
+            timing.get("predicted_s"),
+            timing.get("makespan_s"),
+        )
+        if not isinstance(mode, str) or mode == "parallel":
+            return
+        if not isinstance(predicted, int | float) or not isinstance(actual, int | float):
+            return
+        used = (plan.get("detail") or {}).get("bias", 1.0)
+        used = float(used) if isinstance(used, int | float) and used > 0 else 1.0
+        self.mode_bias.observe(mode, float(predicted) / used, float(actual))
 
     def emit_state(self, job: Job, state: JobState) -> None:
         job.transition(state, time.time())
@@ -1107,6 +1127,7 @@ class Node:
             "units": CLUSTER_UNITS,
             "peers": peers,
             "links": links,  # the same, flat: one row per (from, to)
+            "prediction_bias": self.mode_bias.to_json(),  # this origin's per-mode factors
         }
 
     def _rtt_to(self, name: str) -> float | None:

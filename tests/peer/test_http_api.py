@@ -208,3 +208,19 @@ async def test_malformed_rpc_and_gossip_input_is_counted_in_metrics(node: Node) 
             pytest.fail(f"malformed input not counted:\n{text}")
         async with s.get(url(node, "/healthz")) as r:
             assert r.status == 200
+
+
+async def test_finished_jobs_teach_their_modes_bias(node: Node) -> None:
+    body = {"count": 1, "steps": 2, "mode": "local"}
+    async with ClientSession() as s:
+        for _ in range(3):
+            st, _ = await post(s, node, "/v1/generate", body)
+            assert st == 200
+        async with s.get(url(node, "/v1/cluster")) as r:
+            bias = (await r.json())["prediction_bias"]
+        assert bias["local"]["runs"] == 3 and bias["local"]["factor"] > 0
+        assert node.planner.bias("local") == pytest.approx(bias["local"]["factor"], rel=1e-3)
+        # the next local plan's prediction carries the learned factor
+        st, res = await post(s, node, "/v1/generate", body)
+    assert st == 200
+    assert res["result"]["plan"]["detail"]["bias"] == pytest.approx(bias["local"]["factor"], rel=1e-3)

@@ -293,3 +293,18 @@ def test_the_link_blind_ablation_decides_on_default_links() -> None:
     aware = planner.plan(slow, work, mode="batch", policy="onnx")
     assert seen[-1] == [p.bytes_per_s for p in slow]
     assert blind.requested_policy == LINK_BLIND and aware.requested_policy == "onnx"
+
+
+def test_a_learned_mode_bias_scales_predictions_and_steers_auto(planner: Planner) -> None:
+    work = Work("generate", 1, 20)
+    raw = planner.plan(cluster4(), work, mode="auto", policy="greedy")
+    assert raw.mode != "local" and "bias" not in raw.detail
+    # every mode but local has been running 10x its predictions here: auto stays home
+    planner.bias = lambda mode: 1.0 if mode == "local" else 10.0
+    plan = planner.plan(cluster4(), work, mode="auto", policy="greedy")
+    assert plan.mode == "local"
+    for mode in ("batch", "chain"):
+        assert plan.alternatives[mode] == pytest.approx(10.0 * raw.alternatives[mode])
+    alone = planner.plan(cluster4(), work, mode="batch", policy="greedy")
+    assert alone.predicted_makespan_s == pytest.approx(10.0 * raw.alternatives["batch"])
+    assert alone.detail["bias"] == 10.0
