@@ -154,6 +154,7 @@ def fit_params(
 ) -> SimParams:
     """Per-peer cost factors and overheads from the records of a real ``scenario run``."""
     steps_of = _kind_steps(real)
+    chains = [str(k.get("mode")) in ("steps", "chain") for k in real["kinds"]]
     policies = real.get("policies")
     if not isinstance(policies, Mapping) or not policies:
         raise SimScenarioError("real results: no 'policies' table")
@@ -198,7 +199,11 @@ def fit_params(
                     continue
                 measured[p] += float(comp)
                 at = float(rec.get("at_s", 0.0)) + float(t.get("start_s", 0.0))
-                predicted[p] += steps * (costs.a_s + costs.c_s * units) * event_factor(p, at)
+                if chains[int(rec["kind"])]:  # a relay's share: ``units`` are steps of the batch
+                    work = units * (costs.a_s + costs.c_s * int(rec.get("images", 1)))
+                else:
+                    work = steps * (costs.a_s + costs.c_s * units)
+                predicted[p] += work * event_factor(p, at)
                 if t["peer"] != origin:
                     rest = (
                         float(t["end_s"])

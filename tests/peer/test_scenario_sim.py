@@ -184,6 +184,42 @@ def test_fit_compares_shares_after_a_quota_event_with_the_quota_then_in_force() 
     assert p.scale is not None and p.scale[1] == pytest.approx(2.5)
 
 
+def test_fit_reads_a_relay_share_as_steps_of_the_batch() -> None:
+    # a steps/chain share's units are denoising steps of all the images, not images
+    sc = scenario()
+    real = {
+        "scenario": "t",
+        "kinds": [{"mode": "chain", "count": 2, "steps": 40, "weight": 1}],
+        "policies": {
+            "greedy": {
+                "records": [
+                    {
+                        "ok": True,
+                        "kind": 0,
+                        "origin": "p0",
+                        "images": 2,
+                        "timing": [
+                            {
+                                "peer": "p0",
+                                "units": 30,
+                                "compute_s": 2.0 * 30 * (0.004 + 0.002 * 2),
+                            },
+                            {
+                                "peer": "p1",
+                                "units": 10,
+                                "compute_s": 3.0 * 10 * (0.004 + 0.002 * 2),
+                            },
+                        ],
+                    }
+                ]
+            }
+        },
+    }
+    p = fit_params(real, sc, COSTS, SimParams())
+    assert p.scale is not None
+    assert p.scale[0] == pytest.approx(2.0) and p.scale[1] == pytest.approx(3.0)
+
+
 def _res(means: dict[str, float]) -> dict[str, Any]:
     return {
         "scenario": "x",
