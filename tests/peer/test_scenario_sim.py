@@ -208,6 +208,9 @@ def test_fit_reads_a_relay_share_as_steps_of_the_batch() -> None:
                                 "peer": "p1",
                                 "units": 10,
                                 "compute_s": 3.0 * 10 * (0.004 + 0.002 * 2),
+                                "queue_s": 0.0,
+                                "start_s": 0.0,
+                                "end_s": 1.0,
                             },
                         ],
                     }
