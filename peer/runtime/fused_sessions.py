@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -217,6 +218,8 @@ class _Driver:
         self.base = base
         self.lost = lost
         self.replace = replace
+        # without a prediction there is no deadline (only failures and membership end a call)
+        self.predicted = step_s is not None
         self.step_s = list(step_s) if step_s is not None else [0.0] * len(bands)
         self.exchange_s = list(exchange_s) if exchange_s is not None else [0.0] * len(bands)
         self.slack_s = slack_s
@@ -234,7 +237,7 @@ class _Driver:
         if why is not None:
             raise HolderLost(why)
         t0 = time.perf_counter()
-        limit = deadline_s(predicted, self.slack_s)
+        limit = deadline_s(predicted, self.slack_s) if self.predicted else math.inf
         task = asyncio.ensure_future(h.call(method, params))
         try:
             while True:
@@ -372,7 +375,7 @@ async def run_fused(
 
     Losing a holder: a call that fails (an RPC fault), a holder ``lost`` names (membership), or
     a call past ``deadline_s`` of its prediction (``step_s`` per band step, ``exchange_s`` per
-    call) ends that holder's part; ``replace`` names the band's next holder, which re-opens it
+    call; no deadline without ``step_s``) ends that holder's part; ``replace`` names the band's next holder, which re-opens it
     from the band's last checkpoint (every ``checkpoint_every`` rounds each holder exports its
     window latent and generator state; 0: none, the band restarts from its open) and replays
     the steps sent since, strips included. The image is then bit-identical to a run without

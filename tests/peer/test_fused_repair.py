@@ -198,6 +198,26 @@ async def test_a_holder_past_its_deadline_is_replaced(
     assert r["peer"] == "p0" and "overran fused.step" in r["reason"]
 
 
+async def test_without_a_prediction_a_slow_holder_has_no_deadline(
+    shipped: Backend, scene: tuple[np.ndarray, np.ndarray], reference: np.ndarray
+) -> None:
+    """``bench shares`` drives run_fused without predictions: a slow call is waited for."""
+    books = [FusedSessions(shipped) for _ in range(3)]
+    inner = wire(books[1])
+
+    async def slow(method: str, params: dict[str, Any]) -> Any:
+        if method == "fused.step":
+            await asyncio.sleep(0.2)
+        return await inner(method, params)
+
+    def replace(band: int, avoid: set[str]) -> tuple[str, Call]:
+        raise AssertionError("nothing was lost")
+
+    calls = [("p0", wire(books[0])), ("p1", slow), ("p2", wire(books[2]))]
+    got = await fused(shipped, scene, calls, replace=replace, slack_s=0.05)
+    assert np.array_equal(got.image, reference) and got.replans == []
+
+
 async def test_without_a_replacement_a_loss_is_an_error(
     shipped: Backend, scene: tuple[np.ndarray, np.ndarray]
 ) -> None:
