@@ -4,7 +4,7 @@ The planner (``peer.core.fused_plan``) chose one band per holder, the halo, the 
 and the warm-up. Here the origin runs the warm-up on its own executor, opens its own band
 in-process (the node's ``fused.*`` handlers) and the others over RPC, and checkpoints every
 band every ``CHECKPOINT_EVERY`` rounds. A holder whose call fails, that gossip declares lost,
-or that overruns three times its predicted call plus a slack, is replaced: by the cheapest
+or that overruns three times its predicted call plus 5 s, is replaced: by the cheapest
 live peer holding no band, else by this peer, which re-opens the band from its checkpoint and
 replays the strips sent since, so the image is the one the failure-free run makes.
 """

@@ -35,7 +35,10 @@ log = logging.getLogger("amcoedge.fused")
 
 MAX_SESSIONS = 16
 IDLE_S = 120.0  # a session nobody stepped for this long is dropped
-DEADLINE_SLACK_S = 2.0  # a band's call may run 3x its prediction plus this before a re-plan
+# a band's call may run 3x its prediction plus this before a re-plan: the floor the node gives
+# a share (``overrun_deadline_s``); a first step builds the engine's session at a new window
+# size, and gossip sees a silent peer die in 2-3 s anyway
+DEADLINE_SLACK_S = 5.0
 WATCH_PERIOD_S = 0.05  # how often a running call's holder is checked against membership
 MAX_LOSSES = 3  # holders one band may lose before the run fails
 DROP_TIMEOUT_S = 5.0  # a lost holder's session is closed best effort within this

@@ -135,7 +135,8 @@ def test_command_registered_and_bad_flags_exit_2(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.slow
 def test_smoke_on_real_peers(tmp_path: Path) -> None:
-    s = bs.Settings(peers=2, steps=6, tile_steps=1, repeats=1, out=tmp_path)
+    # 2 fused steps: the fused bench and its HTTP auto check run 128x128 repairs on 0.5 core
+    s = bs.Settings(peers=2, steps=6, tile_steps=1, repeats=1, fused_steps=2, out=tmp_path)
     report = bs.run(s)
     sp, tile = report["steps_parallel"], report["tile"]
     assert sp["peers"] >= 1 and sp["speedup"] > 0 and sp["iterations"] >= 1
