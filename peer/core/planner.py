@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from peer.core.errors import PlanError
-from peer.core.fused_plan import Canvas, Holder, best_layout
+from peer.core.fused_plan import Canvas, Holder, best_layout, large_hole
 from peer.core.parallel_costs import MeasuredParallel
 from peer.core.parallel_plan import (
     DEFAULT_TOL_DB,
@@ -251,6 +251,8 @@ class Planner:
             preds: dict[str, float] = {}
             best_score = math.inf
             for m in applicable:
+                if m == "tile" and work.fused is not None and large_hole(work.fused):
+                    continue  # tiles would invent different content in the hole
                 p = self._biased(self.plan_mode(peers, work, m, policy))
                 preds[m] = p.predicted_makespan_s
                 # parallel competes with its prediction times the measured guard (>= 1)
@@ -264,12 +266,14 @@ class Planner:
         return self._biased(self.plan_mode(peers, work, mode, policy))
 
     def _biased(self, plan: Plan) -> Plan:
-        """``plan`` with its make-span prediction times its mode's learned bias."""
+        """``plan`` with its predictions (make-span and each share's finish, which the share's
+        overrun deadline derives from) times its mode's learned bias."""
         f = 1.0 if plan.mode == "parallel" else self.bias(plan.mode)
         if f == 1.0:
             return plan
         return replace(
             plan,
+            shares=tuple(replace(s, predicted_s=s.predicted_s * f) for s in plan.shares),
             predicted_makespan_s=plan.predicted_makespan_s * f,
             detail={**plan.detail, "bias": round(f, 4)},
         )

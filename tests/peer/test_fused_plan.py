@@ -15,6 +15,7 @@ from peer.core.fused_plan import (
     band_windows,
     best_layout,
     halo_for,
+    large_hole,
     predict,
     sync_every_for,
     warmup_steps,
@@ -156,19 +157,33 @@ def test_auto_picks_fused_where_it_beats_tile_and_local(planner: Planner) -> Non
     assert {s.peer for s in plan.shares} == {"a", "b"}
 
 
-def test_a_hole_plans_a_warm_up_and_tile_wins_on_four_peers(planner: Planner) -> None:
-    """The 25% hole: 81 tile windows (1.27x the canvas) split four ways beat any band layout,
-    so auto keeps tile; forced fused plans the warm-up its rule asks for."""
+def test_a_hole_plans_a_warm_up_and_auto_leaves_tiles_out(planner: Planner) -> None:
+    """The 25% hole: 81 tile windows (1.27x the canvas) split four ways are predicted shortest,
+    but independent tiles fill the hole with different content, so auto does not offer them
+    and takes fused bands (warmed up as the rule asks); tile stays available when asked for."""
     peers = [peer("a", me=True), peer("b"), peer("c"), peer("d")]
     m = centre_mask(SIDE, 0.5)
     work = repair_work(m, 81)
+    assert work.fused is not None and large_hole(work.fused)
     plan = planner.plan(peers, work, mode="auto", policy="equal", height=SIDE, width=SIDE)
-    assert plan.mode == "tile"
-    assert plan.alternatives["fused"] > plan.alternatives["tile"]
+    assert plan.mode == "fused" and "tile" not in plan.alternatives
+    assert plan.predicted_makespan_s < plan.alternatives["local"]
+    tile = planner.plan(peers, work, mode="tile", policy="equal", height=SIDE, width=SIDE)
+    assert tile.mode == "tile" and tile.predicted_makespan_s < plan.predicted_makespan_s
     forced = planner.plan(peers, work, mode="fused", policy="equal", height=SIDE, width=SIDE)
     assert forced.mode == "fused" and forced.detail["warmup"] == 4
     assert len(forced.shares) >= 2 and any(s.is_self for s in forced.shares)
-    assert forced.predicted_makespan_s == pytest.approx(plan.alternatives["fused"])
+    assert forced.predicted_makespan_s == pytest.approx(plan.predicted_makespan_s)
+
+
+def test_scratches_are_no_large_hole_and_auto_may_tile_them(planner: Planner) -> None:
+    assert not large_hole(canvas(scratch_mask(SIDE)))
+    assert large_hole(canvas(centre_mask(SIDE, 0.5)))
+    assert not large_hole(canvas(np.zeros((SIDE, SIDE), dtype=bool)))
+    peers = [peer("a", me=True), peer("b"), peer("c"), peer("d")]
+    work = repair_work(scratch_mask(SIDE), 109)
+    plan = planner.plan(peers, work, mode="auto", policy="equal", height=SIDE, width=SIDE)
+    assert "tile" in plan.alternatives
 
 
 def test_auto_keeps_local_alone_and_over_slow_links(planner: Planner) -> None:

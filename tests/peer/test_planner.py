@@ -298,6 +298,7 @@ def test_the_link_blind_ablation_decides_on_default_links() -> None:
 def test_a_learned_mode_bias_scales_predictions_and_steers_auto(planner: Planner) -> None:
     work = Work("generate", 1, 20)
     raw = planner.plan(cluster4(), work, mode="auto", policy="greedy")
+    raw_alone = planner.plan(cluster4(), work, mode="batch", policy="greedy")
     assert raw.mode != "local" and "bias" not in raw.detail
     # every mode but local has been running 10x its predictions here: auto stays home
     planner.bias = lambda mode: 1.0 if mode == "local" else 10.0
@@ -308,3 +309,5 @@ def test_a_learned_mode_bias_scales_predictions_and_steers_auto(planner: Planner
     alone = planner.plan(cluster4(), work, mode="batch", policy="greedy")
     assert alone.predicted_makespan_s == pytest.approx(10.0 * raw.alternatives["batch"])
     assert alone.detail["bias"] == 10.0
+    unbiased = {s.peer: s.predicted_s for s in raw_alone.shares}
+    assert {s.peer: s.predicted_s / 10.0 for s in alone.shares} == pytest.approx(unbiased)
