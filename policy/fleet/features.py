@@ -37,6 +37,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "deadline_over_t0",
     "mean_aware_wait_over_t0",
     "mean_view_age_s",
+    "xfer_over_t0",
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -112,5 +113,6 @@ def build_features(arr: CandidateArrays, units: int, deadline_s: float) -> NDArr
     out[:, 13] = min(d, 10.0) / 10.0
     out[:, 14] = float(np.mean(aware)) * inv
     out[:, 15] = float(np.mean(arr.age))
+    out[:, 16] = units * arr.xfer * inv  # moving the whole request over this link: bytes / rate
     np.clip(out, -1e6, 1e6, out=out)
     return out.astype(np.float32)

@@ -305,6 +305,14 @@ def load_net(ckpt: dict[str, Any]) -> RecruiterNet:
     if ckpt.get("kind") != KIND:
         raise ValueError(f"not a {KIND} checkpoint: kind={ckpt.get('kind')!r}")
     net = RecruiterNet(NetConfig(**ckpt["net"]))
-    net.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    w = state.get("encoder.0.weight")
+    if w is not None and w.shape[1] < N_FEATURES:
+        # a checkpoint from before input columns were appended (fine-tuning it): the new
+        # columns start with zero weights, so the network computes what it did until trained
+        state["encoder.0.weight"] = torch.cat(
+            [w, torch.zeros(w.shape[0], N_FEATURES - w.shape[1], dtype=w.dtype)], dim=1
+        )
+    net.load_state_dict(state)
     net.eval()
     return net
