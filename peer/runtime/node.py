@@ -48,6 +48,7 @@ from peer.core.memory import (
     for_generate,
     for_repair,
 )
+from peer.core.pace import JobPace
 from peer.core.parallel_costs import MeasuredParallel, ParallelCostTracker
 from peer.core.planner import PeerState, Plan, Planner, Share
 from peer.core.recruit import Recruiters
@@ -180,6 +181,7 @@ class Node:
         self.jobs = JobBook(keep=cfg.limits.max_jobs_kept)
         self.planner = Planner(Recruiters(seed=0))
         self.mode_bias = ModeBias()  # per-mode actual/predicted, learned from finished jobs
+        self._pace: dict[str, JobPace] = {}  # job -> its shares' pace (overrun deadlines)
         self.planner.bias = self.mode_bias.factor
         self.backend: Backend | None = backend
         self.cost = CostTracker(0.004, 0.0008, alpha=cfg.ewma_alpha)
@@ -522,12 +524,17 @@ class Node:
     ) -> tuple[Any, PeerTiming]:
         units = units_of(work)
         t0 = time.perf_counter()
+        pace = self._pace.setdefault(job.id, JobPace())
         if share.is_self:
             assert self.runner is not None
             runner = self.runner
-            local_out, st = await self.executor.run(
-                lambda: runner.run(work), runner.predict(work), job.id
-            )
+            key = pace.start_own(t0, share.predicted_s)
+            try:
+                local_out, st = await self.executor.run(
+                    lambda: runner.run(work), runner.predict(work), job.id
+                )
+            finally:
+                pace.finish_own(key, time.perf_counter())
             return local_out, PeerTiming(self.name, units, st.queue_s, 0.0, st.compute_s, t0, 0.0)
         from peer.rpc import RpcError, RpcTimeout
 
@@ -537,7 +544,7 @@ class Node:
         call = asyncio.ensure_future(
             pool.call_measured(share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s)
         )
-        watch = asyncio.ensure_future(self._watch_holder(share, t0))
+        watch = asyncio.ensure_future(self._watch_holder(share, t0, pace))
         try:
             await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -555,6 +562,7 @@ class Node:
                 self._spawn_bg(self._cancel_remote(share.addr, job.id))
             raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t0
+        pace.finished_share(wall, share.predicted_s)
         try:
             out = decode_reply(work, res)
             q, c = float(res["queue_s"]), float(res["compute_s"])
@@ -581,23 +589,27 @@ class Node:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
-    async def _watch_holder(self, share: Share, t0: float) -> str:
+    async def _watch_holder(self, share: Share, t0: float, pace: JobPace | None = None) -> str:
         """Returns (why) once the peer holding ``share`` is declared dead or gone by gossip, or
         suspect past the share's predicted finish, or the share overruns that prediction by
-        far (``overrun_deadline_s``)."""
-        deadline = t0 + overrun_deadline_s(share.predicted_s)
+        far (``overrun_deadline_s``); both predictions scaled by the request's own ``pace``
+        (``peer.core.pace``: when every share of it runs late, the model erred, not the holder)."""
         while True:
+            now = time.perf_counter()
+            k = pace.factor(now) if pace is not None else 1.0
+            predicted = share.predicted_s * k
             gossip = self.gossip
             peer = gossip.view().peers.get(share.peer) if gossip is not None else None
             status = "gone" if peer is None else peer.status
-            late = time.perf_counter() - t0 > share.predicted_s
+            late = now - t0 > predicted
             # dead or gone: at once; suspect (a busy peer can be, falsely): once also overdue
             if status in ("gone", "dead", "left") or (status == "suspect" and late):
                 return f"{share.peer} declared {status} by gossip while holding the share"
-            if time.perf_counter() >= deadline:
+            if now - t0 >= overrun_deadline_s(predicted):
                 return (
                     f"{share.peer} overran the share's predicted finish "
-                    f"({share.predicted_s:.3f} s) past {overrun_deadline_s(share.predicted_s):.1f} s"
+                    f"({share.predicted_s:.3f} s, x{k:.2f} at this request's pace) "
+                    f"past {overrun_deadline_s(predicted):.1f} s"
                 )
             await asyncio.sleep(WATCH_PERIOD_S)
 
@@ -1019,6 +1031,7 @@ class Node:
                 self.metrics.observe_job(result)
                 self._learn_bias(result)
             finally:
+                self._pace.pop(job.id, None)
                 self._release_memory(job)
                 self._wake(job)
                 self._job_cond.pop(job.id, None) if job.terminal else None
