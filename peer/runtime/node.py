@@ -67,6 +67,7 @@ from peer.core.shares import (
 from peer.core.viewstate import states_from_view
 from peer.rpc.tls import TlsFiles
 from peer.runtime.backend import Backend
+from peer.runtime.cpu_limit import cpu_limit, quota_slowdown
 from peer.runtime.runner import ShareRunner
 
 if TYPE_CHECKING:
@@ -245,7 +246,19 @@ class Node:
         self.planner.native = self.native
         if self.cfg.calibrate:
             cal = await self.executor.call(backend.calibrate)
-            self.cost = CostTracker(float(cal.a_s), float(cal.c_s), alpha=self.cfg.ewma_alpha)
+            # calibration's short steps run unthrottled inside a CFS period: scale to the quota
+            limit = cpu_limit()
+            slow = quota_slowdown(self.cfg.threads, limit)
+            if slow > 1.0:
+                log.info(
+                    "cpu quota %.2f cores for %d threads: costs x%.2f",
+                    limit,
+                    self.cfg.threads,
+                    slow,
+                )
+            self.cost = CostTracker(
+                float(cal.a_s) * slow, float(cal.c_s) * slow, alpha=self.cfg.ewma_alpha
+            )
         self.runner = ShareRunner(backend, self.cost, self.native)
         self._setup_memory(backend)
         self.provider = self.planner.recruiters.provider(self.cfg.policy)
