@@ -223,6 +223,7 @@ class Settings:
     policy: str = "equal"
     parallel: dict[str, Any] | None = None  # the requests' ``parallel`` options (None: none)
     skip_tile: bool = False
+    auto_only: bool = False  # only the checks of what mode auto picks (split cluster, HTTP)
     fused_steps: int = 10  # fused tiles: steps per repair (0: not measured)
     fused_halo: int = 16
     fused_warmup: int = 0  # warm-up steps on the whole canvas before the hole25 split
@@ -500,7 +501,8 @@ def _run_side(s: Settings, n: int, split: bool, logs: Path) -> dict[str, Any]:
             gen_walls, gen = _timed(gen_call, s.repeats)
         fused = fused_auto = None
         if split and s.fused_steps > 0:
-            fused = fused_bench(cl.procs, s, canvas_of_digits(), masks())
+            if not s.auto_only:
+                fused = fused_bench(cl.procs, s, canvas_of_digits(), masks())
             fused_auto = fused_auto_http(client, s)
         generate_part = {
             "quota_note": cl.quota_note,
@@ -637,6 +639,25 @@ def run(s: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     with stop_on_signals():
         many = _run_side(s, s.peers, True, logs)
+        if s.auto_only:  # what auto picks against local, on the split cluster alone
+            split = many["steps_split"]
+            auto_walls, auto_res = split["runs"]["auto"]
+            local_walls = split["runs"]["local"][0]
+            modes = [r["plan"]["mode"] for r in auto_res]
+            return {
+                "steps_parallel": {
+                    "auto": {
+                        "modes": modes,
+                        "wall_s": [round(w, 3) for w in auto_walls],
+                        "local_wall_s": [round(w, 3) for w in local_walls],
+                        **auto_check(modes, auto_walls, local_walls),
+                    }
+                },
+                "tile": {"auto": many["fused_auto"]},
+                "settings": _settings_json(s),
+                "quota_note": {"split": many["quota_note"]},
+                "bench_s": round(time.perf_counter() - t0, 1),
+            }
         one = _run_side(s, 1, False, logs)
     if s.skip_tile:
         part = steps_report(
@@ -725,6 +746,8 @@ def _settings_json(s: Settings) -> dict[str, Any]:
         "parallel": s.parallel,
         "repair_label": s.repair_label,
         "tile_repeats": s.tile_repeats,
+        "fused_steps": s.fused_steps,
+        "auto_only": s.auto_only,
         "canvas": CANVAS,
         "engine": "onnx (peer default), 1 thread per peer",
     }
@@ -764,7 +787,8 @@ def _cmd(args: argparse.Namespace) -> int:
             out=Path(args.out),
             policy=args.policy,
             parallel=_parallel_arg(args.parallel),
-            skip_tile=args.skip_tile,
+            skip_tile=args.skip_tile or args.auto_only,
+            auto_only=args.auto_only,
             fused_steps=args.fused_steps,
             fused_warmup=args.fused_warmup,
         )
@@ -801,6 +825,12 @@ def register(groups: dict[str, Any]) -> None:
         help='the parallel requests\' options as JSON, e.g. \'{"segments": 4, "tolerance_db": 25}\'',
     )
     p.add_argument("--skip-tile", action="store_true", help="measure the steps share modes only")
+    p.add_argument(
+        "--auto-only",
+        action="store_true",
+        help="only what mode auto picks against local (generate and the fused-scale repairs, "
+        "through HTTP on the split cluster); no single-peer cluster, no speedups",
+    )
     p.add_argument(
         "--fused-steps", type=int, default=10, help="steps of each fused-tile repair (10; 0: none)"
     )
