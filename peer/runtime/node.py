@@ -555,7 +555,7 @@ class Node:
         work = self._embeddings_for(work, share.peer)
         payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
         call = asyncio.ensure_future(
-            pool.call_measured(share.addr, "run_share", payload, timeout=self.cfg.share_timeout_s)
+            pool.call_measured(share.addr, "run_share", payload, timeout=self._share_timeout(share))
         )
         watch = asyncio.ensure_future(self._watch_holder(share, t0, pace))
         try:
@@ -601,6 +601,12 @@ class Node:
         task = asyncio.create_task(coro)
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
+
+    def _share_timeout(self, share: Share) -> float:
+        """The RPC's own bound on a remote share: the configured one, or longer for a share
+        predicted to run long (a large repair on a slow peer legitimately runs past 60 s; a
+        holder that is lost or overruns is caught sooner by ``_watch_holder``)."""
+        return max(self.cfg.share_timeout_s, 4.0 * overrun_deadline_s(share.predicted_s))
 
     async def _watch_holder(self, share: Share, t0: float, pace: JobPace | None = None) -> str:
         """Returns (why) once the peer holding ``share`` is declared dead or gone by gossip, or

@@ -39,3 +39,17 @@ def test_finished_shares_set_the_pace_for_the_rest() -> None:
     pace.finished_share(-1.0, 1.0)
     pace.finished_share(1.0, 0.0)
     assert pace.factor(100.0) == pytest.approx(5.0)
+
+
+def test_a_share_predicted_to_run_long_gets_a_longer_rpc_bound() -> None:
+    from peer.core.config import ephemeral_config
+    from peer.core.planner import Share
+    from peer.runtime.node import Node
+
+    node = Node(ephemeral_config("a", (), share_timeout_s=60.0))
+
+    def share(predicted: float) -> Share:
+        return Share("b", ("127.0.0.1", 1), False, (0,), None, predicted)
+
+    assert node._share_timeout(share(0.5)) == 60.0  # the configured bound
+    assert node._share_timeout(share(30.0)) == pytest.approx(4 * overrun_deadline_s(30.0))
