@@ -79,20 +79,6 @@ class Canvas:
     open_bytes: int = 0  # canvas + mask, sent to every remote holder once
 
 
-def large_hole(canvas: Canvas) -> bool:
-    """Some ``native`` consecutive rows are at least ``HOLE_FRACTION`` masked: a hole that
-    independently repaired tiles fill with different content (19.6-21.0 dB against the untiled
-    repair for a 25 % central hole, against 27.7 dB for scratches), so ``mode: auto`` does not
-    offer tiles for it (fused bands, warmed up on the whole canvas, or local keep it whole)."""
-    rows = canvas.row_masked
-    k = max(min(canvas.native, len(rows)), 1)
-    if not rows:
-        return False
-    sums = itertools.accumulate(rows, initial=0.0)
-    acc = list(sums)
-    return max((acc[i + k] - acc[i]) / k for i in range(len(rows) - k + 1)) >= HOLE_FRACTION
-
-
 @dataclass(frozen=True)
 class FusedLayout:
     bands: tuple[tuple[int, int, int, int], ...]  # (core0, core1, win0, win1), top to bottom

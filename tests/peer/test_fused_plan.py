@@ -15,7 +15,6 @@ from peer.core.fused_plan import (
     band_windows,
     best_layout,
     halo_for,
-    large_hole,
     predict,
     sync_every_for,
     warmup_steps,
@@ -148,8 +147,11 @@ def test_auto_picks_fused_where_it_beats_tile_and_local(planner: Planner) -> Non
     plan = planner.plan(
         peers, repair_work(m, 109), mode="auto", policy="equal", height=SIDE, width=SIDE
     )
-    assert plan.mode == "fused"
-    assert plan.predicted_makespan_s < min(plan.alternatives["local"], plan.alternatives["tile"])
+    assert plan.mode == "fused" and "tile" not in plan.alternatives  # 1.7x the canvas in tiles
+    tile = planner.plan(
+        peers, repair_work(m, 109), mode="tile", policy="equal", height=SIDE, width=SIDE
+    )
+    assert plan.predicted_makespan_s < min(plan.alternatives["local"], tile.predicted_makespan_s)
     d = plan.detail
     assert d["warmup"] == 0 and d["sync_every"] == 1 and d["halo"] == 16
     assert d["bands"] == [[0, 64, 0, 80], [64, 128, 48, 128]]
@@ -164,7 +166,6 @@ def test_a_hole_plans_a_warm_up_and_auto_leaves_tiles_out(planner: Planner) -> N
     peers = [peer("a", me=True), peer("b"), peer("c"), peer("d")]
     m = centre_mask(SIDE, 0.5)
     work = repair_work(m, 81)
-    assert work.fused is not None and large_hole(work.fused)
     plan = planner.plan(peers, work, mode="auto", policy="equal", height=SIDE, width=SIDE)
     assert plan.mode == "fused" and "tile" not in plan.alternatives
     assert plan.predicted_makespan_s < plan.alternatives["local"]
@@ -176,14 +177,23 @@ def test_a_hole_plans_a_warm_up_and_auto_leaves_tiles_out(planner: Planner) -> N
     assert forced.predicted_makespan_s == pytest.approx(plan.predicted_makespan_s)
 
 
-def test_scratches_are_no_large_hole_and_auto_may_tile_them(planner: Planner) -> None:
-    assert not large_hole(canvas(scratch_mask(SIDE)))
-    assert large_hole(canvas(centre_mask(SIDE, 0.5)))
-    assert not large_hole(canvas(np.zeros((SIDE, SIDE), dtype=bool)))
+def test_auto_offers_tiles_only_where_they_cover_little_of_the_canvas(planner: Planner) -> None:
     peers = [peer("a", me=True), peer("b"), peer("c"), peer("d")]
-    work = repair_work(scratch_mask(SIDE), 109)
-    plan = planner.plan(peers, work, mode="auto", policy="equal", height=SIDE, width=SIDE)
-    assert "tile" in plan.alternatives
+    wide = planner.plan(
+        peers,
+        repair_work(scratch_mask(SIDE), 109),
+        mode="auto",
+        policy="equal",
+        height=SIDE,
+        width=SIDE,
+    )
+    assert "tile" not in wide.alternatives and wide.mode in ("fused", "local")
+    m = np.zeros((SIDE, SIDE), dtype=bool)
+    m[40:44, 20:36] = True  # two windows: a small fraction of the canvas
+    small = planner.plan(
+        peers, repair_work(m, 2), mode="auto", policy="equal", height=SIDE, width=SIDE
+    )
+    assert "tile" in small.alternatives
 
 
 def test_auto_keeps_local_alone_and_over_slow_links(planner: Planner) -> None:
