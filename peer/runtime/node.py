@@ -501,6 +501,10 @@ class Node:
             exclude=exclude,
         )
 
+    def parallel_capable(self) -> bool:
+        """The backend can hand a latent over mid-chain (what parallel steps are made of)."""
+        return callable(getattr(self.backend, "with_latent", None))
+
     def parallel_measured(self) -> MeasuredParallel:
         return self.parallel_costs.snapshot(self.clock())
 
@@ -920,6 +924,10 @@ class Node:
             raise BadRequest("mode_not_applicable", f"{req.mode} mode applies to repair requests")
         if req.text is not None and req.mode == "parallel":
             raise BadRequest("mode_not_applicable", "parallel steps do not run text pipelines")
+        if req.mode == "parallel" and not self.parallel_capable():
+            raise BadRequest(
+                "mode_not_applicable", "parallel steps need a backend that hands latents over"
+            )
         units = req.count if req.mode not in ("chain", "steps") else req.count * req.steps
         est = for_generate(self.memory_model, req.count)
         self._check_memory(est)

@@ -95,6 +95,10 @@ class Cluster(Protocol):
 
     def encode_png(self, img: np.ndarray) -> bytes: ...
 
+    def parallel_capable(self) -> bool:
+        """The backend can hand a latent over mid-chain (parallel steps)."""
+        ...
+
     def parallel_measured(self) -> MeasuredParallel:
         """What past parallel-steps runs measured here (``peer.core.parallel_costs``)."""
         ...
@@ -150,7 +154,8 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         steps=req.steps,
         bytes_per_unit=IMAGE_BYTES if text is None else 3 * text.width * text.height,
         quantum=cluster.quantum,
-        deterministic=req.scheduler == "ddim" and text is None,  # no parallel steps on text
+        # parallel steps: a deterministic sampler, no text, a backend that hands latents over
+        deterministic=req.scheduler == "ddim" and text is None and cluster.parallel_capable(),
         measured=cluster.parallel_measured(),
         **_parallel_work(req),
     )

@@ -223,4 +223,16 @@ async def test_finished_jobs_teach_their_modes_bias(node: Node) -> None:
         # the next local plan's prediction carries the learned factor
         st, res = await post(s, node, "/v1/generate", body)
     assert st == 200
-    assert res["result"]["plan"]["detail"]["bias"] == pytest.approx(bias["local"]["factor"], rel=1e-3)
+    assert res["result"]["plan"]["detail"]["bias"] == pytest.approx(
+        bias["local"]["factor"], rel=1e-3
+    )
+
+
+async def test_parallel_steps_on_a_backend_without_latent_hand_off_is_a_400(node: Node) -> None:
+    # the fuzzer found it as a 500 (AttributeError) once count > 1 reached parallel steps
+    async with ClientSession() as s:
+        st, body = await post(s, node, "/v1/generate", {"count": 2, "steps": 4, "mode": "parallel"})
+        assert st == 400 and body["error"]["code"] == "mode_not_applicable"
+        st, res = await post(s, node, "/v1/generate", {"count": 2, "steps": 4, "mode": "auto"})
+    assert st == 200 and res["result"]["plan"]["mode"] != "parallel"
+    assert "parallel" not in res["result"]["plan"]["alternatives"]
