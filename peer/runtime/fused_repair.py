@@ -22,6 +22,7 @@ from peer.core.jobs import Job
 from peer.core.planner import PeerState, Plan, Share
 from peer.core.requests import RepairRequest
 from peer.runtime.fused_sessions import Call, FusedRun, run_fused
+from peer.runtime.timing import PeerTiming
 
 
 class FusedCluster(Protocol):
@@ -138,7 +139,5 @@ def fused_json(plan: Plan, res: FusedRun) -> dict[str, Any]:
 
 def timings(res: FusedRun, t0: float) -> list[Any]:
     """One entry per band holder (start and end of the run; the rounds are shared)."""
-    from peer.runtime.origin import PeerTiming
-
     end = time.perf_counter() - t0
     return [PeerTiming(name, 1, 0.0, 0.0, 0.0, 0.0, end) for name in res.holders]

@@ -23,6 +23,7 @@ from peer.core.parallel_costs import MeasuredParallel
 from peer.core.planner import CHAIN, PeerState, Plan, Planner, Share, Work
 from peer.core.requests import GenerateRequest, RepairRequest
 from peer.core.shares import ChainShare, GenerateShare, TextSpec, TilesShare
+from peer.runtime.timing import PeerTiming
 
 if TYPE_CHECKING:
     from peer.core.fused_plan import Canvas as FusedCanvas
@@ -33,20 +34,6 @@ log = logging.getLogger("amcoedge.origin")
 
 MAX_REPLANS = 3
 IMAGE_BYTES = 16 * 16  # one generated image (uint8) on the wire
-
-
-@dataclass
-class PeerTiming:
-    peer: str
-    units: int
-    queue_s: float = 0.0
-    transfer_s: float = 0.0
-    compute_s: float = 0.0
-    start_s: float = 0.0  # relative to the job's start
-    end_s: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
