@@ -225,9 +225,10 @@ class Planner:
     def __init__(self, recruiters: Recruiter, *, native: int = 16) -> None:
         self.recruiters = recruiters
         self.native = native
-        # mode -> factor on that mode's raw prediction (``peer.core.costs.ModeBias.factor``);
-        # parallel steps have their own measured costs and guard instead
-        self.bias: Callable[[str], float] = _no_bias
+        # (request kind, mode) -> factor on that mode's raw prediction for that kind of
+        # request (``peer.core.costs.ModeBias.factor``); parallel steps have their own
+        # measured costs and guard instead
+        self.bias: Callable[[str, str], float] = _no_bias
 
     def plan(
         self,
@@ -253,7 +254,7 @@ class Planner:
             for m in applicable:
                 if not _auto_offers(m, applicable, work):
                     continue
-                p = self._biased(self.plan_mode(peers, work, m, policy))
+                p = self._biased(work.kind, self.plan_mode(peers, work, m, policy))
                 preds[m] = p.predicted_makespan_s
                 # parallel competes with its prediction times the measured guard (>= 1)
                 score = p.predicted_makespan_s * (parallel_guard(work) if m == "parallel" else 1.0)
@@ -263,12 +264,12 @@ class Planner:
             return _with_alternatives(best, preds)
         if mode not in applicable:
             raise PlanError(f"mode {mode!r} does not apply to this request (applies: {applicable})")
-        return self._biased(self.plan_mode(peers, work, mode, policy))
+        return self._biased(work.kind, self.plan_mode(peers, work, mode, policy))
 
-    def _biased(self, plan: Plan) -> Plan:
+    def _biased(self, kind: str, plan: Plan) -> Plan:
         """``plan`` with its predictions (make-span and each share's finish, which the share's
-        overrun deadline derives from) times its mode's learned bias."""
-        f = 1.0 if plan.mode == "parallel" else self.bias(plan.mode)
+        overrun deadline derives from) times the learned bias of its mode for ``kind``."""
+        f = 1.0 if plan.mode == "parallel" else self.bias(kind, plan.mode)
         if f == 1.0:
             return plan
         return replace(
@@ -736,7 +737,7 @@ def _auto_offers(mode: str, applicable: Sequence[str], work: Work) -> bool:
     return work.units * work.tile_area < TILE_COVER_LIMIT * work.area_units
 
 
-def _no_bias(mode: str) -> float:
+def _no_bias(kind: str, mode: str) -> float:
     return 1.0
 
 

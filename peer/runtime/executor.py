@@ -28,6 +28,7 @@ class _Item:
     job: str
     enqueued: float
     future: asyncio.Future[Any]
+    share: str | None = None  # the origin's id of this share (None: not given)
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,15 @@ class Executor:
         assert self._pool is not None, "executor not started"
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    async def run(self, fn: Callable[[], T], predicted_s: float, job: str) -> tuple[T, RunStats]:
-        """Queue ``fn``; wait for it. Raises ``Overloaded`` when the queue is full."""
+    async def run(
+        self, fn: Callable[[], T], predicted_s: float, job: str, share: str | None = None
+    ) -> tuple[T, RunStats]:
+        """Queue ``fn`` as a share of ``job`` (``share``: its id, which ``cancel`` can name);
+        wait for it. Raises ``Overloaded`` when the queue is full."""
         if self._queue is None:
             raise RuntimeError("executor not started")
         loop = asyncio.get_running_loop()
-        item = _Item(fn, max(predicted_s, 0.0), job, self.clock(), loop.create_future())
+        item = _Item(fn, max(predicted_s, 0.0), job, self.clock(), loop.create_future(), share)
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -95,11 +99,14 @@ class Executor:
         result: tuple[T, RunStats] = await item.future
         return result
 
-    def cancel(self, job: str) -> int:
-        """Drop the job's queued (not yet running) shares."""
+    def cancel(self, job: str, share: str | None = None) -> int:
+        """Drop the job's queued (not yet running) shares: every one, or only the one whose id
+        is ``share`` (the job's other shares here keep their place). Returns how many."""
         n = 0
         for item in list(self._waiting):
-            if item.job == job and not item.future.done():
+            if item.job != job or (share is not None and item.share != share):
+                continue
+            if not item.future.done():
                 item.future.cancel()
                 n += 1
         return n

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import itertools
 import logging
 import math
 import random
@@ -103,6 +104,11 @@ FOLLOW_POLL_S = 0.25  # a retried request polls the first origin's job this ofte
 FOLLOW_TIMEOUT_S = 2.0  # per poll
 FOLLOW_MISSES = 3  # unanswered polls in a row before the retry runs here
 WATCH_PERIOD_S = 0.05  # how often a share's holder is checked against the gossip view
+MAX_SHARE_ID = 64  # characters in a share's id (``run_share``'s "share_id", ``cancel``'s "share")
+
+
+def _valid_share_id(v: object) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= MAX_SHARE_ID
 
 
 def overrun_deadline_s(predicted_s: float) -> float:
@@ -181,7 +187,7 @@ class Node:
         )
         self.jobs = JobBook(keep=cfg.limits.max_jobs_kept)
         self.planner = Planner(Recruiters(seed=0))
-        self.mode_bias = ModeBias()  # per-mode actual/predicted, learned from finished jobs
+        self.mode_bias = ModeBias()  # per kind/mode actual/predicted, from finished jobs
         self._pace: dict[str, JobPace] = {}  # job -> its shares' pace (overrun deadlines)
         self.planner.bias = self.mode_bias.factor
         self.backend: Backend | None = backend
@@ -197,6 +203,7 @@ class Node:
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
         self._rng = random.Random(0)
         self._serving: dict[str, set[str]] = {}  # origin -> its jobs with shares queued here
+        self._share_seq = itertools.count(1)  # ids of the shares this origin sends out
         self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._job_cond: dict[str, asyncio.Event] = {}
@@ -557,7 +564,14 @@ class Node:
 
         _, pool = self._started()
         work = self._embeddings_for(work, share.peer)
-        payload = {"job": job.id, "origin": self.name, "share": encode_share(work)}
+        # the id lets a cancel name this share alone: the holder may hold others of the job
+        share_id = f"s{next(self._share_seq)}"
+        payload = {
+            "job": job.id,
+            "origin": self.name,
+            "share": encode_share(work),
+            "share_id": share_id,
+        }
         call = asyncio.ensure_future(
             pool.call_measured(share.addr, "run_share", payload, timeout=self._share_timeout(share))
         )
@@ -569,14 +583,14 @@ class Node:
         if not call.done():  # the holder was declared lost, or overran: re-plan at once
             call.cancel()
             self.rpc_stats["share_abandoned"] += 1
-            self._spawn_bg(self._cancel_remote(share.addr, job.id))
+            self._spawn_bg(self._cancel_remote(share.addr, job.id, share_id))
             raise ShareFailed(share.peer, watch.result())
         try:
             res, info = call.result()
         except (RpcError, OSError, TimeoutError) as exc:
             self.rpc_stats["share_failed"] += 1
             if isinstance(exc, RpcTimeout | TimeoutError):  # best effort: drop it over there
-                self._spawn_bg(self._cancel_remote(share.addr, job.id))
+                self._spawn_bg(self._cancel_remote(share.addr, job.id, share_id))
             raise ShareFailed(share.peer, f"{type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t0
         pace.finished_share(wall, share.predicted_s)
@@ -636,12 +650,17 @@ class Node:
                 )
             await asyncio.sleep(WATCH_PERIOD_S)
 
-    async def _cancel_remote(self, addr: tuple[str, int], job_id: str) -> None:
+    async def _cancel_remote(
+        self, addr: tuple[str, int], job_id: str, share_id: str | None = None
+    ) -> None:
+        """Drop the share ``share_id`` of ``job_id`` queued at ``addr`` (every share of the job
+        there when None): the job's other shares that peer holds keep running."""
         from peer.rpc import RpcError
 
         _, pool = self._started()
+        params = {"job": job_id} if share_id is None else {"job": job_id, "share": share_id}
         with contextlib.suppress(RpcError, OSError, TimeoutError):  # best effort
-            await pool.call(addr, "cancel", {"job": job_id}, timeout=self.cfg.rpc_timeout_s)
+            await pool.call(addr, "cancel", params, timeout=self.cfg.rpc_timeout_s)
 
     async def run_local_repair(self, req: RepairRequest, job: Job) -> tuple[np.ndarray, PeerTiming]:
         assert self.runner is not None
@@ -793,19 +812,35 @@ class Node:
         return bytes(n)
 
     async def _rpc_cancel(self, params: Any) -> dict[str, Any]:
-        job = params.get("job") if isinstance(params, dict) else None
-        if not isinstance(job, str):
-            from peer.rpc import RpcError
+        """``{"job": j}`` drops every share of job ``j`` queued here; ``{"job": j, "share": s}``
+        only the one that ``run_share`` sent with ``"share_id": s``."""
+        from peer.rpc import RpcError
 
-            raise RpcError("cancel needs {'job': str}", code="invalid_params")
-        return {"cancelled": self.executor.cancel(job)}
+        job = params.get("job") if isinstance(params, dict) else None
+        share = params.get("share") if isinstance(params, dict) else None
+        if not isinstance(job, str) or (
+            isinstance(params, dict) and "share" in params and not _valid_share_id(share)
+        ):
+            raise RpcError(
+                f"cancel needs {{'job': str, 'share'?: str of 1..{MAX_SHARE_ID} chars}}",
+                code="invalid_params",
+            )
+        return {"cancelled": self.executor.cancel(job, share)}
 
     async def _rpc_run_share(self, params: Any) -> dict[str, Any]:
         from peer.rpc import RpcError
 
         self.rpc_stats["run_share"] += 1
-        if not isinstance(params, dict) or not isinstance(params.get("job"), str):
-            raise RpcError("run_share needs {'job': str, 'share': {...}}", code="invalid_params")
+        if (
+            not isinstance(params, dict)
+            or not isinstance(params.get("job"), str)
+            or ("share_id" in params and not _valid_share_id(params["share_id"]))
+        ):
+            raise RpcError(
+                "run_share needs {'job': str, 'share': {...}, "
+                f"'share_id'?: str of 1..{MAX_SHARE_ID} chars}}",
+                code="invalid_params",
+            )
         try:
             work = decode_share(params.get("share"))
         except BadRequest as exc:
@@ -816,6 +851,7 @@ class Node:
         from peer.diffusion import DiffusionError, InvalidRequestError
 
         job_id: str = params["job"]
+        share_id: str | None = params.get("share_id")
         origin = params.get("origin")
         origin = origin if isinstance(origin, str) else ""
         serving = self._serving.setdefault(origin, set()) if origin else None
@@ -823,7 +859,7 @@ class Node:
             serving.add(job_id)
         try:
             out, st = await self.executor.run(
-                lambda: runner.run(work), runner.predict(work), job_id
+                lambda: runner.run(work), runner.predict(work), job_id, share_id
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -934,7 +970,9 @@ class Node:
         job = self.jobs.create("generate", units, time.time(), key=key)
         self.memory.admit(job.id, est)
         self._spawn(
-            job, lambda: self._run_or_follow(key, retry_of, lambda: run_generate(self, req, job))
+            job,
+            lambda: self._run_or_follow(key, retry_of, lambda: run_generate(self, req, job)),
+            steps=req.steps,
         )
         return job
 
@@ -960,7 +998,9 @@ class Node:
         job = self.jobs.create("repair", 1, time.time(), key=key)
         self.memory.admit(job.id, est)
         self._spawn(
-            job, lambda: self._run_or_follow(key, retry_of, lambda: run_repair(self, req, job))
+            job,
+            lambda: self._run_or_follow(key, retry_of, lambda: run_repair(self, req, job)),
+            steps=req.steps,
         )
         return job
 
@@ -1031,7 +1071,15 @@ class Node:
             return {"found": False}
         return {"found": True, "job": self.job_json(job) if job.terminal else job.summary()}
 
-    def _spawn(self, job: Job, factory: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+    def _spawn(
+        self,
+        job: Job,
+        factory: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+        *,
+        steps: int,
+    ) -> None:
+        """Run ``factory`` as ``job``'s task; ``steps`` (the request's denoising steps) weighs
+        what its make-span teaches the prediction bias."""
         self._job_cond[job.id] = asyncio.Event()
 
         async def drive() -> None:
@@ -1056,7 +1104,7 @@ class Node:
                     job.done_units = job.total_units
                 job.finish(result, time.time())
                 self.metrics.observe_job(result)
-                self._learn_bias(result)
+                self._learn_bias(job.kind, steps, result)
             finally:
                 self._pace.pop(job.id, None)
                 self._release_memory(job)
@@ -1067,8 +1115,9 @@ class Node:
         self._job_tasks.add(task)
         task.add_done_callback(self._job_tasks.discard)
 
-    def _learn_bias(self, result: Mapping[str, Any]) -> None:
-        """Fold a finished job's make-span over its raw prediction into its mode's bias."""
+    def _learn_bias(self, kind: str, steps: int, result: Mapping[str, Any]) -> None:
+        """Fold a finished job's make-span over its raw prediction into the bias of its kind
+        (generate or repair) and mode, weighted by its denoising ``steps``."""
         plan = result.get("plan") or {}
         timing = result.get("timing") or {}
         mode, predicted, actual = (
@@ -1082,7 +1131,7 @@ class Node:
             return
         used = (plan.get("detail") or {}).get("bias", 1.0)
         used = float(used) if isinstance(used, int | float) and used > 0 else 1.0
-        self.mode_bias.observe(mode, float(predicted) / used, float(actual))
+        self.mode_bias.observe(kind, mode, float(predicted) / used, float(actual), steps)
 
     def emit_state(self, job: Job, state: JobState) -> None:
         job.transition(state, time.time())
@@ -1167,7 +1216,8 @@ class Node:
             "units": CLUSTER_UNITS,
             "peers": peers,
             "links": links,  # the same, flat: one row per (from, to)
-            "prediction_bias": self.mode_bias.to_json(),  # this origin's per-mode factors
+            # this origin's factors per "kind/mode" (e.g. "generate/local", "repair/tile")
+            "prediction_bias": self.mode_bias.to_json(),
         }
 
     def _rtt_to(self, name: str) -> float | None:

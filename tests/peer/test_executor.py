@@ -84,3 +84,62 @@ async def test_errors_reach_the_caller() -> None:
         assert ex.failed == 1
     finally:
         await ex.close()
+
+
+async def test_cancelling_one_share_leaves_the_jobs_other_share_here_running() -> None:
+    ex = Executor(max_queued=8, threads=1)
+    await ex.start()
+    gate, started = threading.Event(), threading.Event()
+
+    def blocked() -> str:
+        started.set()
+        gate.wait(30.0)
+        return "other job"
+
+    try:
+        busy = asyncio.ensure_future(ex.run(blocked, 1.0, "other"))
+        assert await asyncio.to_thread(started.wait, 10.0)
+        # two shares of job "j" queued behind it on this holder
+        first = asyncio.ensure_future(ex.run(lambda: "first", 1.0, "j", "s1"))
+        second = asyncio.ensure_future(ex.run(lambda: "second", 1.0, "j", "s2"))
+        await asyncio.sleep(0)
+        assert ex.cancel("j", "s9") == 0  # no such share: nothing dropped
+        assert ex.cancel("other", "s1") == 0  # the id belongs to job "j"
+        assert ex.cancel("j", "s1") == 1
+        assert ex.cancel("j", "s1") == 0  # already dropped
+        gate.set()
+        assert (await busy)[0] == "other job"
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        value, _ = await second  # ran to completion
+        assert value == "second"
+        assert ex.completed == 2
+    finally:
+        gate.set()
+        await ex.close()
+
+
+async def test_a_job_wide_cancel_still_drops_every_share_of_the_job() -> None:
+    ex = Executor(max_queued=8, threads=1)
+    await ex.start()
+    gate, started = threading.Event(), threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        gate.wait(30.0)
+
+    try:
+        busy = asyncio.ensure_future(ex.run(blocked, 1.0, "other"))
+        assert await asyncio.to_thread(started.wait, 10.0)
+        shares = [asyncio.ensure_future(ex.run(lambda: 1, 1.0, "j", f"s{i}")) for i in (1, 2)]
+        plain = asyncio.ensure_future(ex.run(lambda: 1, 1.0, "j"))  # sent without an id
+        await asyncio.sleep(0)
+        assert ex.cancel("j") == 3
+        gate.set()
+        await busy
+        for f in (*shares, plain):
+            with pytest.raises(asyncio.CancelledError):
+                await f
+    finally:
+        gate.set()
+        await ex.close()

@@ -189,3 +189,69 @@ async def test_a_decision_uses_freshly_refreshed_load_and_reports_its_prediction
     assert timing["actual_over_predicted"] == pytest.approx(
         timing["makespan_s"] / timing["predicted_s"], rel=1e-3
     )
+
+
+async def test_cancel_names_one_share_and_the_jobs_other_share_there_finishes(
+    pair: tuple[Node, Node, GatedBackend],
+) -> None:
+    from peer.core.shares import GenerateShare, encode_share
+    from peer.rpc import RpcError
+
+    a, b, gated = pair
+    assert a.pool is not None
+    addr = ("127.0.0.1", b.rpc_port)
+    blocker = asyncio.ensure_future(b.executor.run(lambda: gated.gate.wait(30.0), 1.0, "x"))
+    work = encode_share(GenerateShare((1,), (7,), 2, "ddim"))
+
+    def run(share_id: str) -> Any:
+        payload = {"job": "j", "origin": "a", "share": work, "share_id": share_id}
+        return asyncio.ensure_future(a.pool.call(addr, "run_share", payload, timeout=30.0))
+
+    first, second = run("s1"), run("s2")
+    for _ in range(300):  # both queued behind the blocker over there
+        if b.executor.active == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert b.executor.active == 3
+    res = await a.pool.call(addr, "cancel", {"job": "j", "share": "s1"}, timeout=10.0)
+    assert res == {"cancelled": 1}
+    gated.gate.set()
+    await blocker
+    with pytest.raises(RpcError) as err:
+        await first
+    assert err.value.code == "cancelled"
+    reply = await second  # the job's other share on b was kept and ran to completion
+    assert reply["peer"] == "b"
+
+
+async def test_cancel_and_run_share_refuse_a_malformed_share_id(
+    pair: tuple[Node, Node, GatedBackend],
+) -> None:
+    from peer.rpc import RpcError
+
+    a, b, _ = pair
+    assert a.pool is not None
+    addr = ("127.0.0.1", b.rpc_port)
+    bad: list[Any] = [
+        {"share": "s1"},  # no job
+        {"job": 5, "share": "s1"},
+        {"job": "j", "share": 3},
+        {"job": "j", "share": None},
+        {"job": "j", "share": ""},
+        {"job": "j", "share": "x" * 65},
+        {"job": "j", "share": ["s1"]},
+        ["j", "s1"],
+    ]
+    for params in bad:
+        with pytest.raises(RpcError) as err:
+            await a.pool.call(addr, "cancel", params, timeout=10.0)
+        assert err.value.code == "invalid_params", params
+        assert "share" in str(err.value)
+    assert await a.pool.call(addr, "cancel", {"job": "j"}, timeout=10.0) == {"cancelled": 0}
+    assert await a.pool.call(addr, "cancel", {"job": "j", "share": "s1"}, timeout=10.0) == {
+        "cancelled": 0
+    }
+    with pytest.raises(RpcError) as err:
+        payload = {"job": "j", "share": {"kind": "generate"}, "share_id": 12}
+        await a.pool.call(addr, "run_share", payload, timeout=10.0)
+    assert err.value.code == "invalid_params"

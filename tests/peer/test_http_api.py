@@ -17,6 +17,7 @@ from aiohttp import ClientSession
 from PIL import Image
 
 from peer.core.config import Limits, ephemeral_config
+from peer.core.costs import BIAS_COUNT_STEPS
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
 
@@ -211,21 +212,25 @@ async def test_malformed_rpc_and_gossip_input_is_counted_in_metrics(node: Node) 
 
 
 async def test_finished_jobs_teach_their_modes_bias(node: Node) -> None:
-    body = {"count": 1, "steps": 2, "mode": "local"}
+    body = {"count": 1, "steps": BIAS_COUNT_STEPS, "mode": "local"}
     async with ClientSession() as s:
+        st, _ = await post(s, node, "/v1/generate", {**body, "steps": 1})  # a warm-up
+        assert st == 200
         for _ in range(3):
             st, _ = await post(s, node, "/v1/generate", body)
             assert st == 200
         async with s.get(url(node, "/v1/cluster")) as r:
             bias = (await r.json())["prediction_bias"]
-        assert bias["local"]["runs"] == 3 and bias["local"]["factor"] > 0
-        assert node.planner.bias("local") == pytest.approx(bias["local"]["factor"], rel=1e-3)
+        # keyed by request kind and mode; the 1-step warm-up is not counted as a run
+        assert set(bias) == {"generate/local"}
+        learned = bias["generate/local"]
+        assert learned["runs"] == 3 and learned["factor"] > 0
+        assert node.planner.bias("generate", "local") == pytest.approx(learned["factor"], rel=1e-3)
+        assert node.planner.bias("repair", "local") == 1.0  # a repair's local learns apart
         # the next local plan's prediction carries the learned factor
         st, res = await post(s, node, "/v1/generate", body)
     assert st == 200
-    assert res["result"]["plan"]["detail"]["bias"] == pytest.approx(
-        bias["local"]["factor"], rel=1e-3
-    )
+    assert res["result"]["plan"]["detail"]["bias"] == pytest.approx(learned["factor"], rel=1e-3)
 
 
 async def test_parallel_steps_on_a_backend_without_latent_hand_off_is_a_400(node: Node) -> None:

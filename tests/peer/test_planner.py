@@ -301,7 +301,7 @@ def test_a_learned_mode_bias_scales_predictions_and_steers_auto(planner: Planner
     raw_alone = planner.plan(cluster4(), work, mode="batch", policy="greedy")
     assert raw.mode != "local" and "bias" not in raw.detail
     # every mode but local has been running 10x its predictions here: auto stays home
-    planner.bias = lambda mode: 1.0 if mode == "local" else 10.0
+    planner.bias = lambda kind, mode: 1.0 if mode == "local" or kind != "generate" else 10.0
     plan = planner.plan(cluster4(), work, mode="auto", policy="greedy")
     assert plan.mode == "local"
     for mode in ("batch", "chain"):
@@ -311,3 +311,8 @@ def test_a_learned_mode_bias_scales_predictions_and_steers_auto(planner: Planner
     assert alone.detail["bias"] == 10.0
     unbiased = {s.peer: s.predicted_s for s in raw_alone.shares}
     assert {s.peer: s.predicted_s / 10.0 for s in alone.shares} == pytest.approx(unbiased)
+    # the factor is looked up per request kind: a repair's bias leaves a generate alone
+    planner.bias = lambda kind, mode: 10.0 if kind == "repair" else 1.0
+    again = planner.plan(cluster4(), work, mode="batch", policy="greedy")
+    assert "bias" not in again.detail
+    assert again.predicted_makespan_s == pytest.approx(raw.alternatives["batch"])
