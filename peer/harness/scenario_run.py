@@ -343,13 +343,28 @@ def _send(
     except ClientError as exc:
         rec.update(ok=False, error=exc.code, message=str(exc)[:300])
     except OSError as exc:  # refused, reset, timed out: the origin died or hung
-        rec.update(ok=False, error="connection", message=str(exc)[:300])
+        if _timed_out(exc):  # the origin still works on it, past the deadline and the grace
+            rec.update(
+                ok=False,
+                error="deadline",
+                wall_s=client.timeout,
+                wall_is_lower_bound=True,
+                message=f"no answer within {client.timeout:.0f} s (deadline + 30 s)",
+            )
+        else:
+            rec.update(ok=False, error="connection", message=str(exc)[:300])
     except (KeyError, TypeError, ValueError) as exc:  # a 200 whose body is not a job result
         rec.update(ok=False, error="bad_response", message=repr(exc)[:300])
     if client.retries:
         rec["retried"] = [{"from": r["from"], "to": r["to"]} for r in client.retries]
     with lock:
         records.append(rec)
+
+
+def _timed_out(exc: OSError) -> bool:
+    """Whether the client gave up waiting (rather than the origin refusing or resetting)."""
+    reason = getattr(exc, "reason", None)
+    return isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError)
 
 
 def _summarise(

@@ -16,6 +16,17 @@ The cost model, stated:
   the ratio of the compute seconds a real run measured on that peer to what ``(a, c)`` predicts
   for the same shares (this folds in the machine's contention, which the quota model cannot
   know), and reports both.
+- **The host.** The peers of a scenario share one machine. With ``--host-cores`` (default
+  ``fit``) the replay runs them on a host of ``C`` cores (:mod:`policy.fleet.host`: each busy
+  peer asks for its quota, the cores are water-filled among the busy peers as the kernel's fair
+  scheduler does, every share is played out as an event simulation), and the origin sees each
+  peer's cost as the runtime's cost tracker does (the calibration scaled by an EWMA of its
+  shares' wall over calibrated seconds) and the waits the host projects. ``fit`` takes ``C``
+  from the real run: the value that best makes each peer's full-pace cost one constant over
+  its shares, given which peers computed at the same time (``sim.params.host_fit`` states the
+  spread with and without); a run that shows no contention (or, without ``--fit``, this
+  machine's core count) keeps the peers uncontended / gives ``C`` = the cores. ``none``
+  turns the host off (every peer its own machine, the true costs seen).
 - **Overheads.** A remote share pays ``setup_s`` (RPC, (de)serialisation, dispatch) plus its
   bytes over the link; every request pays ``overhead_s`` on top of its shares (HTTP, planning,
   PNG encoding: the client's wall time over the origin's make-span). With ``--fit`` both are the
@@ -34,8 +45,10 @@ The cost model, stated:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -88,6 +101,8 @@ class SimParams:
     detect_s: float = DEFAULT_DETECT_S
     restart_s: float = DEFAULT_RESTART_S
     scale: tuple[float, ...] | None = None  # per-peer k_j; None: the quota model
+    host_cores: float | None = None  # the shared host's cores; None: peers do not contend
+    host_fit: Mapping[str, Any] | None = None  # how the fit chose host_cores
     fitted_from: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -150,9 +165,18 @@ def _kind_steps(real: Mapping[str, Any]) -> list[int]:
 
 
 def fit_params(
-    real: Mapping[str, Any], sc: Scenario, costs: EngineCosts, base: SimParams
+    real: Mapping[str, Any],
+    sc: Scenario,
+    costs: EngineCosts,
+    base: SimParams,
+    fit_host: bool = True,
+    max_cores: float = 64.0,
 ) -> SimParams:
-    """Per-peer cost factors and overheads from the records of a real ``scenario run``."""
+    """Per-peer cost factors and overheads from the records of a real ``scenario run``.
+
+    With ``fit_host`` the shared host's cores are fitted too (:func:`fit_host_cores`, at most
+    ``max_cores``), and each peer's factor is its full-pace cost (what its shares would have
+    taken had they got every core they asked for); else ``base.host_cores`` is kept."""
     steps_of = _kind_steps(real)
     chains = [str(k.get("mode")) in ("steps", "chain") for k in real["kinds"]]
     policies = real.get("policies")
@@ -176,10 +200,20 @@ def fit_params(
                 q = cores
         return quota_factor(q, sc.threads) / quota_factor(first_q[p], sc.threads)
 
+    def demand_at(p: int, at_s: float) -> float:
+        q = first_q[p]
+        for t, peer, cores in quota_events:
+            if peer == p and t <= at_s:
+                q = cores
+        return min(q, float(sc.threads)) if q is not None else float(sc.threads)
+
     setup: list[float] = []
     over: list[list[float]] = [[] for _ in range(sc.peers)]
     restart: list[float] = []
+    runs: list[list[_Share]] = []
     for pol in policies.values():
+        shares: list[_Share] = []
+        runs.append(shares)
         for ev in pol.get("events_applied", []):
             if ev.get("action") == "restart" and "ready_at_s" in ev:
                 restart.append(float(ev["ready_at_s"]) - float(ev["applied_at_s"]))
@@ -204,6 +238,14 @@ def fit_params(
                 else:
                     work = steps * (costs.a_s + costs.c_s * units)
                 predicted[p] += work * event_factor(p, at)
+                t0 = (
+                    float(rec.get("sent_s", rec.get("at_s", 0.0)))
+                    + float(t.get("start_s", 0.0))
+                    + float(t.get("queue_s", 0.0))
+                )
+                shares.append(
+                    _Share(p, t0, t0 + float(comp), work * event_factor(p, at), demand_at(p, at))
+                )
                 if t["peer"] != origin:
                     rest = (
                         float(t["end_s"])
@@ -213,6 +255,16 @@ def fit_params(
                     )
                     setup.append(max(rest, 0.0))
     model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
+    host_fit: dict[str, Any] | None = None
+    host_cores = base.host_cores
+    if fit_host:
+        host_fit = fit_host_cores(runs, sc.peers, max_cores)
+        host_cores = host_fit["host_cores"]
+    if host_cores is not None:  # full-pace seconds: what each share got of the cores it asked
+        measured = [0.0] * sc.peers
+        for shares in runs:
+            for sh, done in zip(shares, _full_pace(shares, host_cores), strict=True):
+                measured[sh.peer] += done
     scale = tuple(
         measured[j] / predicted[j] if predicted[j] > 0 else model[j] for j in range(sc.peers)
     )
@@ -227,8 +279,120 @@ def fit_params(
         overhead_s=overhead,
         setup_s=statistics.median(setup) if setup else base.setup_s,
         restart_s=statistics.median(restart) if restart else base.restart_s,
+        host_cores=host_cores,
+        host_fit=host_fit,
         fitted_from=str(real.get("scenario", "real run")),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """One share a real run measured: on ``peer`` from ``t0`` to ``t1`` (compute only)."""
+
+    peer: int
+    t0: float
+    t1: float
+    predicted_s: float  # the calibration's seconds for it at the quota then in force
+    demand: float  # cores the peer asked for (its quota then)
+
+
+def _segments(shares: Sequence[_Share]) -> list[list[tuple[float, tuple[int, ...], int]]]:
+    """Per share: (seconds, busy shares' indices, its index among them) per stretch of time.
+
+    Stretches are cut wherever another share of the same run starts or ends."""
+    out: list[list[tuple[float, tuple[int, ...], int]]] = []
+    for i, sh in enumerate(shares):
+        others = [
+            k
+            for k, o in enumerate(shares)
+            if k != i and o.peer != sh.peer and o.t0 < sh.t1 and o.t1 > sh.t0
+        ]
+        cuts = sorted(
+            {sh.t0, sh.t1}
+            | {x for k in others for x in (shares[k].t0, shares[k].t1) if sh.t0 < x < sh.t1}
+        )
+        segs: list[tuple[float, tuple[int, ...], int]] = []
+        for a, b in itertools.pairwise(cuts):
+            mid = 0.5 * (a + b)
+            busy = tuple(sorted({i, *(k for k in others if shares[k].t0 <= mid < shares[k].t1)}))
+            segs.append((b - a, busy, busy.index(i)))
+        out.append(segs)
+    return out
+
+
+def _full_pace(
+    shares: Sequence[_Share],
+    cores: float,
+    segs: list[list[tuple[float, tuple[int, ...], int]]] | None = None,
+) -> list[float]:
+    """Per share, the seconds it would have taken at full pace on a host of ``cores``."""
+    from policy.fleet.host import paces
+
+    segs = _segments(shares) if segs is None else segs
+    cache: dict[tuple[int, ...], list[float]] = {}
+    done: list[float] = []
+    for s in segs:
+        total = 0.0
+        for dt, busy, me in s:
+            if busy not in cache:
+                cache[busy] = paces([shares[k].demand for k in busy], cores)
+            total += dt * cache[busy][me]
+        done.append(total)
+    return done
+
+
+HOST_CORES_GRID_STEP = 0.05
+HOST_MIN_SHARES = 20  # fewer measured shares (less one per peer): contention is not fitted
+HOST_MIN_GAIN = 0.02  # the fitted C must explain 2% of the within-peer log spread, else none
+
+
+def fit_host_cores(
+    runs: Sequence[Sequence[_Share]], n_peers: int, max_cores: float
+) -> dict[str, Any]:
+    """The host's cores that best explain the shares' measured times.
+
+    For a candidate ``C``, each share's full-pace seconds (:func:`_full_pace`) over its
+    calibrated seconds should be one constant per peer; ``C`` is the grid value (step 0.05,
+    up to ``max_cores``) with the smallest spread of that ratio's log within peers (pooled
+    variance), and the answer also states the spread with no contention modelled. With fewer
+    than ``HOST_MIN_SHARES`` shares, or a best C that narrows the spread by less than
+    ``HOST_MIN_GAIN``, the answer's ``host_cores`` is None: the run does not show contention."""
+    segs = [_segments(shares) for shares in runs]
+
+    def spread(cores: float) -> float:
+        logs: list[list[float]] = [[] for _ in range(n_peers)]
+        for shares, sg in zip(runs, segs, strict=True):
+            done = _full_pace(shares, cores, sg)
+            for sh, d in zip(shares, done, strict=True):
+                if d > 0 and sh.predicted_s > 0:
+                    logs[sh.peer].append(math.log(d / sh.predicted_s))
+        sq = sum((x - statistics.fmean(xs)) ** 2 for xs in logs if xs for x in xs)
+        dof = sum(len(xs) - 1 for xs in logs if xs)
+        return math.sqrt(sq / dof) if dof > 0 else 0.0
+
+    most: dict[int, float] = {}
+    for shares in runs:
+        for sh in shares:
+            most[sh.peer] = max(most.get(sh.peer, 0.0), sh.demand)
+    top = min(max_cores, max(sum(most.values()), HOST_CORES_GRID_STEP))
+    grid = [
+        round(HOST_CORES_GRID_STEP * k, 4) for k in range(2, int(top / HOST_CORES_GRID_STEP) + 1)
+    ]
+    spreads = {c: spread(c) for c in grid}
+    flat = spread(math.inf)
+    # the largest C among the best (ties: assume the least contention the data allows)
+    best = max(spreads, key=lambda c: (-round(spreads[c], 6), c)) if spreads else math.inf
+    dof = sum(len(s) for s in runs) - len(most)
+    gain = 1.0 - spreads.get(best, flat) / flat if flat > 0 else 0.0
+    modelled = dof >= HOST_MIN_SHARES and gain >= HOST_MIN_GAIN
+    return {
+        "fit": True,
+        "host_cores": best if modelled else None,
+        "log_spread": round(spreads.get(best, flat), 4),
+        "log_spread_uncontended": round(flat, 4),
+        "shares": sum(len(s) for s in runs),
+        "max_cores": max_cores,
+    }
 
 
 # -- the trace -----------------------------------------------------------------------------------
@@ -325,6 +489,13 @@ def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[An
         cost_events=tuple(cost_events),
         overhead_s=np.asarray(overhead, dtype=float),
         replan_lost=True,
+        host_cores=params.host_cores,
+        demand=np.array([min(q, sc.threads) if q is not None else sc.threads for q in quotas]),
+        demand_events=tuple(
+            (ev.at_s, ev.peer, min(ev.cores, sc.threads))
+            for ev in sc.events
+            if ev.action == "quota" and ev.peer is not None and ev.cores is not None
+        ),
     )
     return trace, sorted(set(unmodelled))
 
@@ -638,9 +809,19 @@ def cmd_sim(args: Any) -> int:
         if not (0.0 <= args.view_age <= 60.0):
             raise SimScenarioError(f"--view-age must be in [0, 60] s, got {args.view_age}")
         costs = load_costs(Path(args.costs) if args.costs else None, args.engine, sc.threads)
-        params = SimParams(view_age_s=args.view_age)
+        cores = os.cpu_count() or 1
+        host = _host_cores(args.host_cores)
+        start: float | None = cores if host == "fit" else (None if host is None else float(host))
+        params = SimParams(view_age_s=args.view_age, host_cores=start)
         if args.fit:
-            params = fit_params(_read_json(args.fit, "--fit"), sc, costs, params)
+            params = fit_params(
+                _read_json(args.fit, "--fit"),
+                sc,
+                costs,
+                params,
+                fit_host=host == "fit",
+                max_cores=float(cores),
+            )
         res = simulate(sc, costs, params, args.model, tuple(range(args.seeds)))
     except ScenarioError as exc:
         print(f"amcoedge scenario sim: {exc}", file=sys.stderr)
@@ -669,6 +850,22 @@ def cmd_compare(args: Any) -> int:
     return 0
 
 
+def _host_cores(text: str) -> float | str | None:
+    """``--host-cores``: ``fit`` (from ``--fit``'s run; without one, this machine's cores),
+    ``none`` (peers do not contend), or a number of cores."""
+    if text in ("fit", "none"):
+        return None if text == "none" else "fit"
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0.05 <= v <= 1024:
+        raise SimScenarioError(
+            f"--host-cores must be fit, none or cores in [0.05, 1024], got {text!r}"
+        )
+    return v
+
+
 def _seeds(text: str) -> int:
     v = int(text)
     if not 1 <= v <= 100:
@@ -690,6 +887,11 @@ def register(groups: dict[str, Any]) -> None:
     s.add_argument("--engine", default="onnx", choices=("onnx", "torch"), help="engine to measure")
     s.add_argument("--fit", help="a real run's results.json: per-peer costs and overheads from it")
     s.add_argument("--view-age", type=float, default=DEFAULT_VIEW_AGE_S, help="mean view age s")
+    s.add_argument(
+        "--host-cores",
+        default="fit",
+        help="cores the peers share: fit (from --fit's run; else this machine's), none, or N",
+    )
     s.add_argument("--model", help="recruiter ONNX for onnx (default: the shipped one)")
     s.add_argument("--seeds", type=_seeds, default=1, help="simulator seeds (policy randomness)")
     s.set_defaults(func=cmd_sim)

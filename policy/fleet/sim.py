@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from policy.fleet.allocate import IntArray
 from policy.fleet.features import CandidateArrays
 from policy.fleet.heuristics import Choice
+from policy.fleet.host import Job, SharedHost
 
 FloatArray = NDArray[np.float64]
 
@@ -158,6 +159,15 @@ class Trace:
     cost_events: tuple[tuple[float, int, float], ...] = ()
     overhead_s: FloatArray | None = None
     replan_lost: bool = False
+    # One shared host (``policy.fleet.host``): when ``host_cores`` is set, every peer computes on
+    # a machine of that many cores, asking for ``demand[j]`` cores while busy (its CPU quota);
+    # ``a_s``/``c_s`` are then the costs at full pace, and the host runs every share as an
+    # event simulation (FIFO per peer, busy peers sharing the cores): the make-spans are
+    # those of the finished run, the waits a recruiter sees those projected at its decision.
+    # ``demand_events`` (time, peer, cores) change a peer's demand (a quota change).
+    host_cores: float | None = None
+    demand: FloatArray | None = None
+    demand_events: tuple[tuple[float, int, float], ...] = ()
 
 
 def _mean_ref_work() -> float:
@@ -273,7 +283,9 @@ def run(
     failed = np.zeros(r, dtype=bool)
     dec_us = np.zeros(r)
     n_shares = np.zeros(r, dtype=np.int64)
+    lost_req = np.zeros(r, dtype=bool)
     jobs: list[list[tuple[int, float, float, float]]] = [[] for _ in range(n)]
+    host = _Host.of(trace, r)
     for q in range(r):
         t = float(trace.times[q])
         if next_event < len(events) and events[next_event][0] <= t:
@@ -282,6 +294,8 @@ def run(
                 mult[peer] = factor
                 next_event += 1
             a, c = base_a * mult, base_c * mult
+        if host is not None:
+            host.advance(t, qfree)
         if stale:
             upto = min(int(t / dt) + 1, n_snap)
             if upto > filled:
@@ -333,13 +347,17 @@ def run(
         xfer = np.where(
             remote, 2.0 * cfg.bytes_per_image * trace.pixels[q] / trace.bw[origin, known], 0.0
         )
-        fixed = steps * a[known] + np.where(remote, cfg.rtt_s + cfg.setup_s, 0.0)
+        # what the origin believes a step costs: on a shared host, the calibration scaled by
+        # each peer's EWMA of its shares' wall over calibrated seconds (as the runtime's cost
+        # tracker); else the true costs
+        a_seen, c_seen = (a, c) if host is None else (base_a * host.belief, base_c * host.belief)
+        fixed = steps * a_seen[known] + np.where(remote, cfg.rtt_s + cfg.setup_s, 0.0)
         arr = CandidateArrays(
             is_self=(~remote).astype(np.float64),
             wait=wait,
             age=age,
             fixed=fixed,
-            unit=steps * c[known],
+            unit=steps * c_seen[known],
             xfer=xfer,
             own=own,
         )
@@ -355,6 +373,8 @@ def run(
         lost = False
         busy = 0.0
         realised = np.zeros(pos.shape[0])
+        placed: list[tuple[int, float, float, float, float]] = []
+        placed_m: list[int] = []
         for m in range(pos.shape[0]):
             i = int(pos[m])
             j = int(known[i])
@@ -379,6 +399,14 @@ def run(
                     busy += work
                     arrive = t + cfg.detect_s
                     back = 0.0
+            if stale:
+                recent_t[origin].append(t)
+                recent_p[origin].append(j)
+                recent_s[origin].append(work)
+            if host is not None:  # queued on the shared host below, all shares at once
+                placed.append((j, arrive, work, back, steps * (base_a[j] + base_c[j] * x)))
+                placed_m.append(m)
+                continue
             start = max(arrive, float(qfree[j]))
             realised[m] = start - arrive
             qfree[j] = start + work
@@ -386,23 +414,134 @@ def run(
             if track_jobs:
                 jobs[j].append((q, arrive, start, work))
             span = max(span, start + work + back - t)
-            if stale:
-                recent_t[origin].append(t)
-                recent_p[origin].append(j)
-                recent_s[origin].append(work)
+        if host is not None and placed:
+            span, waits = host.dispatch(q, origin, placed, qfree)
+            realised[placed_m] = waits
         if trace.overhead_s is not None:
             span += float(trace.overhead_s[origin])
         dl = float(trace.deadline[q])
         if lost:
             span = max(span, dl)
+            lost_req[q] = True
         makespan[q] = span
         failed[q] = lost or span > dl
         n_shares[q] = pos.shape[0]
         if observer is not None:
             observer(ctx, Outcome(span, bool(failed[q]), pos, cnt, realised, busy))
+    if host is not None:  # the make-spans once every share has run on the shared host
+        host.settle(makespan, failed, trace, lost_req, peer_busy)
     skip = int(cfg.warmup_frac * r)
     ext = _externality(jobs, r)[skip:] if track_jobs else None
+    if track_jobs and host is not None:  # queueing as run, plus contention on queued shares
+        ext = (_externality(host.log(n), r) + host.ext)[skip:]
     return RunResult(makespan[skip:], failed[skip:], dec_us[skip:], n_shares[skip:], ext, peer_busy)
+
+
+BELIEF_ALPHA = 0.3  # the runtime's ``ewma_alpha`` (peer.core.config)
+
+
+@dataclass(slots=True)
+class _Host:
+    """The shared-host state of one run (:class:`policy.fleet.host.SharedHost`)."""
+
+    host: SharedHost
+    events: list[tuple[float, int, float]]
+    shares: list[list[Job]]  # per request, its shares
+    origin: NDArray[np.int64]
+    ext: FloatArray  # per request: seconds it pushed other requests' results back
+    belief: FloatArray  # per peer: EWMA of its shares' wall / calibrated seconds
+
+    @staticmethod
+    def of(trace: Trace, r: int) -> _Host | None:
+        if trace.host_cores is None:
+            return None
+        n = trace.cfg.n_peers
+        demand = [1.0] * n if trace.demand is None else [float(d) for d in trace.demand]
+        return _Host(
+            host=SharedHost(float(trace.host_cores), demand),
+            events=sorted(trace.demand_events),
+            shares=[[] for _ in range(r)],
+            origin=np.zeros(r, dtype=np.int64),
+            ext=np.zeros(r),
+            belief=np.ones(n),
+        )
+
+    def advance(self, t: float, qfree: FloatArray) -> None:
+        """Play the host forward to ``t``; ``qfree`` gets each peer's projected end."""
+        while self.events and self.events[0][0] <= t:
+            at, peer, cores = self.events.pop(0)
+            self.host.set_demand(peer, cores, at)
+        self.host.run_until(t)
+        for job in self.host.done:
+            if job.nominal > 0:
+                ratio = min(max((job.finish - job.start) / job.nominal, 0.05), 50.0)
+                self.belief[job.peer] += BELIEF_ALPHA * (ratio - self.belief[job.peer])
+        self.host.done.clear()
+        _, ends = self.host.project()
+        qfree[:] = ends
+
+    def dispatch(
+        self,
+        q: int,
+        origin: int,
+        shares: list[tuple[int, float, float, float, float]],
+        qfree: FloatArray,
+    ) -> tuple[float, FloatArray]:
+        """Queue request ``q``'s shares (peer, arrive, full-pace seconds, back, calibrated s).
+
+        Returns the make-span the projection gives it and each share's projected queue wait;
+        charges it with how much later the shares already queued now end (over their
+        requests' share counts), and leaves each peer's projected end in ``qfree``."""
+        before, _ = self.host.project()
+        jobs = [
+            self.host.add(Job(q, j, arrive, work, back, nominal))
+            for j, arrive, work, back, nominal in shares
+        ]
+        after, ends = self.host.project()
+        qfree[:] = ends
+        self.origin[q] = origin
+        self.shares[q] = jobs
+        waits = np.array([after[j.key][0] - j.arrive for j in jobs])
+        t = self.host.now
+        span = max((after[j.key][1] + j.back for j in jobs), default=t) - t
+        delayed = {k: after[k][1] - f0 for k, (_s, f0) in before.items() if after[k][1] > f0}
+        if delayed:
+            owner = {j.key: j.request for j in self.host.jobs()}
+            for k, d in delayed.items():
+                rq = owner.get(k)
+                if rq is not None and rq != q:
+                    self.ext[q] += d / max(len(self.shares[rq]), 1)
+        return span, waits
+
+    def log(self, n: int) -> list[list[tuple[int, float, float, float]]]:
+        """Per peer, its shares as run: (request, arrive, start, wall seconds), by start."""
+        out: list[list[tuple[int, float, float, float]]] = [[] for _ in range(n)]
+        for jobs in self.shares:
+            for j in jobs:
+                out[j.peer].append((j.request, j.arrive, j.start, j.finish - j.start))
+        for log in out:
+            log.sort(key=lambda e: e[2])
+        return out
+
+    def settle(
+        self,
+        makespan: FloatArray,
+        failed: NDArray[np.bool_],
+        trace: Trace,
+        lost: NDArray[np.bool_],
+        busy: FloatArray,
+    ) -> None:
+        """Every request's make-span once every share has run (plus the origin's overhead)."""
+        self.host.run_until(math.inf)
+        busy[:] = self.host.busy_s
+        for q, jobs in enumerate(self.shares):
+            if not jobs:
+                continue
+            o = 0.0 if trace.overhead_s is None else float(trace.overhead_s[self.origin[q]])
+            span = max(j.finish + j.back for j in jobs) - float(trace.times[q]) + o
+            dl = float(trace.deadline[q])
+            makespan[q] = max(span, dl) if lost[q] else span
+            failed[q] = bool(lost[q]) or makespan[q] > dl
 
 
 def _externality(jobs: list[list[tuple[int, float, float, float]]], r: int) -> FloatArray:

@@ -55,3 +55,14 @@ async def test_a_dead_origin_is_retried_on_a_live_peer(node: Node) -> None:
     assert not lost["ok"] and lost["error"] == "connection" and "retried" not in lost
     summary = _summarise(sc, records, [], "none")
     assert (summary["ok"], summary["retried"], summary["lost"]) == (1, 1, 1)
+
+
+def test_a_client_that_gave_up_waiting_is_a_deadline_miss_not_a_lost_request() -> None:
+    import urllib.error
+
+    from peer.harness.scenario_run import _timed_out
+
+    assert _timed_out(TimeoutError("timed out"))
+    assert _timed_out(urllib.error.URLError(TimeoutError("timed out")))
+    assert not _timed_out(ConnectionRefusedError())
+    assert not _timed_out(urllib.error.URLError(ConnectionResetError()))
