@@ -15,7 +15,6 @@ arrivals, which is what a planner can know at a decision. Times in seconds; time
 
 from __future__ import annotations
 
-import copy
 import heapq
 import math
 from collections import deque
@@ -145,14 +144,30 @@ class SharedHost:
 
         Returns each unfinished share's projected (start, finish) by ``key``, and when each
         peer's queue empties (``now`` for an idle peer)."""
-        twin = copy.deepcopy(self)
-        twin.done = []
+        twin = self.clone()
         jobs = twin.jobs()
         twin.run_until(math.inf)
         ends = [self.now] * len(self.demand)
         for j in jobs:
             ends[j.peer] = max(ends[j.peer], j.finish)
         return {j.key: (j.start, j.finish) for j in jobs}, ends
+
+    def clone(self) -> SharedHost:
+        """An independent copy of the unfinished work (finished shares are not carried)."""
+
+        def dup(j: Job) -> Job:
+            return Job(j.request, j.peer, j.arrive, j.left, j.back, j.nominal, j.key, j.start)
+
+        return SharedHost(
+            self.cores,
+            list(self.demand),
+            self.now,
+            [deque(dup(j) for j in q) for q in self.queues],
+            [(a, k, dup(j)) for a, k, j in self.pending],  # same order: still a heap
+            list(self.busy_s),
+            [],
+            self._seq,
+        )
 
     def jobs(self) -> list[Job]:
         """Every share not yet finished, queued or pending."""

@@ -450,6 +450,8 @@ class _Host:
     origin: NDArray[np.int64]
     ext: FloatArray  # per request: seconds it pushed other requests' results back
     belief: FloatArray  # per peer: EWMA of its shares' wall / calibrated seconds
+    # the last projection: exact until the next arrival or demand change (none came between)
+    proj: tuple[dict[int, tuple[float, float]], list[float]] | None = None
 
     @staticmethod
     def of(trace: Trace, r: int) -> _Host | None:
@@ -471,14 +473,16 @@ class _Host:
         while self.events and self.events[0][0] <= t:
             at, peer, cores = self.events.pop(0)
             self.host.set_demand(peer, cores, at)
+            self.proj = None
         self.host.run_until(t)
         for job in self.host.done:
             if job.nominal > 0:
                 ratio = min(max((job.finish - job.start) / job.nominal, 0.05), 50.0)
                 self.belief[job.peer] += BELIEF_ALPHA * (ratio - self.belief[job.peer])
         self.host.done.clear()
-        _, ends = self.host.project()
-        qfree[:] = ends
+        if self.proj is None:
+            self.proj = self.host.project()
+        qfree[:] = self.proj[1]
 
     def dispatch(
         self,
@@ -492,19 +496,24 @@ class _Host:
         Returns the make-span the projection gives it and each share's projected queue wait;
         charges it with how much later the shares already queued now end (over their
         requests' share counts), and leaves each peer's projected end in ``qfree``."""
-        before, _ = self.host.project()
+        before = self.proj[0] if self.proj is not None else self.host.project()[0]
         jobs = [
             self.host.add(Job(q, j, arrive, work, back, nominal))
             for j, arrive, work, back, nominal in shares
         ]
-        after, ends = self.host.project()
+        self.proj = self.host.project()
+        after, ends = self.proj
         qfree[:] = ends
         self.origin[q] = origin
         self.shares[q] = jobs
         waits = np.array([after[j.key][0] - j.arrive for j in jobs])
         t = self.host.now
         span = max((after[j.key][1] + j.back for j in jobs), default=t) - t
-        delayed = {k: after[k][1] - f0 for k, (_s, f0) in before.items() if after[k][1] > f0}
+        delayed = {
+            k: after[k][1] - f0
+            for k, (_s, f0) in before.items()
+            if k in after and after[k][1] > f0 + 1e-12
+        }
         if delayed:
             owner = {j.key: j.request for j in self.host.jobs()}
             for k, d in delayed.items():
