@@ -9,6 +9,11 @@ RPC and dispatch, every request pays an HTTP/planning overhead, the runtime refr
 before deciding (view ages of milliseconds, sometimes more) and never tells the policy a
 deadline. :func:`randomised_trace` draws clusters and workloads around those measured values
 (:data:`MEASURED`), seeded, so a policy trained on them does not overfit one cluster.
+
+Half the episodes (``host_prob``) put the peers on one shared host (:mod:`policy.fleet.host`)
+of 0.5-1.0x the cores their quotas add up to, as the scenarios' peers share this machine's two
+cores: there every extra peer a request recruits slows the others, and the origin sees costs
+through the runtime's EWMA of what its shares took.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class RandomiseConfig:
     contention_range: tuple[float, float] = (1.0, 3.0)  # every peer alike
     deadline_s: float = 20.0
     links_prob: float = 0.5  # share of episodes whose peers sit behind drawn link rates
+    host_prob: float = 0.5  # share of episodes whose peers share one host's cores
+    host_cores_frac: tuple[float, float] = (0.5, 1.0)  # the host's cores over the quotas' sum
+    host_slowdown: tuple[float, float] = (1.0, 1.5)  # full-pace cost over the calibration
 
 
 def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
@@ -65,6 +73,7 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
     quotas = rng.choice(np.asarray(QUOTAS), n)
     quotas[0] = max(quotas[0], 0.5)  # like the scenarios: at least one reasonable peer
     jitter = rng.uniform(0.85, 1.15, n)  # per-peer calibration error
+    host_cores, contention = _host(seed, quotas, contention, rc)
     k = contention * jitter / quotas
     a = a0 * k
     c = c0 * k
@@ -80,6 +89,8 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
     # capacity in requests/s if each request ran whole on one peer, spread proportionally
     mean_work = float(np.mean(steps * (a0 + c0 * images)))
     capacity = float(np.sum(1.0 / (contention * jitter / quotas))) / mean_work
+    if host_cores is not None:  # the host caps what the peers can do together
+        capacity *= min(1.0, host_cores / float(np.sum(quotas)))
     load = float(rng.uniform(*rc.load_range))
     times = np.cumsum(rng.exponential(1.0 / (load * capacity), r))
     bw, payload = _links(seed, n, rc.links_prob)
@@ -112,7 +123,24 @@ def randomised_trace(seed: int, rc: RandomiseConfig | None = None) -> Trace:
         c_s=c,
         overhead_s=overhead,
         replan_lost=True,
+        host_cores=host_cores,
+        demand=quotas.astype(float) if host_cores is not None else None,
     )
+
+
+def _host(
+    seed: int, quotas: np.ndarray, contention: float, rc: RandomiseConfig
+) -> tuple[float | None, float]:
+    """Whether the episode's peers share one host: its cores and the peers' full-pace slowdown.
+
+    On a shared host the contention is the host's (:mod:`policy.fleet.host`), so the drawn
+    uniform slowdown gives way to the machine's own (measured 1.3-1.45x the calibration at
+    full pace on this project's 2-core host). A generator of its own, as for the links."""
+    rng = np.random.default_rng([seed, 1515, 15])
+    if rng.random() >= rc.host_prob:
+        return None, contention
+    cores = float(rng.uniform(*rc.host_cores_frac)) * float(np.sum(quotas))
+    return cores, float(rng.uniform(*rc.host_slowdown))
 
 
 def _links(seed: int, n: int, prob: float) -> tuple[np.ndarray, float]:
