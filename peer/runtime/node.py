@@ -202,7 +202,8 @@ class Node:
         self.rpc_stats: Counter[str] = Counter()
         self.links = LinkBook()  # this peer's measured links, one estimator per peer
         self._rng = random.Random(0)
-        self._serving: dict[str, set[str]] = {}  # origin -> its jobs with shares queued here
+        # origin -> its jobs with shares queued here -> how many of that job's shares
+        self._serving: dict[str, dict[str, int]] = {}
         self._share_seq = itertools.count(1)  # ids of the shares this origin sends out
         self.started = clock()
         self._job_tasks: set[asyncio.Task[None]] = set()
@@ -612,7 +613,7 @@ class Node:
         for origin in list(self._serving):
             peer = view.peers.get(origin)
             if peer is None or peer.status in ("dead", "left"):
-                for job_id in self._serving.pop(origin, set()):
+                for job_id in self._serving.pop(origin, {}):
                     self.rpc_stats["orphans_cancelled"] += self.executor.cancel(job_id)
 
     def _spawn_bg(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -854,9 +855,9 @@ class Node:
         share_id: str | None = params.get("share_id")
         origin = params.get("origin")
         origin = origin if isinstance(origin, str) else ""
-        serving = self._serving.setdefault(origin, set()) if origin else None
+        serving = self._serving.setdefault(origin, {}) if origin else None
         if serving is not None:
-            serving.add(job_id)
+            serving[job_id] = serving.get(job_id, 0) + 1
         try:
             out, st = await self.executor.run(
                 lambda: runner.run(work), runner.predict(work), job_id, share_id
@@ -875,9 +876,13 @@ class Node:
             log.error("share of job %s failed here", job_id, exc_info=exc)
             raise RpcError(f"{type(exc).__name__}: {exc}", code="internal") from None
         finally:
-            if serving is not None:
-                serving.discard(job_id)
-                if not serving:
+            if serving is not None:  # the job stays while another of its shares is here
+                left = serving.get(job_id, 0) - 1
+                if left > 0:
+                    serving[job_id] = left
+                else:
+                    serving.pop(job_id, None)
+                if not serving and self._serving.get(origin) is serving:
                     self._serving.pop(origin, None)
         res: dict[str, Any] = {"queue_s": st.queue_s, "compute_s": st.compute_s, "peer": self.name}
         res.update(encode_reply(work, out))

@@ -94,7 +94,7 @@ async def test_a_dead_origins_queued_shares_are_dropped(
     blocker = asyncio.ensure_future(b.executor.run(lambda: gated.gate.wait(30.0), 1.0, "x"))
     queued = asyncio.ensure_future(b.executor.run(lambda: 1, 1.0, "job-of-a"))
     await asyncio.sleep(0)
-    b._serving["a"] = {"job-of-a"}
+    b._serving["a"] = {"job-of-a": 1}
     assert b.gossip is not None
     view = b.gossip.view()
     b._on_view(view)  # a is alive: nothing happens
