@@ -30,8 +30,10 @@ The cost model, stated:
 - **Overheads.** A remote share pays ``setup_s`` (RPC, (de)serialisation, dispatch) plus its
   bytes over the link; every request pays ``overhead_s`` on top of its shares (HTTP, planning,
   PNG encoding: the client's wall time over the origin's make-span). With ``--fit`` both are the
-  medians the real run measured (``setup_s`` from the remote shares' end - start - queue -
-  compute, ``overhead_s`` per origin from wall - make-span), else the defaults below.
+  means the real run measured (``setup_s`` from the remote shares' end - start - queue -
+  compute, ``overhead_s`` per origin from wall - make-span), else the defaults below. Means,
+  not medians: the table compares means, and under load the overheads have a long tail
+  (greedy's on farlink.toml: mean 0.119 s, median 0.028 s).
 - **Views.** Remote waits are read from a view ``--view-age`` seconds old on average (uniform
   phase, drained forward to now) plus the origin's own dispatches since (its ledger); its own
   queue exact. The runtime refreshes load just before deciding, so the default is small.
@@ -269,15 +271,15 @@ def fit_params(
         measured[j] / predicted[j] if predicted[j] > 0 else model[j] for j in range(sc.peers)
     )
     all_over = [x for xs in over for x in xs]
-    default_over = statistics.median(all_over) if all_over else DEFAULT_OVERHEAD_S
+    default_over = statistics.fmean(all_over) if all_over else DEFAULT_OVERHEAD_S
     overhead = tuple(
-        max(statistics.median(over[j]) if over[j] else default_over, 0.0) for j in range(sc.peers)
+        max(statistics.fmean(over[j]) if over[j] else default_over, 0.0) for j in range(sc.peers)
     )
     return replace(
         base,
         scale=scale,
         overhead_s=overhead,
-        setup_s=statistics.median(setup) if setup else base.setup_s,
+        setup_s=statistics.fmean(setup) if setup else base.setup_s,
         restart_s=statistics.median(restart) if restart else base.restart_s,
         host_cores=host_cores,
         host_fit=host_fit,
