@@ -4,12 +4,19 @@ Blocking work (torch) never runs on the event loop. Shares run one at a time in 
 on a dedicated thread whose torch thread count is fixed at start (split results are
 bit-identical only between peers with the same thread count). The executor keeps the predicted
 seconds of queued and running work, which the peer publishes through gossip as its backlog.
+
+Each share's prediction comes from the cost model of its kind, and some kinds run long (a busy
+host, tile repairs predicted ~3x short), so the backlog is the queued predictions times this
+peer's own recent ``actual / predicted`` (an EWMA of its log over completed shares, each
+weighted by its predicted seconds up to ``BACKLOG_REF_S`` so that 1-step warm-ups barely move
+it), and a running share that has overrun counts what that ratio still gives it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +26,10 @@ from typing import Any, TypeVar
 from peer.core.errors import Overloaded
 
 T = TypeVar("T")
+
+BACKLOG_ALPHA = 0.3  # EWMA weight of one full-weight share in the backlog's actual/predicted
+BACKLOG_REF_S = 0.2  # a share predicted this long or longer counts fully
+BACKLOG_LIMITS = (0.5, 5.0)  # bounds of the backlog's actual/predicted
 
 
 @dataclass
@@ -57,6 +68,20 @@ class Executor:
     busy_s: float = 0.0
     on_change: Callable[[], None] | None = None  # called on the loop when the backlog changes
     clock: Callable[[], float] = time.monotonic  # injectable for tests on virtual time
+    _log_ratio: float = 0.0  # EWMA of log(actual / predicted) over completed shares
+
+    @property
+    def backlog_ratio(self) -> float:
+        """This peer's recent actual over predicted seconds per share (1 until it has run)."""
+        return math.exp(self._log_ratio)
+
+    def _learn_ratio(self, predicted_s: float, actual_s: float) -> None:
+        if predicted_s <= 0 or actual_s <= 0:
+            return
+        lo, hi = BACKLOG_LIMITS
+        x = math.log(min(max(actual_s / predicted_s, lo), hi))
+        w = BACKLOG_ALPHA * min(1.0, predicted_s / BACKLOG_REF_S)
+        self._log_ratio += w * (x - self._log_ratio)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -114,10 +139,11 @@ class Executor:
     def queued_s(self, now: float | None = None) -> float:
         """Predicted seconds of work queued or running here."""
         now = self.clock() if now is None else now
-        total = sum(i.predicted_s for i in self._waiting if not i.future.done())
+        ratio = self.backlog_ratio
+        total = ratio * sum(i.predicted_s for i in self._waiting if not i.future.done())
         if self._running is not None:
             elapsed = now - self._running.started
-            total += max(self._running.item.predicted_s - elapsed, 0.0)
+            total += max(ratio * self._running.item.predicted_s - elapsed, 0.0)
         return total
 
     @property
@@ -145,6 +171,7 @@ class Executor:
             else:
                 self.completed += 1
                 done = self.clock()
+                self._learn_ratio(item.predicted_s, done - started)
                 if not item.future.done():
                     item.future.set_result(
                         (value, RunStats(queue_s=started - item.enqueued, compute_s=done - started))

@@ -271,8 +271,14 @@ def live_metrics(node: Any) -> Iterator[Metric]:
     ex = node.executor
     yield _gauge(
         "amcoedge_executor_queued_seconds",
-        "Predicted seconds of work queued or running on this peer (the backlog it gossips).",
+        "Predicted seconds of work queued or running on this peer (the backlog it gossips), "
+        "at this peer's recent actual/predicted ratio.",
         round(ex.queued_s(), 6),
+    )
+    yield _gauge(
+        "amcoedge_executor_backlog_ratio",
+        "This peer's recent actual over predicted seconds per share (EWMA; scales its backlog).",
+        round(ex.backlog_ratio, 6),
     )
     yield _gauge("amcoedge_executor_active_shares", "Shares queued or running here.", ex.active)
     shares = CounterMetricFamily(

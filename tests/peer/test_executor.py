@@ -143,3 +143,41 @@ async def test_a_job_wide_cancel_still_drops_every_share_of_the_job() -> None:
     finally:
         gate.set()
         await ex.close()
+
+
+async def test_the_backlog_follows_how_long_shares_really_take_here() -> None:
+    now = [0.0]
+    ex = Executor(max_queued=8, threads=1, clock=lambda: now[0])
+    await ex.start()
+
+    def takes(seconds: float) -> None:
+        now[0] += seconds  # the share runs this long on the virtual clock
+
+    try:
+        assert ex.backlog_ratio == 1.0
+        for _ in range(12):  # shares predicted 1 s that take 2 s
+            await ex.run(lambda: takes(2.0), 1.0, "slow")
+        assert ex.backlog_ratio == pytest.approx(2.0, rel=0.02)
+        warm = ex.backlog_ratio
+        for _ in range(5):  # 1-step warm-ups (predicted 10 ms) that take 50 ms barely move it
+            await ex.run(lambda: takes(0.05), 0.01, "warm-up")
+        assert ex.backlog_ratio == pytest.approx(warm, rel=0.25)
+        gate, started = threading.Event(), threading.Event()
+
+        def blocked() -> None:
+            started.set()
+            gate.wait()
+
+        running = asyncio.ensure_future(ex.run(blocked, 1.0, "a"))
+        assert await asyncio.to_thread(started.wait, 10.0)
+        queued = asyncio.ensure_future(ex.run(lambda: None, 1.0, "b"))
+        await asyncio.sleep(0)
+        r = ex.backlog_ratio
+        assert ex.queued_s() == pytest.approx(2 * r)  # both at this peer's ratio
+        now[0] += 1.5  # past its 1 s prediction, not past what this peer takes
+        assert ex.queued_s() == pytest.approx(2 * r - 1.5)
+        gate.set()
+        await running
+        await queued
+    finally:
+        await ex.close()

@@ -52,6 +52,7 @@ class FakeNode:
         active = 2
         completed = 7
         failed = 1
+        backlog_ratio = 1.5
 
         @staticmethod
         def queued_s() -> float:
@@ -152,6 +153,7 @@ def test_unknown_policy_mode_route_and_codes_are_bounded() -> None:
 def test_live_levels_and_drops_by_cause() -> None:
     got = samples(PeerMetrics().render(FakeNode()).decode())
     assert got[("amcoedge_executor_queued_seconds", ())] == 1.25
+    assert got[("amcoedge_executor_backlog_ratio", ())] == 1.5
     assert got[("amcoedge_executor_active_shares", ())] == 2
     assert got[("amcoedge_jobs", (("state", "failed"),))] == 1
     assert got[("amcoedge_peers_alive", ())] == 2
