@@ -728,9 +728,7 @@ def compare(real: Mapping[str, Any], sim: Mapping[str, Any]) -> dict[str, Any]:
     params = (sim.get("sim") or {}).get("params") or {}
     return {
         "scenario": real.get("scenario"),
-        "sim_model": "costs fitted from the real run"
-        if params.get("fitted_from")
-        else "quota model",
+        "sim_model": _sim_model(params),
         "tolerance": TOLERANCE,
         "policies": rows,
         "real_ranking": real_rank,
@@ -744,6 +742,12 @@ def compare(real: Mapping[str, Any], sim: Mapping[str, Any]) -> dict[str, Any]:
 
 def _f(x: Any, d: int = 3) -> str:
     return "–" if x is None else f"{x:.{d}f}"
+
+
+def _sim_model(params: Mapping[str, Any]) -> str:
+    what = "costs fitted from the real run" if params.get("fitted_from") else "quota model"
+    cores = params.get("host_cores")
+    return what + (f", one host of {cores:g} cores" if cores else ", peers uncontended")
 
 
 def compare_markdown(cmp: Mapping[str, Any]) -> str:
