@@ -163,6 +163,8 @@ def _run_policy(
         lambda i: http_json(cluster.procs[i].url + "/v1/cluster", timeout=2.0, token=token)[1],
     )
     start = time.perf_counter()
+    halt = threading.Event()  # set when the run ends: the event thread applies nothing more
+    ev_thread: threading.Thread | None = None
     try:
         cluster.start()
         watch.start()  # links, statuses: from the first second on
@@ -177,10 +179,18 @@ def _run_policy(
         futures: list[Future[None]] = []
         rss.start()  # per-peer peak RSS; "first minute" counts from the workload's start
         start = time.perf_counter()
+        # events on a thread of their own: a graceful stop waits up to 8 s for the peer to
+        # drain, and the workload must not wait with it (requests go out at their times)
+        ev_errors: list[BaseException] = []
+        ev_thread = threading.Thread(
+            target=_apply_all,
+            args=(cluster, events, up, start, net, applied, ev_errors, halt),
+            name="scenario-events",
+            daemon=True,
+        )
+        ev_thread.start()
         with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT) as pool:
             for req in plan:
-                while events and events[0].at_s <= req.at_s:
-                    applied.append(_apply(cluster, events.pop(0), up, start, net))
                 _sleep_until(start + req.at_s)
                 alive = up.sorted()
                 origin = alive[int(req.origin_u * len(alive))]
@@ -195,16 +205,18 @@ def _run_policy(
                         _send, sc, req, policy, url, origin, sent, records, lock, token, others
                     )
                 )
-            while events:
-                ev = events.pop(0)
-                _sleep_until(start + ev.at_s)
-                applied.append(_apply(cluster, ev, up, start, net))
+            ev_thread.join()
+            if ev_errors:
+                raise ev_errors[0]
             for f in futures:
                 f.result()
         quota_note = cluster.quota_note
     except (ClusterError, netns.NetnsError) as exc:
         return {"error": str(exc), "records": records, "events_applied": applied}
     finally:
+        halt.set()
+        if ev_thread is not None:
+            ev_thread.join(timeout=30.0)  # a stop in progress finishes before the teardown
         watch.stop()
         rss.stop()
         cluster.stop()
@@ -232,6 +244,26 @@ def _watched(
         "link_down_in_flight": linkwatch.loss_summary(records, applied),
         "polls": len(watch.observations),
     }
+
+
+def _apply_all(
+    cluster: LocalCluster,
+    events: list[Event],
+    up: _Live,
+    start: float,
+    net: NetworkMode,
+    applied: list[dict[str, Any]],
+    errors: list[BaseException],
+    halt: threading.Event,
+) -> None:
+    """Apply ``events`` in order, each at its time, until ``halt`` is set."""
+    try:
+        for ev in events:
+            if halt.wait(max(start + ev.at_s - time.perf_counter(), 0.0)):
+                return
+            applied.append(_apply(cluster, ev, up, start, net))
+    except (ClusterError, netns.NetnsError) as exc:  # re-raised by the driver
+        errors.append(exc)
 
 
 def _sleep_until(t: float) -> None:

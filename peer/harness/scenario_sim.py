@@ -38,8 +38,9 @@ The cost model, stated:
   phase, drained forward to now) plus the origin's own dispatches since (its ledger); its own
   queue exact. The runtime refreshes load just before deciding, so the default is small.
 - **Failures.** A crashed (or stopped) peer is out from the event until it serves again
-  (``restart_s`` after its restart); origins drop it ``detect_s`` after the crash, and a share
-  sent to it meanwhile is re-planned onto the origin once membership notices.
+  (``restart_s`` after its restart: with ``--fit``, the median of the real run's restarts, a
+  restart it never saw serve counting as never); origins drop it ``detect_s`` after the crash,
+  and a share sent to it meanwhile is re-planned onto the origin once membership notices.
 - **Not modelled** (listed in ``results.json`` ``sim.unmodelled`` when a file uses them):
   link-rate events, partitions (link_down counts as the peer being down), the steps-mode chain
   (one image's chain runs where the policy puts it), repair tiles (one unit of the canvas area).
@@ -69,6 +70,7 @@ DEFAULT_OVERHEAD_S = 0.02  # per request: HTTP, plan, PNG encode, client
 DEFAULT_VIEW_AGE_S = 0.02  # fresh load refreshed with one round trip before deciding
 DEFAULT_DETECT_S = 2.0
 DEFAULT_RESTART_S = 6.0
+NEVER_BACK_S = 1e6  # a restart the real run never saw serve: out for the rest of the replay
 BYTES_PER_IMAGE = 512.0  # the planner's default bytes per unit, both ways
 LOOPBACK_BYTES_PER_S = 1e9
 POLICY_TO_RECRUITER = {
@@ -219,6 +221,8 @@ def fit_params(
         for ev in pol.get("events_applied", []):
             if ev.get("action") == "restart" and "ready_at_s" in ev:
                 restart.append(float(ev["ready_at_s"]) - float(ev["applied_at_s"]))
+            elif ev.get("action") == "restart":  # it did not serve again before the run ended
+                restart.append(NEVER_BACK_S)
         for rec in pol.get("records", []):
             if not rec.get("ok") or "timing" not in rec:
                 continue

@@ -66,3 +66,34 @@ def test_a_client_that_gave_up_waiting_is_a_deadline_miss_not_a_lost_request() -
     assert _timed_out(urllib.error.URLError(TimeoutError("timed out")))
     assert not _timed_out(ConnectionRefusedError())
     assert not _timed_out(urllib.error.URLError(ConnectionResetError()))
+
+
+def test_events_run_beside_the_workload_and_stop_when_the_run_ends() -> None:
+    import time as _time
+
+    from peer.harness.scenario import Event
+    from peer.harness.scenario_run import _apply_all, _Live
+
+    gate = threading.Event()
+
+    class SlowStop:  # a graceful stop that waits for the peer to drain
+        def kill(self, i: int, graceful: bool = False) -> None:
+            gate.wait(10.0)
+
+    up, applied, errors, halt = _Live(3), [], [], threading.Event()
+    events = [Event(at_s=0.0, action="stop", peer=1), Event(at_s=60.0, action="stop", peer=2)]
+    t = threading.Thread(
+        target=_apply_all,
+        args=(SlowStop(), events, up, _time.perf_counter(), None, applied, errors, halt),
+    )
+    t.start()
+    for _ in range(200):  # the peer leaves the clients' list at once, while its stop drains
+        if up.sorted() == [0, 2]:
+            break
+        _time.sleep(0.01)
+    assert up.sorted() == [0, 2] and not applied
+    gate.set()
+    halt.set()  # the run ends before the second event's time: it is not applied
+    t.join(5.0)
+    assert not t.is_alive() and [a["action"] for a in applied] == ["stop"] and not errors
+    assert up.sorted() == [0, 2]

@@ -296,3 +296,29 @@ def test_cli_sim_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["scenario", "sim", str(bad), "--costs", str(costs)]) == 2
     assert main(["scenario", "compare", str(tmp_path / "nope.json"), str(cmp_json)]) == 2
     assert "amcoedge scenario" in capsys.readouterr().err
+
+
+def test_fit_keeps_a_peer_out_when_its_restart_never_served_in_the_real_run() -> None:
+    from peer.harness.scenario_sim import NEVER_BACK_S
+
+    sc = scenario(
+        events=[
+            {"at_s": 5, "action": "crash", "peer": 1},
+            {"at_s": 8, "action": "restart", "peer": 1},
+        ]
+    )
+
+    def real(restart: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "scenario": "t",
+            "kinds": [{"mode": "batch", "count": 8, "steps": 20, "weight": 1}],
+            "policies": {"greedy": {"records": [], "events_applied": [restart]}},
+        }
+
+    seen = {"action": "restart", "applied_at_s": 8.0, "ready_at_s": 12.5}
+    assert fit_params(real(seen), sc, COSTS, SimParams()).restart_s == pytest.approx(4.5)
+    never = {"action": "restart", "applied_at_s": 8.0, "result": "restarted, but exited"}
+    p = fit_params(real(never), sc, COSTS, SimParams())
+    assert p.restart_s == NEVER_BACK_S
+    trace, _ = build_trace(sc, COSTS, p)
+    assert trace.crashes[1] == [(5.0, 8.0 + NEVER_BACK_S)]
