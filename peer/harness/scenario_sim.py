@@ -24,9 +24,10 @@ The cost model, stated:
   shares' wall over calibrated seconds) and the waits the host projects. ``fit`` takes ``C``
   from the real run: the value that best makes each peer's full-pace cost one constant over
   its shares, given which peers computed at the same time (``sim.params.host_fit`` states the
-  spread with and without); a run that shows no contention (or, without ``--fit``, this
-  machine's core count) keeps the peers uncontended / gives ``C`` = the cores. ``none``
-  turns the host off (every peer its own machine, the true costs seen).
+  spread with and without); where the run shows no contention, ``C`` is a core per peer (no
+  contention, the costs still learned as the runtime learns them, e.g. after a quota change);
+  without ``--fit``, this machine's core count. ``none`` turns the host off (every peer its
+  own machine, the true costs seen at once).
 - **Overheads.** A remote share pays ``setup_s`` (RPC, (de)serialisation, dispatch) plus its
   bytes over the link; every request pays ``overhead_s`` on top of its shares (HTTP, planning,
   PNG encoding: the client's wall time over the origin's make-span). With ``--fit`` both are the
@@ -152,6 +153,16 @@ def quota_factor(quota: float | None, threads: int) -> float:
     return max(1.0, threads / max(quota, 1e-6))
 
 
+def _peak_quotas(sc: Scenario) -> list[float | None]:
+    """Each peer's largest quota over the run (its first, or a later ``quota`` event's)."""
+    peak = _quotas(sc)
+    for ev in sc.events:
+        if ev.action == "quota" and ev.peer is not None and ev.cores is not None:
+            q = peak[ev.peer]
+            peak[ev.peer] = ev.cores if q is None else max(q, ev.cores)
+    return peak
+
+
 def _quotas(sc: Scenario) -> list[float | None]:
     if sc.quotas is None:
         return [None] * sc.peers
@@ -265,7 +276,11 @@ def fit_params(
     host_cores = base.host_cores
     if fit_host:
         host_fit = fit_host_cores(runs, sc.peers, max_cores)
-        host_cores = host_fit["host_cores"]
+        # no contention shown: a host with a core for every peer (still played out as the
+        # runtime sees it: costs learned from what shares took, e.g. after a quota change)
+        host_cores = host_fit["host_cores"] or float(
+            sum(min(q or sc.threads, sc.threads) for q in _peak_quotas(sc))
+        )
     if host_cores is not None:  # full-pace seconds: what each share got of the cores it asked
         measured = [0.0] * sc.peers
         for shares in runs:
