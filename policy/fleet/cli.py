@@ -68,6 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         episodes=args.episodes,
         randomised_frac=args.randomised_frac,
+        host_frac=args.host_frac,
         runtime_semantics=args.runtime_semantics,
         init=args.init,
         eps_start=args.eps_start,
@@ -87,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         "command": f"amcoedge policy train --out {args.out} --minutes {args.minutes:g} --seed {args.seed}"
         + (f" --episodes {args.episodes}" if args.episodes else "")
         + (f" --randomised-frac {args.randomised_frac:g}" if args.randomised_frac else "")
+        + (f" --host-frac {args.host_frac:g}" if args.host_frac else "")
         + (" --runtime-semantics" if args.runtime_semantics else "")
         + (f" --init {args.init}" if args.init else "")
         + (f" --eps-start {args.eps_start:g}" if args.eps_start != 1.0 else ""),
@@ -184,6 +186,12 @@ def register(groups: dict[str, Any]) -> None:
         type=_fraction,
         default=0.0,
         help="share of episodes from policy.fleet.randomise (real-like clusters; issue 15)",
+    )
+    t.add_argument(
+        "--host-frac",
+        type=_fraction,
+        default=0.0,
+        help="of the randomised episodes, the share whose peers share one host's cores",
     )
     t.add_argument(
         "--runtime-semantics",

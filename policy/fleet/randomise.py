@@ -10,10 +10,11 @@ before deciding (view ages of milliseconds, sometimes more) and never tells the 
 deadline. :func:`randomised_trace` draws clusters and workloads around those measured values
 (:data:`MEASURED`), seeded, so a policy trained on them does not overfit one cluster.
 
-Half the episodes (``host_prob``) put the peers on one shared host (:mod:`policy.fleet.host`)
-of 0.5-1.0x the cores their quotas add up to, as the scenarios' peers share this machine's two
-cores: there every extra peer a request recruits slows the others, and the origin sees costs
-through the runtime's EWMA of what its shares took.
+A share of the episodes (``host_prob``, ``amcoedge policy train --host-frac``; 0 by default)
+puts the peers on one shared host (:mod:`policy.fleet.host`) of 0.5-1.0x the cores their
+quotas add up to, as the scenarios' peers share this machine's two cores: there every extra
+peer a request recruits slows the others, and the origin sees costs through the runtime's
+EWMA of what its shares took.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RandomiseConfig:
     contention_range: tuple[float, float] = (1.0, 3.0)  # every peer alike
     deadline_s: float = 20.0
     links_prob: float = 0.5  # share of episodes whose peers sit behind drawn link rates
-    host_prob: float = 0.5  # share of episodes whose peers share one host's cores
+    host_prob: float = 0.0  # share of episodes whose peers share one host's cores
     host_cores_frac: tuple[float, float] = (0.5, 1.0)  # the host's cores over the quotas' sum
     host_slowdown: tuple[float, float] = (1.0, 1.5)  # full-pace cost over the calibration
 

@@ -39,7 +39,7 @@ from policy.fleet.allocate import split_units
 from policy.fleet.features import FEATURE_NAMES, N_FEATURES, build_features
 from policy.fleet.heuristics import Choice
 from policy.fleet.network import CLAMP, NetConfig, RecruiterNet
-from policy.fleet.randomise import randomised_trace
+from policy.fleet.randomise import RandomiseConfig, randomised_trace
 from policy.fleet.sim import Outcome, RequestCtx, SimConfig, Trace, make_trace, run
 
 KIND = "fleet-recruiter"
@@ -74,6 +74,7 @@ class TrainConfig:
     # deadline unknown (the runtime passes none) and the split re-water-filled over the chosen
     # peers on their unhedged waits (the planner does that); a checkpoint to start from
     randomised_frac: float = 0.0
+    host_frac: float = 0.0  # of the randomised episodes, the share on one shared host
     runtime_semantics: bool = False
     init: str | None = None
 
@@ -248,7 +249,11 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
 
         cfg = _sample_config(rng, tc)
         ep_seed = int(rng.integers(2**31))
-        trace = randomised_trace(ep_seed) if rng.random() < tc.randomised_frac else None
+        trace = (
+            randomised_trace(ep_seed, RandomiseConfig(host_prob=tc.host_frac))
+            if rng.random() < tc.randomised_frac
+            else None
+        )
         block, stats = collect(cfg, ep_seed, choose, tc, trace)
         if trace is not None:
             cfg = trace.cfg

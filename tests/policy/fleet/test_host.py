@@ -146,3 +146,14 @@ def test_candidate_arrays_unchanged_by_host_mode() -> None:
     assert len(seen) == 2 and seen[1].wait.shape == (2,)
     # the second origin sees the first peer busy until its projected end (~1 s from now)
     assert seen[1].wait[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_randomised_episodes_on_a_shared_host_only_when_asked() -> None:
+    from policy.fleet.randomise import RandomiseConfig, randomised_trace
+
+    plain = [randomised_trace(s, RandomiseConfig(n_requests=50)) for s in range(20)]
+    assert all(t.host_cores is None for t in plain)
+    hosted = [randomised_trace(s, RandomiseConfig(n_requests=50, host_prob=1.0)) for s in range(20)]
+    for t in hosted:
+        assert t.host_cores is not None and t.demand is not None
+        assert 0.5 * t.demand.sum() - 1e-9 <= t.host_cores <= t.demand.sum() + 1e-9
