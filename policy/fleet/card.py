@@ -81,13 +81,7 @@ def write_card(
     seeds = len(cell0.get("seeds", [])) or "?"
     warmup = SimConfig().warmup_frac
     peers = f"{min(PEER_CHOICES)} to {max(PEER_CHOICES)}"
-    hand = notes_path(path).read_text().strip() if notes_path(path).is_file() else ""
-    all_notes = "\n\n".join(n for n in (notes.strip(), hand) if n)
-    if all_notes:
-        all_notes = (
-            f"## Notes\n\nHand-written, from `{notes_path(path).name}` (kept when this card is "
-            f"regenerated):\n\n{all_notes}\n"
-        )
+    all_notes = notes_section(path, notes)
     latency_note = f" ({latency['note']})" if latency.get("note") else ""
     text = f"""# recruiter.onnx: fleet recruitment policy
 
@@ -161,6 +155,32 @@ inter-op thread, {latency["repeats"]} calls per size{latency_note}:
 {lat}
 """
     path.write_text(text)
+
+
+def notes_section(path: Path, notes: str = "") -> str:
+    """The card's ``## Notes`` section: ``notes`` and the hand-written notes file, or ''."""
+    hand = notes_path(path).read_text().strip() if notes_path(path).is_file() else ""
+    all_notes = "\n\n".join(n for n in (notes.strip(), hand) if n)
+    if not all_notes:
+        return ""
+    return (
+        f"## Notes\n\nHand-written, from `{notes_path(path).name}` (kept when this card is "
+        f"regenerated):\n\n{all_notes}\n"
+    )
+
+
+def put_notes(card: Path) -> bool:
+    """Rewrite an existing card's ``## Notes`` section from its notes file (the rest kept).
+
+    False when the card has no such section (regenerate it with ``policy grid --card``)."""
+    text = card.read_text()
+    head, sep, rest = text.partition("## Notes\n")
+    if not sep:
+        return False
+    nxt = rest.find("\n## ")
+    tail = rest[nxt + 1 :] if nxt >= 0 else ""
+    card.write_text(head + notes_section(card) + ("\n" + tail if tail else ""))
+    return True
 
 
 SIM_REAL_BEGIN = "<!-- sim-vs-real: written by `amcoedge policy sim-real`; do not edit -->"

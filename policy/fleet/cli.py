@@ -163,8 +163,21 @@ def _sim_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notes(args: argparse.Namespace) -> int:
+    from policy.fleet.card import put_notes
+
+    card = Path(args.card)
+    if not card.is_file() or not put_notes(card):
+        print(f"amcoedge policy notes: {card}: no card with a '## Notes' section", file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(groups: dict[str, Any]) -> None:
     p = groups["policy"]
+    nt = p.add_parser("notes", help="rewrite a model card's Notes section from its notes file")
+    nt.add_argument("--card", required=True, help="model card (Markdown), e.g. recruiter.md")
+    nt.set_defaults(func=_notes)
     sr = p.add_parser(
         "sim-real", help="write the model card's sim-vs-real table from scenario compare JSONs"
     )

@@ -98,3 +98,24 @@ def test_shipped_card_has_its_notes_file() -> None:
     notes = notes_path(models / "recruiter.md").read_text().strip()
     assert notes and notes in card
     assert "2-core" not in card and "busy when measured" not in card
+
+
+def test_notes_are_refreshed_without_regenerating_the_card(tmp_path: Path) -> None:
+    from policy.fleet.card import put_notes
+
+    path = tmp_path / "recruiter.md"
+    notes = notes_path(path)
+    notes.write_text("- first note.\n")
+    write_card(path, META, GRID, "| table |\n", LATENCY, "cmd")
+    before = path.read_text()
+    notes.write_text("- first note.\n- a second note.\n")
+    assert put_notes(path)
+    after = path.read_text()
+    assert "- a second note." in after and after.count("- first note.") == 1
+    # everything outside the Notes section is as it was
+    assert after.replace("- a second note.\n", "") == before
+    assert (
+        not put_notes(tmp_path / "nothing.md")
+        if (tmp_path / "nothing.md").write_text("x")
+        else True
+    )
