@@ -535,7 +535,11 @@ def _timeline_panels(res: dict[str, Any]) -> list[Panel]:
             "timing": {"makespan_s": rec["makespan_s"], "peers": rec["timing"]},
             "plan": {"predicted_makespan_s": rec["predicted_s"]},
         }
-        panels.append(panel_of(result, title))
+        try:
+            panels.append(panel_of(result, title))
+        except ValueError as exc:  # a result with inconsistent timings: say so, draw the rest
+            res.setdefault("timeline_skipped", []).append(f"{name}: {exc}")
+            print(f"scenario: timeline: {name} not drawn: {exc}", file=sys.stderr)
     return panels
 
 

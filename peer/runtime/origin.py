@@ -174,8 +174,9 @@ async def run_generate(cluster: Cluster, req: GenerateRequest, job: Job) -> dict
         )
         images = [np.asarray(im, dtype=np.uint8) for im in out]
         rl.replans.extend(report.replans)
-        for t in report.timings:
+        for t in report.timings:  # the segments' perf_counter times, relative to the job
             t.start_s = max(t.start_s - rl.t0, 0.0)
+            t.end_s = max(t.end_s - rl.t0, t.start_s)
         rl.timings.extend(report.timings)
         cluster.progress(job, req.count, cluster.name)
         cluster.parallel_observed(plan, report, time.perf_counter() - rl.t0, local_s, req.count)

@@ -240,6 +240,7 @@ async def run_parallel_steps(
             if got.step != eff.stop or got.shape != st.shape:
                 raise PeerError(f"segment returned step {got.step}, expected {eff.stop}")
             latents.append(got.latent_tensor().numpy())
+            timing.end_s = time.perf_counter()  # absolute like start_s; the origin rebases both
             report.timings.append(timing)
         compute = sum(float(getattr(t, "compute_s", 0.0)) for _, t in outs)
         wall = time.perf_counter() - t_send

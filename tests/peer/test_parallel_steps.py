@@ -96,6 +96,10 @@ async def test_parallel_steps_over_three_peers_meet_the_tolerance(
     assert len(peers) >= 2 and peers[0] == "a" and len(set(peers)) == len(peers)
     assert res["plan"]["detail"]["segments"] == len(peers)
     assert res["parallel"]["iterations"] >= 1
+    # every segment's timing is relative to the job and ends after it starts, within it
+    span = res["timing"]["makespan_s"]
+    for t in res["timing"]["peers"]:
+        assert 0.0 <= t["start_s"] <= t["end_s"] <= span + 0.05, t
     serial = shipped.generate([4], [21], 30)[0]
     assert psnr(serial, image_of(res)) >= 35.0
 

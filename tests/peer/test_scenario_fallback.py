@@ -97,3 +97,30 @@ def test_events_run_beside_the_workload_and_stop_when_the_run_ends() -> None:
     t.join(5.0)
     assert not t.is_alive() and [a["action"] for a in applied] == ["stop"] and not errors
     assert up.sorted() == [0, 2]
+
+
+def test_a_result_with_bad_timings_does_not_stop_the_report() -> None:
+    from peer.harness.scenario_run import _timeline_panels
+
+    zero = {"queue_s": 0.0, "transfer_s": 0.0, "compute_s": 0.4}
+    good = {"peer": "p0", "units": 1, "start_s": 0.0, "end_s": 0.5, **zero}
+    bad = {"peer": "p1", "units": 1, "start_s": 30.7, "end_s": 0.0, **zero}
+
+    def rec(timing: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "index": 0,
+            "origin": "p0",
+            "images": 1,
+            "mode": "batch",
+            "makespan_s": 0.5,
+            "predicted_s": 0.4,
+            "timing": [timing],
+        }
+
+    res: dict[str, Any] = {
+        "policies": {"onnx": {"records": [rec(good)]}, "greedy": {"records": [rec(bad)]}}
+    }
+    panels = _timeline_panels(res)
+    assert len(panels) == 1
+    assert res["timeline_skipped"] and res["timeline_skipped"][0].startswith("greedy")
