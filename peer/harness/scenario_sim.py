@@ -153,6 +153,11 @@ def quota_factor(quota: float | None, threads: int) -> float:
     return max(1.0, threads / max(quota, 1e-6))
 
 
+def demand_of(quota: float | None, threads: int) -> float:
+    """The cores a busy peer asks for: its quota, at most its threads (no quota: its threads)."""
+    return float(threads) if quota is None else min(quota, float(threads))
+
+
 def _peak_quotas(sc: Scenario) -> list[float | None]:
     """Each peer's largest quota over the run (its first, or a later ``quota`` event's)."""
     peak = _quotas(sc)
@@ -220,7 +225,7 @@ def fit_params(
         for t, peer, cores in quota_events:
             if peer == p and t <= at_s:
                 q = cores
-        return min(q, float(sc.threads)) if q is not None else float(sc.threads)
+        return demand_of(q, sc.threads)
 
     setup: list[float] = []
     over: list[list[float]] = [[] for _ in range(sc.peers)]
@@ -279,7 +284,7 @@ def fit_params(
         # no contention shown: a host with a core for every peer (still played out as the
         # runtime sees it: costs learned from what shares took, e.g. after a quota change)
         host_cores = host_fit["host_cores"] or float(
-            sum(min(q or sc.threads, sc.threads) for q in _peak_quotas(sc))
+            sum(demand_of(q, sc.threads) for q in _peak_quotas(sc))
         )
     if host_cores is not None:  # full-pace seconds: what each share got of the cores it asked
         measured = [0.0] * sc.peers
@@ -511,7 +516,7 @@ def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[An
         overhead_s=np.asarray(overhead, dtype=float),
         replan_lost=True,
         host_cores=params.host_cores,
-        demand=np.array([min(q, sc.threads) if q is not None else sc.threads for q in quotas]),
+        demand=np.array([demand_of(q, sc.threads) for q in quotas]),
         demand_events=tuple(
             (ev.at_s, ev.peer, min(ev.cores, sc.threads))
             for ev in sc.events
