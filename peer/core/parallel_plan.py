@@ -123,11 +123,11 @@ def simulate(bounds: Sequence[int], holder: Sequence[int], costs: Costs, iterati
     """Make-span of pipelined Parareal over ``bounds`` (segment n held by ``holder[n]``)."""
     P = len(bounds) - 1
     K = max(1, min(iterations, P))
-    if P == 1:
-        h = holder[0]
-        w = costs.wait_s[h] if costs.wait_s else 0.0
-        return w + costs.hop_s[h] + bounds[1] * costs.step_s[h] + costs.last_s
     free = [costs.wait_s[h] if costs.wait_s else 0.0 for h in range(len(costs.step_s))]
+    if P == 1:  # one fine solve; the last step waits for the origin's own backlog too
+        h = holder[0]
+        end = free[h] + costs.hop_s[h] + bounds[1] * costs.step_s[h]
+        return max(end, free[0]) + costs.last_s
     U: dict[tuple[int, int], float] = {(k, 0): 0.0 for k in range(K + 1)}
     endF: dict[tuple[int, int], float] = {}
     endG: dict[tuple[int, int], float] = {}
@@ -194,7 +194,7 @@ def simulate(bounds: Sequence[int], holder: Sequence[int], costs: Costs, iterati
             endF[(k, n)] = end
         form()
         add_ready()
-    return U[(K, P)] + costs.last_s
+    return max(U[(K, P)], free[0]) + costs.last_s
 
 
 def even_bounds(total: int, segments: int, first: int | None = None) -> tuple[int, ...]:

@@ -150,7 +150,9 @@ async def run_parallel_steps(
     bounds = tuple([0] + [s.step_range[1] for s in shares if s.step_range is not None])
     if bounds[-1] != steps - 1:
         raise PeerError(f"segments end at {bounds[-1]}, not at step {steps - 1}")
-    templates: list[ChainState] = await cluster.executor.call(
+    # drawing the initial latents is cheap: it does not queue behind this peer's executor, so a
+    # busy origin's backlog delays only its own solves (the plan's schedule counts that wait)
+    templates: list[ChainState] = await asyncio.to_thread(
         lambda: [
             be.start_chain(lab, s, steps, "ddim") for lab, s in zip(labels, seeds, strict=True)
         ]

@@ -68,6 +68,19 @@ def test_simulate_one_segment_is_the_serial_chain() -> None:
     assert simulate((0, 49), [0], c, 1) == pytest.approx(0.5)
 
 
+def test_simulate_waits_for_the_origins_backlog_before_the_last_step() -> None:
+    # one segment on a remote while the origin's executor has 10 s queued: the remote solve
+    # runs at once, the last step at the origin only after that backlog (the prototype's
+    # parallel request from a 0.17-core origin was predicted 4.4 s and took 37.7 s)
+    c = Costs([0.1, 0.01], [0.0, 0.05], 0.02, 0.1, wait_s=[10.0, 0.0])
+    assert simulate((0, 49), [1], c, 1) == pytest.approx(10.0 + 0.1)
+    idle = Costs([0.1, 0.01], [0.0, 0.05], 0.02, 0.1, wait_s=[0.0, 0.0])
+    assert simulate((0, 49), [1], idle, 1) == pytest.approx(0.05 + 0.49 + 0.1)
+    # with two remote segments the coarse solves, then the last step, wait for it as well
+    two = Costs([0.1, 0.01, 0.01], [0.0, 0.05, 0.05], 0.02, 0.1, wait_s=[10.0, 0.0, 0.0])
+    assert simulate((0, 24, 49), [1, 2], two, 1) >= 10.0 + 0.02 + 0.1
+
+
 def test_simulate_grows_with_iterations_and_hop_cost() -> None:
     c = Costs([0.01] * 4, [0.0, 0.001, 0.001, 0.001], 0.02, 0.01)
     b = (0, 7, 21, 35, 49)
