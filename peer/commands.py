@@ -127,6 +127,13 @@ def register(groups: dict[str, Any]) -> None:
     sc.add_argument("--out", default="scenario-out", help="output directory (scenario-out)")
     sc.add_argument("--json", help="write the results JSON here as well")
     sc.add_argument("--policies", help="comma-separated policies, overriding the file's list")
+    sc.add_argument(
+        "--rounds",
+        type=_rounds,
+        default=1,
+        help="run every policy N times, order rotated each round; pooled figures and paired "
+        "ratios of the first policy over the others (1)",
+    )
     sc.add_argument("--check", action="store_true", help="only check the file and print the plan")
     sc.set_defaults(func=cmd_scenario_run)
 
@@ -328,6 +335,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rounds(text: str) -> int:
+    from peer.harness.rounds import MAX_ROUNDS
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= v <= MAX_ROUNDS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_ROUNDS}, got {v}")
+    return v
+
+
 def _read_png(path: str) -> Any:
     import numpy as np
     from PIL import Image
@@ -467,7 +486,7 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
     from peer.harness.scenario_run import print_table, run_scenario
 
     with stop_on_signals():
-        res = run_scenario(sc, Path(args.out))
+        res = run_scenario(sc, Path(args.out), rounds=args.rounds)
     print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -7,7 +7,9 @@ schedule through the HTTP API of peers drawn at random among those up, applying 
 for: it either returns in time, or counts as failed with its error code (``deadline`` when it
 took longer than the scenario's deadline). Writes ``results.json``, ``report.md`` and
 ``makespan.png`` (and ``timeline.png``, the slowest successful request of each policy, share by
-share: ``peer.harness.timeline``) to the output directory.
+share: ``peer.harness.timeline``) to the output directory. With ``--rounds N`` every policy
+runs N times in rotated order and the figures are pooled, with paired ratios per round
+(``peer.harness.rounds``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from peer.harness.cluster import (
     http_json,
     sweep_cgroup_leftovers,
 )
+from peer.harness.rounds import paired, pool, round_orders, round_table
+from peer.harness.rounds import report_lines as rounds_report
 from peer.harness.rss import RssSampler
 from peer.harness.scenario import LINK_ACTIONS, Event, Kind, Link, Planned, Scenario, schedule
 from peer.harness.timeline import Panel, draw, panel_of
@@ -67,22 +71,36 @@ class _Live:
             return sorted(self._up)
 
 
-def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Run every policy of ``sc`` on the same schedule; returns (and writes) the results."""
+def run_scenario(sc: Scenario, out: Path, progress: bool = True, rounds: int = 1) -> dict[str, Any]:
+    """Run every policy of ``sc`` on the same schedule, ``rounds`` times in rotated order
+    (``peer.harness.rounds``); returns (and writes) the results."""
     out.mkdir(parents=True, exist_ok=True)
     plan = schedule(sc)
     t0 = time.perf_counter()
-    runs: dict[str, Any] = {}
+    orders = round_orders(sc.policies, rounds)
+    per_round: list[dict[str, Any]] = []
     net = NetworkMode(sc)
     if progress:
         print(f"scenario {sc.name}: network {net.mode} ({net.why})", flush=True)
     try:
-        for policy in sc.policies:
-            if progress:
-                print(f"scenario {sc.name}: policy {policy}, {len(plan)} requests", flush=True)
-            runs[policy] = _run_policy(sc, plan, policy, out / "logs" / policy, net)
+        for r, order in enumerate(orders):
+            logs = out / "logs" if rounds == 1 else out / "logs" / f"round{r}"
+            per_round.append({})
+            for policy in order:
+                if progress:
+                    tag = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+                    print(
+                        f"scenario {sc.name}: policy {policy}{tag}, {len(plan)} requests",
+                        flush=True,
+                    )
+                per_round[r][policy] = _run_policy(sc, plan, policy, logs / policy, net)
     finally:
         net.close()
+    runs = (
+        {p: per_round[0][p] for p in sc.policies if p in per_round[0]}
+        if rounds == 1
+        else pool(per_round)
+    )
     results = {
         "scenario": sc.name,
         "seed": sc.seed,
@@ -101,6 +119,9 @@ def run_scenario(sc: Scenario, out: Path, progress: bool = True) -> dict[str, An
         "wall_s": round(time.perf_counter() - t0, 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+    if rounds > 1:
+        results["rounds"] = round_table(orders, per_round)
+        results["paired"] = paired(per_round, sc.policies[0])
     panels = _timeline_panels(results)
     results["timeline_png"] = "timeline.png" if panels else None
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -486,6 +507,7 @@ def render_report(res: dict[str, Any]) -> str:
             f"{_f(r['makespan_p95_s'])} | {_f(r['mean_peers_per_request'], 2)} | {r['replans']} | "
             f"{r['errors'] or ''} |"
         )
+    lines += rounds_report(res)
     lines += ["", "## Per-peer utilisation (compute seconds over the run's span)", ""]
     peers = [f"p{i}" for i in range(res["peers"])]
     lines += ["| policy | " + " | ".join(peers) + " |", "|---|" + "---|" * len(peers)]
@@ -497,8 +519,9 @@ def render_report(res: dict[str, Any]) -> str:
     for name, r in res["policies"].items():
         for ev in r.get("events_applied", []):
             ready = f", serving again at {ev['ready_at_s']:g} s" if "ready_at_s" in ev else ""
+            rnd = f" (round {ev['round']})" if "round" in ev else ""
             lines.append(
-                f"- {name}: {ev['what']} "
+                f"- {name}{rnd}: {ev['what']} "
                 f"(applied at {ev['applied_at_s']:g} s): {ev['result']}{ready}"
             )
     lines += _rss_report(res["policies"])
@@ -574,6 +597,14 @@ def print_table(res: dict[str, Any]) -> None:
             f"mean {_f(r['makespan_mean_s'])} s  p95 {_f(r['makespan_p95_s'])} s  "
             f"errors {r['errors'] or '-'}"
         )
+    for pair, e in res.get("paired", {}).items():
+        m, p = e["mean"], e["p95"]
+        if m["median"] is not None:
+            print(
+                f"{pair}: mean {m['median']:.3f} [{m['min']:.3f}, {m['max']:.3f}], p95 "
+                f"{p['median']:.3f} [{p['min']:.3f}, {p['max']:.3f}] over {len(m['per_round'])} "
+                "rounds (median [min, max])"
+            )
 
 
 def repair_canvas(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
