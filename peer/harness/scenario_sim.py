@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from amcoedge.stats import percentile
+from peer.harness import headroom
 from peer.harness.scenario import Scenario, ScenarioError, load_scenario, schedule
 
 DEFAULT_SETUP_S = 0.01  # per remote share: RPC, msgpack, dispatch
@@ -570,20 +571,27 @@ def simulate(
     params: SimParams,
     model_path: str | None = None,
     seeds: Sequence[int] = (0,),
+    extra: Mapping[str, Callable[[int], Callable[..., Any]]] | None = None,
 ) -> dict[str, Any]:
-    """Every policy of ``sc`` on the same trace; ``results.json``-shaped dict."""
+    """Every policy of ``sc`` on the same trace; ``results.json``-shaped dict. ``extra`` (name
+    -> recruit function per seed) are replayed too, under ``extra`` (``peer.harness.headroom``)."""
     from policy.fleet.sim import Outcome, RequestCtx, run
 
     t_start = time.perf_counter()
     trace, unmodelled = build_trace(sc, costs, params)
     plan = schedule(sc)
     runs: dict[str, Any] = {}
-    for policy in sc.policies:
+    extra_runs: dict[str, Any] = {}
+    makers: list[tuple[str, Callable[[int], Callable[..., Any]], dict[str, Any]]] = [
+        (p, lambda seed, p=p: runtime_recruit(p, seed=seed, model_path=model_path), runs)
+        for p in sc.policies
+    ] + [(name, make, extra_runs) for name, make in (extra or {}).items()]
+    for policy, make, into in makers:
         records: list[dict[str, Any]] = []
         busy = np.zeros(sc.peers)
         fallback = None
         for seed in seeds:
-            recruit = runtime_recruit(policy, seed=seed, model_path=model_path)
+            recruit = make(seed)
             fallback = getattr(recruit, "fallback", None)
             seen: dict[int, tuple[int, list[int]]] = {}
 
@@ -615,9 +623,9 @@ def simulate(
                 else:
                     rec["error"] = "deadline" if origin >= 0 else "no_peer"
                 records.append(rec)
-        runs[policy] = _summarise(sc, records, busy / len(seeds), len(seeds), fallback)
+        into[policy] = _summarise(sc, records, busy / len(seeds), len(seeds), fallback)
     model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
-    return {
+    out = {
         "scenario": sc.name,
         "seed": sc.seed,
         "peers": sc.peers,
@@ -648,6 +656,9 @@ def simulate(
             "unmodelled": unmodelled,
         },
     }
+    if extra is not None:
+        out["extra"] = extra_runs
+    return out
 
 
 def _summarise(
@@ -852,15 +863,27 @@ def cmd_sim(args: Any) -> int:
                 fit_host=host == "fit",
                 max_cores=float(cores),
             )
-        res = simulate(sc, costs, params, args.model, tuple(range(args.seeds)))
+        extra = headroom.fixed_actions(sc.peers) if args.headroom else None
+        res = simulate(sc, costs, params, args.model, tuple(range(args.seeds)), extra)
+        if args.headroom:
+            res["headroom"] = headroom.summary({**res["policies"], **res.pop("extra")})
     except ScenarioError as exc:
         print(f"amcoedge scenario sim: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=2))
-    (out / "report.md").write_text(render_report(res))
+    (out / "report.md").write_text(
+        "\n".join([render_report(res), *headroom.report_lines(res.get("headroom"))])
+    )
     print_table(res)
+    best = res.get("headroom", {}).get("best")
+    if best:
+        over = res["headroom"].get("best_over_greedy") or {}
+        print(
+            f"headroom: best fixed action {best['action']}: mean {best['makespan_mean_s']:.3f} s"
+            + (f", {over['mean']:.3f}x greedy's mean" if over else "")
+        )
     print(f"scenario sim: report.md and results.json in {out}/")
     return 0
 
@@ -924,6 +947,11 @@ def register(groups: dict[str, Any]) -> None:
     )
     s.add_argument("--model", help="recruiter ONNX for onnx (default: the shipped one)")
     s.add_argument("--seeds", type=_seeds, default=1, help="simulator seeds (policy randomness)")
+    s.add_argument(
+        "--headroom",
+        action="store_true",
+        help="also replay every fixed action of the recruiter's action space; best vs greedy",
+    )
     s.set_defaults(func=cmd_sim)
     c = groups["scenario"].add_parser(
         "compare", help="set a simulated results.json beside a real one; name the largest gaps"
