@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "peer.harness.rss",
     "peer.harness.bench_shares",
     "peer.harness.scenario_sim",
+    "peer.harness.replays",
     "peer.diffusion.pipeline.cli",
 )
 

@@ -161,7 +161,7 @@ def demand_of(quota: float | None, threads: int) -> float:
 
 def _peak_quotas(sc: Scenario) -> list[float | None]:
     """Each peer's largest quota over the run (its first, or a later ``quota`` event's)."""
-    peak = _quotas(sc)
+    peak = peer_quotas(sc)
     for ev in sc.events:
         if ev.action == "quota" and ev.peer is not None and ev.cores is not None:
             q = peak[ev.peer]
@@ -169,7 +169,7 @@ def _peak_quotas(sc: Scenario) -> list[float | None]:
     return peak
 
 
-def _quotas(sc: Scenario) -> list[float | None]:
+def peer_quotas(sc: Scenario) -> list[float | None]:
     if sc.quotas is None:
         return [None] * sc.peers
     return [sc.quotas[i] if i < len(sc.quotas) else sc.quotas[-1] for i in range(sc.peers)]
@@ -212,7 +212,7 @@ def fit_params(
         for ev in sc.events
         if ev.action == "quota" and ev.peer is not None and ev.cores is not None
     )
-    first_q = _quotas(sc)
+    first_q = peer_quotas(sc)
 
     def event_factor(p: int, at_s: float) -> float:
         q = first_q[p]
@@ -277,7 +277,7 @@ def fit_params(
                         - float(comp)
                     )
                     setup.append(max(rest, 0.0))
-    model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
+    model = [quota_factor(q, sc.threads) for q in peer_quotas(sc)]
     host_fit: dict[str, Any] | None = None
     host_cores = base.host_cores
     if fit_host:
@@ -433,7 +433,7 @@ def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[An
     if not plan:
         raise SimScenarioError("the schedule is empty: no request to simulate")
     n = sc.peers
-    quotas = _quotas(sc)
+    quotas = peer_quotas(sc)
     model = [quota_factor(q, sc.threads) for q in quotas]
     scale = list(params.scale) if params.scale is not None else model
     if len(scale) != n:
@@ -624,7 +624,7 @@ def simulate(
                     rec["error"] = "deadline" if origin >= 0 else "no_peer"
                 records.append(rec)
         into[policy] = _summarise(sc, records, busy / len(seeds), len(seeds), fallback)
-    model = [quota_factor(q, sc.threads) for q in _quotas(sc)]
+    model = [quota_factor(q, sc.threads) for q in peer_quotas(sc)]
     out = {
         "scenario": sc.name,
         "seed": sc.seed,

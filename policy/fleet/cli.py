@@ -60,15 +60,27 @@ def _train(args: argparse.Namespace) -> int:
 
     from policy.export import export_checkpoint
     from policy.fleet.onnx_export import parity
+    from policy.fleet.traces import TraceFileError, load_traces
     from policy.fleet.train import TrainConfig, load_net, train
 
     torch.set_num_threads(1)
+    if args.replay_frac > 0 and not args.replays:
+        print("amcoedge policy train: --replay-frac needs --replays FILE", file=sys.stderr)
+        return 2
+    try:
+        for f in args.replays:
+            load_traces(f)
+    except TraceFileError as exc:
+        print(f"amcoedge policy train: {exc}", file=sys.stderr)
+        return 2
     tc = TrainConfig(
         minutes=args.minutes,
         seed=args.seed,
         episodes=args.episodes,
         randomised_frac=args.randomised_frac,
         host_frac=args.host_frac,
+        replays=tuple(args.replays),
+        replay_frac=args.replay_frac,
         runtime_semantics=args.runtime_semantics,
         init=args.init,
         eps_start=args.eps_start,
@@ -89,6 +101,8 @@ def _train(args: argparse.Namespace) -> int:
         + (f" --episodes {args.episodes}" if args.episodes else "")
         + (f" --randomised-frac {args.randomised_frac:g}" if args.randomised_frac else "")
         + (f" --host-frac {args.host_frac:g}" if args.host_frac else "")
+        + "".join(f" --replays {f}" for f in args.replays)
+        + (f" --replay-frac {args.replay_frac:g}" if args.replay_frac else "")
         + (" --runtime-semantics" if args.runtime_semantics else "")
         + (f" --init {args.init}" if args.init else "")
         + (f" --eps-start {args.eps_start:g}" if args.eps_start != 1.0 else ""),
@@ -205,6 +219,18 @@ def register(groups: dict[str, Any]) -> None:
         type=_fraction,
         default=0.0,
         help="of the randomised episodes, the share whose peers share one host's cores",
+    )
+    t.add_argument(
+        "--replays",
+        action="append",
+        default=[],
+        help="a traces file of `amcoedge scenario replays` (repeatable): measured scenarios",
+    )
+    t.add_argument(
+        "--replay-frac",
+        type=_fraction,
+        default=0.0,
+        help="share of episodes drawn from the --replays files (before --randomised-frac)",
     )
     t.add_argument(
         "--runtime-semantics",

@@ -41,6 +41,7 @@ from policy.fleet.heuristics import Choice
 from policy.fleet.network import CLAMP, NetConfig, RecruiterNet
 from policy.fleet.randomise import RandomiseConfig, randomised_trace
 from policy.fleet.sim import Outcome, RequestCtx, SimConfig, Trace, make_trace, run
+from policy.fleet.traces import load_traces
 
 KIND = "fleet-recruiter"
 PEER_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -75,6 +76,11 @@ class TrainConfig:
     # peers on their unhedged waits (the planner does that); a checkpoint to start from
     randomised_frac: float = 0.0
     host_frac: float = 0.0  # of the randomised episodes, the share on one shared host
+    # trace-driven (``policy.fleet.traces``): files of randomised replays of measured scenarios
+    # (``amcoedge scenario replays``) and the share of episodes drawn from them (before the
+    # randomised / synthetic draw); every file alike, a trace uniformly within it
+    replays: tuple[str, ...] = ()
+    replay_frac: float = 0.0
     runtime_semantics: bool = False
     init: str | None = None
 
@@ -219,6 +225,9 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
         net = load_net(torch.load(tc.init, weights_only=False))
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     replay: list[_Run] = []
+    replays = [load_traces(f)[0] for f in tc.replays]
+    if tc.replay_frac > 0 and not replays:
+        raise ValueError("replay_frac > 0 needs replays files")
     budget = tc.minutes * 60.0
     start = time.monotonic()
     log: list[dict[str, float]] = []
@@ -249,11 +258,12 @@ def train(tc: TrainConfig, out_dir: Path, progress: bool = True) -> dict[str, An
 
         cfg = _sample_config(rng, tc)
         ep_seed = int(rng.integers(2**31))
-        trace = (
-            randomised_trace(ep_seed, RandomiseConfig(host_prob=tc.host_frac))
-            if rng.random() < tc.randomised_frac
-            else None
-        )
+        trace: Trace | None = None
+        if replays and rng.random() < tc.replay_frac:
+            pool = replays[int(rng.integers(len(replays)))]
+            trace = pool[int(rng.integers(len(pool)))]
+        elif rng.random() < tc.randomised_frac:
+            trace = randomised_trace(ep_seed, RandomiseConfig(host_prob=tc.host_frac))
         block, stats = collect(cfg, ep_seed, choose, tc, trace)
         if trace is not None:
             cfg = trace.cfg
