@@ -44,7 +44,12 @@ The cost model, stated:
   and a share sent to it meanwhile is re-planned onto the origin once membership notices.
 - **Not modelled** (listed in ``results.json`` ``sim.unmodelled`` when a file uses them):
   link-rate events, partitions (link_down counts as the peer being down), the steps-mode chain
-  (one image's chain runs where the policy puts it), repair tiles (one unit of the canvas area).
+  (one image's chain runs where the policy puts it).
+- **Repairs** are tiles, as the runtime plans them: the scenario's canvas (a mask over its
+  central half) in native-size windows with a 4-pixel halo, the masked ones only, each run
+  once per class of the shipped model (an unlabelled repair averages every class,
+  ``Runner.rows``): a request of ``tiles x classes`` forward rows that the recruiter splits
+  (at row, not whole-tile, granularity) with the step cost of a batch of that many images.
 """
 
 from __future__ import annotations
@@ -178,6 +183,27 @@ def peer_quotas(sc: Scenario) -> list[float | None]:
 # -- fitting from a real run --------------------------------------------------------------------
 
 
+UNET_CONFIG = Path(__file__).resolve().parents[1] / "diffusion/assets/digits16/unet/config.json"
+TILE_HALO = 4  # ``peer.runtime.node.Node.plan_tiles``
+
+
+def repair_rows() -> int:
+    """Forward rows per repaired window of an unlabelled repair: the shipped model's classes."""
+    cfg = json.loads(UNET_CONFIG.read_text())
+    return max(int(cfg.get("num_class_embeds") or 1), 1)
+
+
+def repair_tiles(size: int) -> int:
+    """Masked windows of a scenario repair of ``size`` (``scenario_run.repair_canvas``)."""
+    from peer.diffusion.tiles import plan_tiles
+    from peer.harness.scenario_run import repair_canvas
+
+    native = int(json.loads(UNET_CONFIG.read_text())["sample_size"])
+    _, mask = repair_canvas(size, 0)
+    tiles = plan_tiles(size, size, tile=native, halo=TILE_HALO)
+    return max(sum(1 for t in tiles if mask[t.y0 : t.y1, t.x0 : t.x1].any()), 1)
+
+
 def _kind_steps(real: Mapping[str, Any]) -> list[int]:
     kinds = real.get("kinds")
     if not isinstance(kinds, list) or not kinds:
@@ -200,6 +226,8 @@ def fit_params(
     taken had they got every core they asked for); else ``base.host_cores`` is kept."""
     steps_of = _kind_steps(real)
     chains = [str(k.get("mode")) in ("steps", "chain") for k in real["kinds"]]
+    # a repair share's ``units`` are tiles, each run once per class
+    per_unit = [repair_rows() if k.get("request") == "repair" else 1 for k in real["kinds"]]
     policies = real.get("policies")
     if not isinstance(policies, Mapping) or not policies:
         raise SimScenarioError("real results: no 'policies' table")
@@ -259,7 +287,7 @@ def fit_params(
                 if chains[int(rec["kind"])]:  # a relay's share: ``units`` are steps of the batch
                     work = units * (costs.a_s + costs.c_s * int(rec.get("images", 1)))
                 else:
-                    work = steps * (costs.a_s + costs.c_s * units)
+                    work = steps * (costs.a_s + costs.c_s * units * per_unit[int(rec["kind"])])
                 predicted[p] += work * event_factor(p, at)
                 t0 = (
                     float(rec.get("sent_s", rec.get("at_s", 0.0)))
@@ -471,12 +499,12 @@ def build_trace(sc: Scenario, costs: EngineCosts, params: SimParams) -> tuple[An
     for w in windows:
         w.sort()
     images, steps, pixels = [], [], []
+    rows = repair_rows()
     for r in plan:
         k = sc.kinds[r.kind]
         if k.request == "repair":
-            images.append(1)
-            pixels.append((k.size / 16.0) ** 2)
-            unmodelled.append("repair tiles")
+            images.append(repair_tiles(k.size) * rows)
+            pixels.append(1.0)
         else:
             images.append(k.count)
             pixels.append(1.0)

@@ -322,3 +322,41 @@ def test_fit_keeps_a_peer_out_when_its_restart_never_served_in_the_real_run() ->
     assert p.restart_s == NEVER_BACK_S
     trace, _ = build_trace(sc, COSTS, p)
     assert trace.crashes[1] == [(5.0, 8.0 + NEVER_BACK_S)]
+
+
+def test_a_repair_is_replayed_as_its_masked_tiles_times_the_classes() -> None:
+    from peer.harness.scenario_sim import repair_rows, repair_tiles
+
+    # 64x64 canvas, 16-pixel windows with a 4-pixel halo (stride 8): 7 x 7 windows, of which
+    # the 5 x 5 that touch the central 32x32 mask are repaired, each once per digit class
+    assert repair_tiles(64) == 25 and repair_rows() == 10
+    sc = scenario(
+        workload={
+            "duration_s": 10,
+            "rate_per_s": 1.0,
+            "kinds": [{"request": "repair", "size": 64, "steps": 20, "weight": 1}],
+        }
+    )
+    trace, unmodelled = build_trace(sc, COSTS, SimParams())
+    assert set(trace.images.tolist()) == {250} and set(trace.pixels.tolist()) == {1.0}
+    assert unmodelled == []
+    # the rows split over the peers: greedy recruits, local keeps all 250 at home
+    res = simulate(sc, COSTS, SimParams())
+    assert res["policies"]["greedy"]["mean_peers_per_request"] > 1.0
+    assert res["policies"]["local"]["mean_peers_per_request"] == 1.0
+
+
+def test_fit_counts_a_repair_shares_tiles_times_the_classes() -> None:
+    sc = scenario()
+    steps = 20
+    rows = 10  # an unlabelled repair runs each tile once per class of the shipped model
+    t = {"peer": "p0", "units": 5, "compute_s": 2.0 * steps * (0.004 + 0.002 * 5 * rows)}
+    real = {
+        "scenario": "t",
+        "kinds": [{"request": "repair", "size": 64, "mode": "auto", "steps": steps, "weight": 1}],
+        "policies": {
+            "greedy": {"records": [{"ok": True, "kind": 0, "origin": "p0", "timing": [t]}]}
+        },
+    }
+    p = fit_params(real, sc, COSTS, SimParams(), fit_host=False)
+    assert p.scale is not None and p.scale[0] == pytest.approx(2.0)
