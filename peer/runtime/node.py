@@ -104,6 +104,14 @@ FOLLOW_POLL_S = 0.25  # a retried request polls the first origin's job this ofte
 FOLLOW_TIMEOUT_S = 2.0  # per poll
 FOLLOW_MISSES = 3  # unanswered polls in a row before the retry runs here
 WATCH_PERIOD_S = 0.05  # how often a share's holder is checked against the gossip view
+# A holder that gossip suspects while its share is late must answer an RPC ping this fast to
+# keep the share; it is then not asked again for VOUCH_S. Suspicion rides on UDP probes, which
+# a saturated slow link (a 1 Mbit/s uplink behind a 64 KiB shaper burst: half a second of
+# queue) delays past the probe timeout while the peer is up and working: in the prototype
+# scenario every re-plan was such a false alarm, and each sent a fast peer's tiles to the
+# back of the slow peers' queues.
+HOLDER_PING_S = 1.0
+VOUCH_S = 2.0
 MAX_SHARE_ID = 64  # characters in a share's id (``run_share``'s "share_id", ``cancel``'s "share")
 
 
@@ -631,7 +639,10 @@ class Node:
         """Returns (why) once the peer holding ``share`` is declared dead or gone by gossip, or
         suspect past the share's predicted finish, or the share overruns that prediction by
         far (``overrun_deadline_s``); both predictions scaled by the request's own ``pace``
-        (``peer.core.pace``: when every share of it runs late, the model erred, not the holder)."""
+        (``peer.core.pace``: when every share of it runs late, the model erred, not the holder).
+        A suspect holder is asked directly first (``HOLDER_PING_S``): one that answers keeps
+        its share until gossip declares it dead, it overruns, or it stops answering."""
+        vouched_until = -math.inf
         while True:
             now = time.perf_counter()
             k = pace.factor(now) if pace is not None else 1.0
@@ -640,9 +651,19 @@ class Node:
             peer = gossip.view().peers.get(share.peer) if gossip is not None else None
             status = "gone" if peer is None else peer.status
             late = now - t0 > predicted
-            # dead or gone: at once; suspect (a busy peer can be, falsely): once also overdue
-            if status in ("gone", "dead", "left") or (status == "suspect" and late):
+            # dead or gone: at once; suspect (a busy peer can be, falsely): once also overdue,
+            # unless it answers a ping
+            if status in ("gone", "dead", "left"):
                 return f"{share.peer} declared {status} by gossip while holding the share"
+            if status == "suspect" and late and now >= vouched_until:
+                if not await self._answers(share.addr):
+                    return (
+                        f"{share.peer} declared suspect by gossip while holding the share, "
+                        f"and did not answer a ping within {HOLDER_PING_S:g} s"
+                    )
+                self.rpc_stats["suspect_vouched"] += 1
+                vouched_until = time.perf_counter() + VOUCH_S
+                continue
             if now - t0 >= overrun_deadline_s(predicted):
                 return (
                     f"{share.peer} overran the share's predicted finish "
@@ -650,6 +671,17 @@ class Node:
                     f"past {overrun_deadline_s(predicted):.1f} s"
                 )
             await asyncio.sleep(WATCH_PERIOD_S)
+
+    async def _answers(self, addr: tuple[str, int]) -> bool:
+        """Whether the peer at ``addr`` answers an RPC ping within ``HOLDER_PING_S``."""
+        from peer.rpc import RpcError
+
+        _, pool = self._started()
+        try:
+            await pool.call(addr, "ping", timeout=HOLDER_PING_S)
+        except (RpcError, OSError, TimeoutError):
+            return False
+        return True
 
     async def _cancel_remote(
         self, addr: tuple[str, int], job_id: str, share_id: str | None = None

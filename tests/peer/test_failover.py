@@ -87,6 +87,68 @@ async def test_a_share_on_a_peer_gossip_declares_lost_is_replanned_at_once(
     assert len(job.result["images"]) == 4
 
 
+def _seen_as(node: Node, peer: str, status: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``node``'s gossip view reports ``peer`` with ``status`` from now on."""
+    from dataclasses import replace
+
+    from gossip.view import View
+
+    assert node.gossip is not None
+    real = node.gossip.view
+
+    def view() -> View:
+        v = real()
+        peers = dict(v.peers)
+        peers[peer] = replace(peers[peer], status=status)  # type: ignore[arg-type]
+        return View.build(v.local, peers, v.taken_at)
+
+    monkeypatch.setattr(node.gossip, "view", view)
+
+
+async def test_a_suspect_holder_that_answers_a_ping_keeps_its_late_share(
+    pair: tuple[Node, Node, GatedBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # suspicion rides on UDP probes a saturated slow link delays; the holder is up and working
+    a, _b, gated = pair
+    job = a.submit_generate(req())
+    for _ in range(200):
+        if gated.calls:
+            break
+        await asyncio.sleep(0.02)
+    _seen_as(a, "b", "suspect", monkeypatch)
+    await asyncio.sleep(3 * 0.05 + 0.5)  # late already (NullBackend predicts milliseconds)
+    assert job.state == "running" and a.rpc_stats["suspect_vouched"] >= 1
+    gated.gate.set()
+    await asyncio.wait_for(a.wait_job(job), 20)
+    assert job.state == "done", job.error
+    assert job.result is not None and job.result["replans"] == []
+    assert a.rpc_stats["share_abandoned"] == 0
+
+
+async def test_a_suspect_holder_that_does_not_answer_is_replanned(
+    pair: tuple[Node, Node, GatedBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peer.runtime import node as node_mod
+
+    a, _b, gated = pair
+    job = a.submit_generate(req())
+    for _ in range(200):
+        if gated.calls:
+            break
+        await asyncio.sleep(0.02)
+
+    async def silent(self: Node, addr: tuple[str, int]) -> bool:
+        return False  # as a ping lost on a link that went down
+
+    monkeypatch.setattr(node_mod.Node, "_answers", silent)
+    _seen_as(a, "b", "suspect", monkeypatch)
+    await asyncio.wait_for(a.wait_job(job), 20)
+    assert job.state == "done", job.error
+    assert job.result is not None
+    [replan] = job.result["replans"]
+    assert "did not answer a ping" in replan["reason"]
+
+
 async def test_a_dead_origins_queued_shares_are_dropped(
     pair: tuple[Node, Node, GatedBackend],
 ) -> None:
