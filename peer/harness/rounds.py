@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from amcoedge.stats import percentile
+from peer.harness.records import request_figures
 
 MAX_ROUNDS = 20
 
@@ -50,31 +50,15 @@ def _pool_one(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         applied += [{**ev, "round": r} for ev in run.get("events_applied", [])]
         if "error" in run:
             failed_rounds.append(f"round {r}: {run['error']}")
-    ok = [rec for rec in records if rec["ok"]]
-    walls = sorted(rec["wall_s"] for rec in ok)
-    errors: dict[str, int] = {}
-    for rec in records:
-        if not rec["ok"]:
-            errors[rec["error"]] = errors.get(rec["error"], 0) + 1
     used = [run for run in runs if "utilisation" in run]
     peers = list(dict.fromkeys(p for run in used for p in run["utilisation"]))
     out: dict[str, Any] = {
         "rounds": len(runs),
-        "requests": len(records),
-        "ok": len(ok),
-        "failed": len(records) - len(ok),
-        "failure_rate": (len(records) - len(ok)) / len(records) if records else 0.0,
-        "errors": errors,
-        "makespan_mean_s": statistics.fmean(walls) if walls else None,
-        "makespan_p50_s": percentile(walls, 50),
-        "makespan_p95_s": percentile(walls, 95),
+        **request_figures(records),
         "utilisation": {
             p: round(statistics.fmean(run["utilisation"].get(p, 0.0) for run in used), 4)
             for p in peers
         },
-        "mean_peers_per_request": (
-            statistics.fmean(len(rec["peers"]) for rec in ok) if ok else None
-        ),
         "replans": sum(run.get("replans", 0) for run in runs),
         "retried": sum(run.get("retried", 0) for run in runs),
         "lost": sum(run.get("lost", 0) for run in runs),

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from amcoedge.stats import percentile
 from peer.harness import linkwatch, netns
 from peer.harness.client import Client, ClientError
 from peer.harness.cluster import (
@@ -42,6 +40,7 @@ from peer.harness.cluster import (
     http_json,
     sweep_cgroup_leftovers,
 )
+from peer.harness.records import request_figures
 from peer.harness.rounds import paired, pool, round_orders, round_table
 from peer.harness.rounds import report_lines as rounds_report
 from peer.harness.rss import RssSampler
@@ -424,28 +423,15 @@ def _summarise(
     sc: Scenario, records: list[dict[str, Any]], applied: list[dict[str, Any]], quota_note: str
 ) -> dict[str, Any]:
     records.sort(key=lambda r: r["index"])
-    ok = [r for r in records if r["ok"]]
-    walls = sorted(r["wall_s"] for r in ok)
-    errors: dict[str, int] = {}
-    for r in records:
-        if not r["ok"]:
-            errors[r["error"]] = errors.get(r["error"], 0) + 1
+    figures = request_figures(records)
     busy: dict[str, float] = {f"p{i}": 0.0 for i in range(sc.peers)}
     for r in records:
         for peer, s in r.get("busy_s", {}).items():
             busy[peer] = busy.get(peer, 0.0) + s
     span = max([sc.duration_s] + [r["sent_s"] + r.get("wall_s", 0.0) for r in records])
     return {
-        "requests": len(records),
-        "ok": len(ok),
-        "failed": len(records) - len(ok),
-        "failure_rate": (len(records) - len(ok)) / len(records) if records else 0.0,
-        "errors": errors,
-        "makespan_mean_s": statistics.fmean(walls) if walls else None,
-        "makespan_p50_s": percentile(walls, 50),
-        "makespan_p95_s": percentile(walls, 95),
+        **figures,
         "utilisation": {p: round(b / span, 4) for p, b in busy.items()},
-        "mean_peers_per_request": statistics.fmean(len(r["peers"]) for r in ok) if ok else None,
         "replans": sum(r.get("replans", 0) for r in records),
         # sent again to another peer (same idempotency key) after its origin died
         "retried": sum(1 for r in records if r.get("retried")),

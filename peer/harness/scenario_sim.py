@@ -68,8 +68,8 @@ from typing import Any
 
 import numpy as np
 
-from amcoedge.stats import percentile
 from peer.harness import headroom
+from peer.harness.records import request_figures
 from peer.harness.scenario import Scenario, ScenarioError, load_scenario, schedule
 
 DEFAULT_SETUP_S = 0.01  # per remote share: RPC, msgpack, dispatch
@@ -696,25 +696,15 @@ def _summarise(
     n_seeds: int,
     fallback: str | None,
 ) -> dict[str, Any]:
-    ok = [r for r in records if r["ok"]]
-    walls = sorted(r["wall_s"] for r in ok)
-    errors: dict[str, int] = {}
-    for r in records:
-        if not r["ok"]:
-            errors[r["error"]] = errors.get(r["error"], 0) + 1
+    figures = request_figures(records)
     span = max([sc.duration_s] + [r["sent_s"] + r.get("wall_s", 0.0) for r in records])
-    n = len(records)
     return {
-        "requests": n // n_seeds,
-        "ok": len(ok) // n_seeds,
-        "failed": (n - len(ok)) // n_seeds,
-        "failure_rate": (n - len(ok)) / n if n else 0.0,
-        "errors": errors,
-        "makespan_mean_s": statistics.fmean(walls) if walls else None,
-        "makespan_p50_s": percentile(walls, 50),
-        "makespan_p95_s": percentile(walls, 95),
+        **figures,
+        # per seed: every seed replays the same requests
+        "requests": figures["requests"] // n_seeds,
+        "ok": figures["ok"] // n_seeds,
+        "failed": figures["failed"] // n_seeds,
         "utilisation": {f"p{j}": round(float(b) / span, 4) for j, b in enumerate(busy)},
-        "mean_peers_per_request": statistics.fmean(len(r["peers"]) for r in ok) if ok else None,
         "replans": 0,
         "events_applied": [],
         "quotas": "simulated",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from peer.core.config import PeerConfig, ephemeral_config
+from peer.core.jobs import Job
 from peer.core.requests import GenerateRequest
 from peer.runtime.backend import NullBackend
 from peer.runtime.node import Node
@@ -87,6 +88,16 @@ async def test_a_share_on_a_peer_gossip_declares_lost_is_replanned_at_once(
     assert len(job.result["images"]) == 4
 
 
+async def held_by_b(a: Node, gated: GatedBackend) -> Job:
+    """A request submitted at ``a`` once ``b`` holds its share (blocked in its backend)."""
+    job = a.submit_generate(req())
+    for _ in range(200):
+        if gated.calls:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError("b never took its share")
+
+
 def _seen_as(node: Node, peer: str, status: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``node``'s gossip view reports ``peer`` with ``status`` from now on."""
     from dataclasses import replace
@@ -110,11 +121,7 @@ async def test_a_suspect_holder_that_answers_a_ping_keeps_its_late_share(
 ) -> None:
     # suspicion rides on UDP probes a saturated slow link delays; the holder is up and working
     a, _b, gated = pair
-    job = a.submit_generate(req())
-    for _ in range(200):
-        if gated.calls:
-            break
-        await asyncio.sleep(0.02)
+    job = await held_by_b(a, gated)
     _seen_as(a, "b", "suspect", monkeypatch)
     await asyncio.sleep(3 * 0.05 + 0.5)  # late already (NullBackend predicts milliseconds)
     assert job.state == "running" and a.rpc_stats["suspect_vouched"] >= 1
@@ -131,11 +138,7 @@ async def test_a_suspect_holder_that_does_not_answer_is_replanned(
     from peer.runtime import node as node_mod
 
     a, _b, gated = pair
-    job = a.submit_generate(req())
-    for _ in range(200):
-        if gated.calls:
-            break
-        await asyncio.sleep(0.02)
+    job = await held_by_b(a, gated)
 
     async def silent(self: Node, addr: tuple[str, int]) -> bool:
         return False  # as a ping lost on a link that went down
