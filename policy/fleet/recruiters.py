@@ -39,6 +39,21 @@ RECRUITERS: tuple[str, ...] = (
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "recruiter.onnx"
 FALLBACK = "greedy-aware"
+# The learned recruiter decides only for requests shaped like those it was trained on: a
+# request whose per-step fixed cost is under this share of its per-unit work is decided by
+# greedy-aware water-filling instead (``fallback`` says so). Training drew the fixed cost at
+# 0.2x the work or more (the synthetic fleet: 16 images at most) and 1 / (8 x 3) = 0.042x or
+# more (``policy.fleet.randomise``: 8 images, c / a up to 3); a 64x64 repair (25 tiles, each
+# run for 10 classes) is 0.005x, and there the model recruited three peers where the
+# water-filling uses five (the prototype scenario: 21.9 s against greedy's 16.7 s per repair).
+MIN_FIXED_OVER_WORK = 0.02
+OUT_OF_RANGE = f"request outside the model's training range (fixed cost under {MIN_FIXED_OVER_WORK:g}x the work)"
+
+
+def out_of_range(arr: CandidateArrays, units: int) -> bool:
+    """Whether a request is outside the learned recruiter's training range (median candidate)."""
+    work = units * np.maximum(arr.unit, 1e-12)
+    return bool(np.median(arr.fixed / work) < MIN_FIXED_OVER_WORK)
 
 
 class Recruiter:
@@ -117,6 +132,7 @@ class LearnedRecruiter(Recruiter):
         self.model = model
         self.provider = model.provider
         self._greedy = heuristics.HEURISTICS[FALLBACK]
+        self.last_fallback: str | None = None  # why the last choice was greedy-aware's
 
     def infer(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (out,) = self.model.run({self.model.input_names[0]: feats})
@@ -129,6 +145,12 @@ class LearnedRecruiter(Recruiter):
         return q, score
 
     def choose(self, arr: CandidateArrays, units: int, deadline_s: float) -> Choice:
+        """The network's split; greedy-aware's for a request outside its training range
+        (``last_fallback`` then says so)."""
+        if out_of_range(arr, units):
+            self.last_fallback = OUT_OF_RANGE
+            return self._greedy(arr, units, self.rng)
+        self.last_fallback = None
         feats = build_features(arr, units, deadline_s)
         q, score = self.infer(feats)
         valid = actions.action_mask(len(arr))
@@ -145,6 +167,10 @@ class LearnedRecruiter(Recruiter):
             pos, cnt, span = self._greedy(arr, req.units, self.rng)
             return self._decision(
                 pos, cnt, span, req.units, len(cands), f"inference failed: {exc}", FALLBACK
+            )
+        if self.last_fallback is not None:
+            return self._decision(
+                pos, cnt, span, req.units, len(cands), self.last_fallback, FALLBACK
             )
         return self._decision(pos, cnt, span, req.units, len(cands))
 

@@ -135,3 +135,28 @@ def test_shipped_model_loads_and_decides_for_any_fleet_size() -> None:
         d = rec.decide(Request(units=8, deadline_s=float("inf")), fleet(n, seed=n))
         assert d.fallback is None and d.provider == "CPUExecutionProvider"
         check(d, n)
+
+
+def test_learned_hands_a_request_outside_its_training_range_to_greedy_aware(
+    tiny_onnx: Path,
+) -> None:
+    from policy.fleet.recruiters import MIN_FIXED_OVER_WORK, OUT_OF_RANGE
+
+    rec = make_recruiter("learned", model_path=tiny_onnx)
+    aware = make_recruiter("greedy-aware")
+
+    def cands(fixed: float, unit: float) -> list[Candidate]:
+        return [
+            Candidate(f"p{i}", i == 0, 0.1 * i, 0.0, fixed, unit * (1 + i), 0.0) for i in range(5)
+        ]
+
+    # a 64x64 repair: 25 tiles x 10 classes of per-unit work beside one fixed cost per step
+    tiles = cands(fixed=0.06, unit=0.44)
+    assert MIN_FIXED_OVER_WORK > 0.06 / (25 * 0.44 * 3)
+    d = rec.decide(Request(units=25), tiles)
+    assert d.fallback == OUT_OF_RANGE and d.policy == "greedy-aware" and d.provider is None
+    g = aware.decide(Request(units=25), tiles)
+    assert (d.selected, d.shares) == (g.selected, g.shares)
+    # a batch of 8 images is inside it: the network decides
+    d = rec.decide(Request(units=8), cands(fixed=0.06, unit=0.045))
+    assert d.fallback is None and d.policy == "learned"
