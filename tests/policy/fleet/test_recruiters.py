@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,11 +153,16 @@ def test_learned_hands_a_request_outside_its_training_range_to_greedy_aware(
 
     # a 64x64 repair: 25 tiles x 10 classes of per-unit work beside one fixed cost per step
     tiles = cands(fixed=0.06, unit=0.44)
-    assert MIN_FIXED_OVER_WORK > 0.06 / (25 * 0.44 * 3)
+    assert MIN_FIXED_OVER_WORK > 0.06 / (25 * 0.44)  # on every candidate, the fastest too
     d = rec.decide(Request(units=25), tiles)
     assert d.fallback == OUT_OF_RANGE and d.policy == "greedy-aware" and d.provider is None
     g = aware.decide(Request(units=25), tiles)
     assert (d.selected, d.shares) == (g.selected, g.shares)
     # a batch of 8 images is inside it: the network decides
     d = rec.decide(Request(units=8), cands(fixed=0.06, unit=0.045))
+    assert d.fallback is None and d.policy == "learned"
+    # ... also when some peers' calibration puts their fixed cost near zero
+    noisy = cands(fixed=0.06, unit=0.045)
+    noisy[1:4] = [replace(c, fixed_s=1e-5) for c in noisy[1:4]]
+    d = rec.decide(Request(units=8), noisy)
     assert d.fallback is None and d.policy == "learned"
