@@ -209,7 +209,7 @@ def candidates(peers: Sequence[PeerState], work: Work, mode: Mode) -> list[Cand]
             unit = s * p.c_s * work.area_units
         elif mode == "parallel":  # a unit is one denoising step of the whole batch
             fixed = p.rtt_s if remote else 0.0
-            unit = p.a_s + p.c_s * work.units
+            unit = work.units * (p.a_s + p.c_s)  # a chain share per image (``_fine_step``)
         else:
             fixed = s * p.a_s + (p.rtt_s if remote else 0.0)
             unit = s * p.c_s
@@ -363,7 +363,7 @@ class Planner:
         for j, i in enumerate(order):
             start, stop = bounds[j], bounds[j + 1]
             c = cands[i]
-            work_s = (stop - start) * (c.peer.a_s + c.peer.c_s * n) * iters
+            work_s = (stop - start) * _fine_step(c, n) * iters
             shares.append(
                 Share(c.peer.name, c.peer.addr, c.peer.is_self, (), (start, stop), best_t, work_s)
             )
@@ -603,12 +603,19 @@ def parallel_guard(work: Work) -> float:
     return max(work.measured.guard, 1.0) if work.measured is not None else 1.0
 
 
+def _fine_step(c: Cand, n: int) -> float:
+    """One fine step of ``n`` images at this holder as the runtime runs them: a chain share per
+    image (``peer.runtime.parallel``), so ``n`` forwards of one image, not one batch of ``n``
+    (the batched model predicted the prototype's parallel requests 2-8x short)."""
+    return n * (c.peer.a_s + c.peer.c_s)
+
+
 def _step_cost(c: Cand, work: Work) -> float:
     """One fine step of the whole request at this holder: measured when past runs timed it."""
     m = work.measured
     if m is not None and c.peer.name in m.step_s:
         return m.step_s[c.peer.name] * work.units
-    return c.peer.a_s + c.peer.c_s * work.units
+    return _fine_step(c, work.units)
 
 
 def parallel_costs(origin: Cand, remotes: Sequence[Cand], work: Work) -> Costs:
@@ -618,16 +625,15 @@ def parallel_costs(origin: Cand, remotes: Sequence[Cand], work: Work) -> Costs:
     measured hand-off takes the median of the measured remotes'."""
     n = work.units
     holders = [origin, *remotes]
-    calib = [c.peer.a_s + c.peer.c_s * n for c in holders]
+    calib = [_fine_step(c, n) for c in holders]
+    batch = origin.peer.a_s + origin.peer.c_s * n  # the coarse solves and last step: batched
     hop_cal = [0.0] + [
         c.peer.rtt_s + 2 * n * work.chain_bytes / max(c.peer.bytes_per_s, 1.0) + SHARE_OVERHEAD_S
         for c in remotes
     ]
     m = work.measured
     if m is None:
-        return Costs(
-            calib, hop_cal, work.coarse_evals * calib[0], calib[0], [c.wait_s for c in holders]
-        )
+        return Costs(calib, hop_cal, work.coarse_evals * batch, batch, [c.wait_s for c in holders])
     factors = [
         m.step_s[c.peer.name] * n / cal
         for c, cal in zip(holders, calib, strict=True)
@@ -648,9 +654,9 @@ def parallel_costs(origin: Cand, remotes: Sequence[Cand], work: Work) -> Costs:
     coarse = (
         work.coarse_evals * m.coarse_eval_s * n
         if m.coarse_eval_s is not None
-        else work.coarse_evals * step_s[0]
+        else work.coarse_evals * batch * f
     )
-    last = m.last_s * n if m.last_s is not None else step_s[0]
+    last = m.last_s * n if m.last_s is not None else batch * f
     return Costs(step_s, hop_s, coarse, last, [c.wait_s for c in holders])
 
 

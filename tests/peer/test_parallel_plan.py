@@ -173,3 +173,18 @@ def test_fine_cap_holds_back_the_next_iteration_and_keeps_the_result() -> None:
     assert np.array_equal(loose[0].latent, capped[0].latent)
     exact = _drive(PararealCore(bounds, x0, None, fine_cap=None), 0.98, 0.9)
     assert exact[0].exact and exact[0].iterations == 4
+
+
+def test_fine_solves_cost_one_forward_per_image_and_coarse_ones_a_batch() -> None:
+    from peer.core.planner import candidates, parallel_costs
+
+    # the runtime sends a chain share per image (each step n forwards of one image) while the
+    # coarse solves and the last step run the batch at the origin
+    peers = _peers(2, a_s=0.01)  # c = 0.001
+    work = Work("generate", 8, 20, deterministic=True)
+    cands = candidates(peers, work, "parallel")
+    costs = parallel_costs(cands[0], cands[1:], work)
+    assert costs.step_s[0] == pytest.approx(8 * (0.01 + 0.001))
+    assert costs.coarse_s == pytest.approx(work.coarse_evals * (0.01 + 8 * 0.001))
+    assert costs.last_s == pytest.approx(0.01 + 8 * 0.001)
+    assert cands[1].unit_s == pytest.approx(8 * 0.011)
