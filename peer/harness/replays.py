@@ -121,7 +121,11 @@ def cmd_replays(args: Any) -> int:
             "overhead": OVERHEAD_RANGE,
         },
     }
-    save_traces(args.out, traces, meta)
+    try:
+        save_traces(args.out, traces, meta)
+    except OSError as exc:
+        print(f"amcoedge scenario replays: --out {args.out}: {exc}", file=sys.stderr)
+        return 2
     print(
         json.dumps(
             {

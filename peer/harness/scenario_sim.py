@@ -54,6 +54,7 @@ The cost model, stated:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -187,12 +188,14 @@ UNET_CONFIG = Path(__file__).resolve().parents[1] / "diffusion/assets/digits16/u
 TILE_HALO = 4  # ``peer.runtime.node.Node.plan_tiles``
 
 
+@functools.cache
 def repair_rows() -> int:
     """Forward rows per repaired window of an unlabelled repair: the shipped model's classes."""
     cfg = json.loads(UNET_CONFIG.read_text())
     return max(int(cfg.get("num_class_embeds") or 1), 1)
 
 
+@functools.cache
 def repair_tiles(size: int) -> int:
     """Masked windows of a scenario repair of ``size`` (``scenario_run.repair_canvas``)."""
     from peer.diffusion.tiles import plan_tiles

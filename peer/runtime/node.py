@@ -108,8 +108,8 @@ WATCH_PERIOD_S = 0.05  # how often a share's holder is checked against the gossi
 # keep the share; it is then not asked again for VOUCH_S. Suspicion rides on UDP probes, which
 # a saturated slow link (a 1 Mbit/s uplink behind a 64 KiB shaper burst: half a second of
 # queue) delays past the probe timeout while the peer is up and working: in the prototype
-# scenario every re-plan was such a false alarm, and each sent a fast peer's tiles to the
-# back of the slow peers' queues.
+# scenario 29 of 36 re-plans were such false alarms (no peer failed), each sending a fast
+# peer's tiles to the back of the slow peers' queues.
 HOLDER_PING_S = 1.0
 VOUCH_S = 2.0
 MAX_SHARE_ID = 64  # characters in a share's id (``run_share``'s "share_id", ``cancel``'s "share")

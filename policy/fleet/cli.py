@@ -60,18 +60,12 @@ def _train(args: argparse.Namespace) -> int:
 
     from policy.export import export_checkpoint
     from policy.fleet.onnx_export import parity
-    from policy.fleet.traces import TraceFileError, load_traces
+    from policy.fleet.traces import TraceFileError
     from policy.fleet.train import TrainConfig, load_net, train
 
     torch.set_num_threads(1)
     if args.replay_frac > 0 and not args.replays:
         print("amcoedge policy train: --replay-frac needs --replays FILE", file=sys.stderr)
-        return 2
-    try:
-        for f in args.replays:
-            load_traces(f)
-    except TraceFileError as exc:
-        print(f"amcoedge policy train: {exc}", file=sys.stderr)
         return 2
     tc = TrainConfig(
         minutes=args.minutes,
@@ -86,7 +80,11 @@ def _train(args: argparse.Namespace) -> int:
         eps_start=args.eps_start,
     )
     out = Path(args.out)
-    ckpt = train(tc, out, progress=not args.quiet)
+    try:  # a bad traces file fails here, before the first episode
+        ckpt = train(tc, out, progress=not args.quiet)
+    except TraceFileError as exc:
+        print(f"amcoedge policy train: {exc}", file=sys.stderr)
+        return 2
     onnx_path = out / "recruiter.onnx"
     info = export_checkpoint(out / "recruiter.pt", onnx_path)
     summary = {

@@ -139,7 +139,6 @@ class LearnedRecruiter(Recruiter):
         self.model = model
         self.provider = model.provider
         self._greedy = heuristics.HEURISTICS[FALLBACK]
-        self.last_fallback: str | None = None  # why the last choice was greedy-aware's
 
     def infer(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (out,) = self.model.run({self.model.input_names[0]: feats})
@@ -152,12 +151,9 @@ class LearnedRecruiter(Recruiter):
         return q, score
 
     def choose(self, arr: CandidateArrays, units: int, deadline_s: float) -> Choice:
-        """The network's split; greedy-aware's for a request outside its training range
-        (``last_fallback`` then says so)."""
+        """The network's split; greedy-aware's for a request outside its training range."""
         if out_of_range(arr, units):
-            self.last_fallback = OUT_OF_RANGE
             return self._greedy(arr, units, self.rng)
-        self.last_fallback = None
         feats = build_features(arr, units, deadline_s)
         q, score = self.infer(feats)
         valid = actions.action_mask(len(arr))
@@ -168,16 +164,15 @@ class LearnedRecruiter(Recruiter):
         validate_request(req)
         validate_candidates(list(cands))
         arr = arrays_from_candidates(cands)
+        if out_of_range(arr, req.units):
+            pos, cnt, span = self._greedy(arr, req.units, self.rng)
+            return self._decision(pos, cnt, span, req.units, len(cands), OUT_OF_RANGE, FALLBACK)
         try:
             pos, cnt, span = self.choose(arr, req.units, float(req.deadline_s))
         except (OrtError, ModelError) as exc:
             pos, cnt, span = self._greedy(arr, req.units, self.rng)
             return self._decision(
                 pos, cnt, span, req.units, len(cands), f"inference failed: {exc}", FALLBACK
-            )
-        if self.last_fallback is not None:
-            return self._decision(
-                pos, cnt, span, req.units, len(cands), self.last_fallback, FALLBACK
             )
         return self._decision(pos, cnt, span, req.units, len(cands))
 

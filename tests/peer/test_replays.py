@@ -52,3 +52,12 @@ def test_replays_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     bad.write_text("[1, 2]")
     assert main([*base, "--fit", str(bad)]) == 2
     assert "not a JSON object" in capsys.readouterr().err
+
+
+def test_replays_to_an_unwritable_place_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "missing" / "x.npz")
+    args = ["scenario", "replays", str(BUSY), "--fit", str(REAL), "--costs", str(COSTS)]
+    assert main([*args, "--variants", "1", "--out", out]) == 2
+    assert "--out" in capsys.readouterr().err

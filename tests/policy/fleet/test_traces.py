@@ -107,3 +107,18 @@ def test_training_draws_episodes_from_replay_files(tmp_path: Path) -> None:
     assert ckpt["train"]["replays"] == [str(path)] and ckpt["train"]["replay_frac"] == 1.0
     with pytest.raises(ValueError, match="needs replays"):
         train(replace(tc, replays=()), tmp_path / "none", progress=False)
+
+
+def test_cli_train_refuses_a_bad_traces_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from peer.cli import main
+
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    out = tmp_path / "out"
+    args = ["policy", "train", "--out", str(out), "--episodes", "1", "--quiet"]
+    assert main([*args, "--replays", str(junk), "--replay-frac", "1"]) == 2
+    assert "not a traces file" in capsys.readouterr().err
+    assert main([*args, "--replay-frac", "0.5"]) == 2
+    assert "--replay-frac needs --replays" in capsys.readouterr().err
