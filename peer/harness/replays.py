@@ -91,6 +91,8 @@ def cmd_replays(args: Any) -> int:
     try:
         if not 1 <= args.variants <= MAX_VARIANTS:
             raise SimScenarioError(f"--variants must be 1 to {MAX_VARIANTS}, got {args.variants}")
+        if not 0 <= args.seed < 2**63:
+            raise SimScenarioError(f"--seed must be a non-negative integer, got {args.seed}")
         sc = load_scenario(args.file)
         try:
             real = json.loads(Path(args.fit).read_text())

@@ -46,6 +46,8 @@ def test_replays_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     base = ["scenario", "replays", str(BUSY), "--costs", str(COSTS), "--out", out]
     assert main([*base, "--fit", str(REAL), "--variants", "0"]) == 2
     assert "--variants must be" in capsys.readouterr().err
+    assert main([*base, "--fit", str(REAL), "--seed", "-1"]) == 2
+    assert "--seed must be" in capsys.readouterr().err
     assert main([*base, "--fit", str(tmp_path / "missing.json")]) == 2
     assert "--fit" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
