@@ -30,6 +30,7 @@ import itertools
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from peer.diffusion.engine import (
     AUTO_WARMUP,
     Denoiser,
     TorchDenoiser,
+    calibration_seconds,
     check_engine,
     median_seconds,
 )
@@ -662,6 +664,12 @@ class Backend:
 
         return step
 
+    def _wall_clock(self) -> float:
+        """Seconds by the wall clock, after the device's queued work (CUDA) has finished."""
+        if self._device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def _step_seconds(self, den: Denoiser, batch: int, repeats: int, warmup: int) -> float:
         sync = self._device.type == "cuda"
         return median_seconds(self._step_fn(den, batch), repeats, warmup, sync)
@@ -694,24 +702,28 @@ class Backend:
 
     # ------------------------------------------------------------------------ calibration
     def calibrate(
-        self, batch_sizes: Sequence[int] = (1, 2, 4, 8), repeats: int = 3, warmup: int = 1
+        self, batch_sizes: Sequence[int] = (1, 2, 4, 8), repeats: int = 5, warmup: int = 1
     ) -> CostModel:
         """Time one denoising step at several batch sizes on the running engine; fit `a + c * images`.
 
-        The fit follows the engine: onnx drops most of torch's fixed per-step cost `a`. The
-        medians are also recorded in `engine_info()["ms_per_step"]`.
+        Each size's least timing of `repeats`, taken round-robin (`calibration_seconds`), by the
+        thread's CPU time where one CPU thread runs the step, else by the wall clock. The fit
+        follows the engine: onnx drops most of torch's fixed per-step cost `a`. The timings are
+        also recorded in `engine_info()["ms_per_step"]`.
         """
         if len(set(batch_sizes)) < 2 or min(batch_sizes) < 1 or max(batch_sizes) > MAX_BATCH:
             raise InvalidRequestError(f"need two distinct batch sizes in [1, {MAX_BATCH}]")
         repeats = _check_int("repeats", repeats, 1, 1000)
         warmup = _check_int("warmup", warmup, 0, 1000)
-        samples: list[tuple[int, float]] = []
+        cpu_thread = self._device.type == "cpu" and self.threads == 1
         with _COMPUTE_LOCK:
             self._enter()
-            for b in batch_sizes:
-                seconds = self._step_seconds(self._denoiser, b, repeats, warmup)
-                self._record_ms(self.engine, b, seconds)
-                samples.append((b, seconds))
+            steps = {b: self._step_fn(self._denoiser, b) for b in dict.fromkeys(batch_sizes)}
+            samples = calibration_seconds(
+                steps, repeats, warmup, time.thread_time if cpu_thread else self._wall_clock
+            )
+        for b, seconds in samples:
+            self._record_ms(self.engine, b, seconds)
         a, c = fit_affine(samples)
         return CostModel(a, c, self.sample_size * self.sample_size)
 

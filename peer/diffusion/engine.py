@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, Protocol
 
 import torch
@@ -89,3 +89,31 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, sync: bo
         if r >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def calibration_seconds(
+    steps: Mapping[int, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[tuple[int, float]]:
+    """(batch, seconds) per batch size: the least of ``repeats`` timings by ``clock``.
+
+    The sizes are timed round-robin, so that a burst of other work (peers starting beside this
+    one, a CFS quota's throttled slice) falls on every size alike rather than on the last few;
+    and the least of each size's timings is kept, as such work only ever adds time. A single-
+    threaded CPU engine is timed by its thread's CPU time (``time.thread_time``), which neither
+    descheduling nor a quota's throttling advances: start-up calibrations of five peers on two
+    shared cores came out with a fixed cost from 0 to 30x the engine's own.
+    """
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    best: dict[int, float] = {}
+    for _ in range(repeats):
+        for b, fn in steps.items():
+            t0 = clock()
+            fn()
+            t = clock() - t0
+            best[b] = min(t, best.get(b, t))
+    return list(best.items())

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
 from peer.diffusion import Backend, CostModel, InvalidRequestError, decode_png, encode_png
 from peer.diffusion.cost import MIN_SLOPE_FRACTION, fit_affine
+from peer.diffusion.engine import calibration_seconds
 from peer.diffusion.images import image_grid, psnr
 
 
@@ -38,6 +43,43 @@ def test_calibrate_fits_positive_costs(tiny: Backend) -> None:
     assert cm.pixels == 256
     assert cm.predict(8, 10) > cm.predict(1, 10)
     assert cm.predict(8, 10) == pytest.approx(10 * (cm.a_s + 8 * cm.c_s))
+
+
+def test_calibration_times_sizes_round_robin_and_keeps_the_least() -> None:
+    calls: list[int] = []
+    ticks = iter([0.0, 1.0, 1.0, 1.5, 1.5, 9.5, 9.5, 10.0, 10.0, 10.4, 10.4, 11.4])
+
+    def step(b: int) -> Callable[[], None]:
+        return lambda: calls.append(b)
+
+    got = calibration_seconds({1: step(1), 2: step(2), 8: step(8)}, 2, 1, lambda: next(ticks))
+    assert calls == [1, 2, 8, 1, 2, 8, 1, 2, 8]  # warm-up, then sizes in turn
+    # a burst of other work (8.0 s) hit the first timing of size 8: the second is kept
+    assert dict(got) == pytest.approx({1: 0.5, 2: 0.4, 8: 1.0})
+
+
+def test_calibrate_is_blind_to_time_the_thread_is_not_running(
+    tiny: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttled slice or another peer's burst deschedules the step; a single-thread CPU peer
+    is timed by its thread's CPU time, so the sleep below (on the larger sizes only, as a quota's
+    throttling falls) neither inflates its costs nor tilts the fit to a zero fixed cost."""
+    steps = tiny._step_fn
+
+    def descheduled(den: Any, batch: int) -> Callable[[], None]:
+        fn = steps(den, batch)
+
+        def step() -> None:
+            fn()
+            if batch >= 4:
+                time.sleep(0.03)
+
+        return step
+
+    monkeypatch.setattr(tiny, "_step_fn", descheduled)
+    cm = tiny.calibrate(batch_sizes=(1, 2, 4, 8), repeats=2, warmup=0)
+    assert cm.a_s + 8 * cm.c_s < 0.03
+    assert tiny.engine_info()["ms_per_step"][tiny.engine]["8"] < 30.0
 
 
 def test_png_round_trip() -> None:
