@@ -25,6 +25,13 @@ class JobPace:
         default_factory=dict
     )  # running here: start, predicted
     _keys: int = 0
+    begun: float | None = None  # when its first share was sent (perf_counter)
+
+    def waited(self, now: float) -> float:
+        """Seconds since the request's first share was sent (0 for the first)."""
+        if self.begun is None:
+            self.begun = now
+        return max(now - self.begun, 0.0)
 
     def start_own(self, now: float, predicted_s: float) -> int:
         """The origin's own share starts; returns its key for ``finish_own``."""

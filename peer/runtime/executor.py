@@ -1,7 +1,7 @@
 """The executor: the diffusion backend in ONE worker thread, fed by a bounded queue of shares.
 
-Blocking work (torch) never runs on the event loop. Shares run one at a time in arrival order
-on a dedicated thread whose torch thread count is fixed at start (split results are
+Blocking work (torch) never runs on the event loop. Shares run one at a time in the order their
+requests were planned on a dedicated thread whose torch thread count is fixed at start (split results are
 bit-identical only between peers with the same thread count). The executor keeps the predicted
 seconds of queued and running work, which the peer publishes through gossip as its backlog.
 
@@ -10,6 +10,12 @@ host, tile repairs predicted ~3x short), so the backlog is the queued prediction
 peer's own recent ``actual / predicted`` (an EWMA of its log over completed shares, each
 weighted by its predicted seconds up to ``BACKLOG_REF_S`` so that 1-step warm-ups barely move
 it), and a running share that has overrun counts what that ratio still gives it.
+
+Order: a share sent when its request was planned queues in arrival order. One sent later, a
+chain's next hop or a re-planned share, says how long its request has been under way
+(``waited_s``) and takes the place it would have had at planning: behind the work that was
+queued here then, ahead of what came after. The plan counted on that place: a chain's second hop
+otherwise waited behind every repair that reached its peer during the first hop.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class _Item:
     enqueued: float
     future: asyncio.Future[Any]
     share: str | None = None  # the origin's id of this share (None: not given)
+    order: float = 0.0  # its place in the queue: when its request was planned, on our clock
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,7 @@ class Executor:
     max_queued: int = 128
     threads: int = 1
     _pool: ThreadPoolExecutor | None = None
-    _queue: asyncio.Queue[_Item] | None = None
+    _queue: asyncio.PriorityQueue[tuple[float, int, _Item]] | None = None
     _task: asyncio.Task[None] | None = None
     _running: _Running | None = None
     _waiting: list[_Item] = field(default_factory=list)
@@ -69,6 +76,7 @@ class Executor:
     on_change: Callable[[], None] | None = None  # called on the loop when the backlog changes
     clock: Callable[[], float] = time.monotonic  # injectable for tests on virtual time
     _log_ratio: float = 0.0  # EWMA of log(actual / predicted) over completed shares
+    _seq: int = 0  # ties in ``order`` keep arrival order
 
     @property
     def backlog_ratio(self) -> float:
@@ -93,7 +101,7 @@ class Executor:
     async def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amcoedge-exec")
         await self.call(self._pin_threads)
-        self._queue = asyncio.Queue(self.max_queued)
+        self._queue = asyncio.PriorityQueue(self.max_queued)
         self._task = asyncio.create_task(self._worker(), name="amcoedge-executor")
 
     def _pin_threads(self) -> None:
@@ -107,16 +115,25 @@ class Executor:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     async def run(
-        self, fn: Callable[[], T], predicted_s: float, job: str, share: str | None = None
+        self,
+        fn: Callable[[], T],
+        predicted_s: float,
+        job: str,
+        share: str | None = None,
+        waited_s: float = 0.0,
     ) -> tuple[T, RunStats]:
         """Queue ``fn`` as a share of ``job`` (``share``: its id, which ``cancel`` can name);
-        wait for it. Raises ``Overloaded`` when the queue is full."""
+        wait for it. ``waited_s``: how long its request has been under way (the share queues
+        behind what was here that long ago). Raises ``Overloaded`` when the queue is full."""
         if self._queue is None:
             raise RuntimeError("executor not started")
         loop = asyncio.get_running_loop()
-        item = _Item(fn, max(predicted_s, 0.0), job, self.clock(), loop.create_future(), share)
+        now = self.clock()
+        item = _Item(fn, max(predicted_s, 0.0), job, now, loop.create_future(), share)
+        item.order = now - max(waited_s, 0.0)
+        self._seq += 1
         try:
-            self._queue.put_nowait(item)
+            self._queue.put_nowait((item.order, self._seq, item))
         except asyncio.QueueFull:
             raise Overloaded(f"{self.max_queued} shares already queued on this peer") from None
         self._waiting.append(item)
@@ -154,7 +171,7 @@ class Executor:
         assert self._queue is not None and self._pool is not None
         loop = asyncio.get_running_loop()
         while True:
-            item = await self._queue.get()
+            *_, item = await self._queue.get()
             with contextlib.suppress(ValueError):
                 self._waiting.remove(item)
             if item.future.done():  # cancelled while queued

@@ -115,8 +115,23 @@ VOUCH_S = 2.0
 MAX_SHARE_ID = 64  # characters in a share's id (``run_share``'s "share_id", ``cancel``'s "share")
 
 
+# ``run_share``'s "waited_s": how long the share's request has been under way at its origin (a
+# chain's later hop, a re-planned share); it queues behind what was here that long ago. Bounded:
+# no share may claim a place older than this.
+MAX_WAITED_S = 3600.0
+
+
 def _valid_share_id(v: object) -> bool:
     return isinstance(v, str) and 0 < len(v) <= MAX_SHARE_ID
+
+
+def _valid_waited(v: object) -> bool:
+    return (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0.0 <= v <= MAX_WAITED_S
+    )
 
 
 def overrun_deadline_s(predicted_s: float) -> float:
@@ -558,13 +573,14 @@ class Node:
         units = units_of(work)
         t0 = time.perf_counter()
         pace = self._pace.setdefault(job.id, JobPace())
+        waited = pace.waited(t0)  # a later hop queues where it would have been at planning
         if share.is_self:
             assert self.runner is not None
             runner = self.runner
             key = pace.start_own(t0, share.predicted_s)
             try:
                 local_out, st = await self.executor.run(
-                    lambda: runner.run(work), runner.predict(work), job.id
+                    lambda: runner.run(work), runner.predict(work), job.id, waited_s=waited
                 )
             finally:
                 pace.finish_own(key, time.perf_counter())
@@ -581,6 +597,8 @@ class Node:
             "share": encode_share(work),
             "share_id": share_id,
         }
+        if waited > 0:
+            payload["waited_s"] = round(waited, 4)
         call = asyncio.ensure_future(
             pool.call_measured(share.addr, "run_share", payload, timeout=self._share_timeout(share))
         )
@@ -868,10 +886,12 @@ class Node:
             not isinstance(params, dict)
             or not isinstance(params.get("job"), str)
             or ("share_id" in params and not _valid_share_id(params["share_id"]))
+            or ("waited_s" in params and not _valid_waited(params["waited_s"]))
         ):
             raise RpcError(
                 "run_share needs {'job': str, 'share': {...}, "
-                f"'share_id'?: str of 1..{MAX_SHARE_ID} chars}}",
+                f"'share_id'?: str of 1..{MAX_SHARE_ID} chars, "
+                f"'waited_s'?: seconds in [0, {MAX_WAITED_S:g}]}}",
                 code="invalid_params",
             )
         try:
@@ -892,7 +912,11 @@ class Node:
             serving[job_id] = serving.get(job_id, 0) + 1
         try:
             out, st = await self.executor.run(
-                lambda: runner.run(work), runner.predict(work), job_id, share_id
+                lambda: runner.run(work),
+                runner.predict(work),
+                job_id,
+                share_id,
+                waited_s=float(params.get("waited_s", 0.0)),
             )
         except asyncio.CancelledError:
             task = asyncio.current_task()

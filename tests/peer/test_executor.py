@@ -70,6 +70,42 @@ async def test_bounded_queue_backlog_and_cancel() -> None:
         await ex.close()
 
 
+async def test_a_later_hop_queues_where_its_request_was_planned() -> None:
+    """A share that says its request has been under way ``waited_s`` runs behind the work queued
+    here that long ago and ahead of what came later; the rest keep arrival order."""
+    now = [100.0]
+    ex = Executor(max_queued=8, threads=1, clock=lambda: now[0])
+    await ex.start()
+    gate, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def blocked() -> None:
+        started.set()
+        gate.wait()
+
+    try:
+        first = asyncio.ensure_future(ex.run(blocked, 1.0, "busy"))
+        assert await asyncio.to_thread(started.wait, 10.0)
+        runs = [asyncio.ensure_future(ex.run(lambda: ran.append("a"), 1.0, "a"))]  # at 100
+        await asyncio.sleep(0)
+        now[0] = 101.0
+        runs.append(asyncio.ensure_future(ex.run(lambda: ran.append("b"), 1.0, "b")))
+        await asyncio.sleep(0)
+        now[0] = 102.0  # planned at 100.5, its second hop arrives now
+        hop = ex.run(lambda: ran.append("hop"), 1.0, "c", waited_s=1.5)
+        runs.append(asyncio.ensure_future(hop))
+        await asyncio.sleep(0)
+        runs.append(asyncio.ensure_future(ex.run(lambda: ran.append("d"), 1.0, "d")))
+        await asyncio.sleep(0)
+        gate.set()
+        await first
+        await asyncio.gather(*runs)
+        assert ran == ["a", "hop", "b", "d"]
+    finally:
+        gate.set()
+        await ex.close()
+
+
 async def test_errors_reach_the_caller() -> None:
     ex = Executor()
     await ex.start()

@@ -320,3 +320,9 @@ async def test_cancel_and_run_share_refuse_a_malformed_share_id(
         payload = {"job": "j", "share": {"kind": "generate"}, "share_id": 12}
         await a.pool.call(addr, "run_share", payload, timeout=10.0)
     assert err.value.code == "invalid_params"
+    for waited in (-1.0, 3601.0, float("nan"), float("inf"), "5", True, None):
+        with pytest.raises(RpcError) as err:
+            payload = {"job": "j", "share": {"kind": "generate"}, "waited_s": waited}
+            await a.pool.call(addr, "run_share", payload, timeout=10.0)
+        assert err.value.code == "invalid_params", waited
+        assert "waited_s" in str(err.value)

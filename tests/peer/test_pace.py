@@ -53,3 +53,10 @@ def test_a_share_predicted_to_run_long_gets_a_longer_rpc_bound() -> None:
 
     assert node._share_timeout(share(0.5)) == 60.0  # the configured bound
     assert node._share_timeout(share(30.0)) == pytest.approx(4 * overrun_deadline_s(30.0))
+
+
+def test_waited_counts_from_the_first_share_sent() -> None:
+    pace = JobPace()
+    assert pace.waited(50.0) == 0.0  # the first share: sent at planning
+    assert pace.waited(52.5) == pytest.approx(2.5)  # the chain's next hop
+    assert pace.waited(49.0) == 0.0  # never negative
