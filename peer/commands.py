@@ -63,6 +63,12 @@ def register(groups: dict[str, Any]) -> None:
     )
     p.add_argument("--threads", type=int, help="torch threads of the executor (default 1)")
     p.add_argument(
+        "--cpu-cores",
+        type=float,
+        help="CPU cores this peer may use, for its costs (default: its cgroup's quota, read at "
+        "start; give it where that is not visible, e.g. under `ip netns exec`)",
+    )
+    p.add_argument(
         "--memory-budget-mib",
         type=int,
         help="RSS the peer keeps requests under; larger ones are refused before work starts "
@@ -177,6 +183,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
                 "tls_ca_file": args.tls_ca_file,
                 "engine": args.engine,
                 "threads": args.threads,
+                "cpu_cores": args.cpu_cores,
                 "memory_budget_mib": args.memory_budget_mib,
                 "gossip": args.gossip,
             },

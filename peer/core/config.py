@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class PeerConfig:
         "onnx"  # denoiser engine: onnx | torch | auto (the faster at start; peers may differ)
     )
     threads: int = 1  # torch threads of the executor; fixed so split results are bit-identical
+    # CPU cores this peer may use, for its costs: None reads the cgroup quota (peer.runtime.
+    # cpu_limit); give it where the quota is not visible (`ip netns exec` remounts /sys)
+    cpu_cores: float | None = None
     gossip: str = "lan"  # gossip timer preset: lan | local | wan
     share_timeout_s: float = 120.0  # an RPC share that takes longer is re-planned
     rpc_timeout_s: float = 5.0  # control RPCs (ping, info, cancel)
@@ -163,6 +167,7 @@ _SIMPLE_FIELDS: dict[str, type] = {
     "tls_ca_file": str,
     "engine": str,
     "threads": int,
+    "cpu_cores": float,
     "gossip": str,
     "share_timeout_s": float,
     "rpc_timeout_s": float,
@@ -241,6 +246,10 @@ def validate(cfg: PeerConfig) -> None:
         raise ConfigError(f"gossip must be one of {GOSSIP_PRESETS}, got {cfg.gossip!r}")
     if not 1 <= cfg.threads <= 256:
         raise ConfigError(f"threads must be in 1..256, got {cfg.threads}")
+    if cfg.cpu_cores is not None and not (
+        math.isfinite(cfg.cpu_cores) and 0.01 <= cfg.cpu_cores <= 1024
+    ):
+        raise ConfigError(f"cpu_cores must be in [0.01, 1024], got {cfg.cpu_cores}")
     if not 0.0 < cfg.ewma_alpha <= 1.0:
         raise ConfigError(f"ewma_alpha must be in (0, 1], got {cfg.ewma_alpha}")
     if cfg.share_timeout_s <= 0 or cfg.rpc_timeout_s <= 0:

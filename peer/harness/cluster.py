@@ -224,6 +224,8 @@ class LocalCluster:
             args += ["--join", f"{self._hosts[join]}:{self._ports[join]}"]
         log_path = self.log_dir / f"{name}.log"
         group = self._groups[i]
+        if group is not None and spec.quotas:  # `ip netns exec` hides the cgroup from the peer
+            args += ["--cpu-cores", f"{spec.quotas[i % len(spec.quotas)]:g}"]
         pdeath = bool(prefix)
 
         def pre() -> None:

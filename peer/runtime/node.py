@@ -278,7 +278,7 @@ class Node:
         if self.cfg.calibrate:
             cal = await self.executor.call(backend.calibrate)
             # calibration's short steps run unthrottled inside a CFS period: scale to the quota
-            limit = cpu_limit()
+            limit = self.cfg.cpu_cores if self.cfg.cpu_cores is not None else cpu_limit()
             slow = quota_slowdown(self.cfg.threads, limit)
             if slow > 1.0:
                 log.info(

@@ -43,11 +43,24 @@ def test_config_presets_and_overrides(tmp_path: Path) -> None:
         {"name": "a", "colour": "red"},
         {"name": "a", "limits": {"max_count": -1}},
         {"name": "a", "secret_file": "/nonexistent/secret"},
+        {"name": "a", "cpu_cores": 0},
+        {"name": "a", "cpu_cores": -0.5},
+        {"name": "a", "cpu_cores": float("nan")},
+        {"name": "a", "cpu_cores": "half"},
     ],
 )
 def test_bad_config_is_a_clear_error(values: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         load_peer_config(values)
+
+
+def test_cpu_cores_is_read_from_file_or_cli() -> None:
+    from peer.cli import build_parser
+
+    assert load_peer_config({"name": "a"}).cpu_cores is None  # the cgroup's quota, at start
+    assert load_peer_config({"name": "a", "cpu_cores": 2}).cpu_cores == 2.0
+    args = build_parser().parse_args(["peer", "--name", "a", "--cpu-cores", "0.17"])
+    assert args.cpu_cores == pytest.approx(0.17)
 
 
 def test_bad_toml(tmp_path: Path) -> None:
