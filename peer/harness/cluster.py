@@ -195,6 +195,31 @@ class LocalCluster:
         spec = self.spec
         name = f"p{i}"
         host = self._hosts[i]
+        log_path = self.log_dir / f"{name}.log"
+        group = self._groups[i]
+        pdeath = spec.places is not None and bool(spec.places[i].prefix)
+
+        def pre() -> None:
+            if pdeath:
+                _die_with_parent()
+            if group is not None:
+                quotas.CpuQuotas.attach_self(group)
+
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                self.peer_args(i, join),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pre if (pdeath or group is not None) else None,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
+        return PeerProc(name, (host, self._ports[i]), (host, self._https[i]), proc, log_path, quota)
+
+    def peer_args(self, i: int, join: int | None) -> list[str]:
+        """Peer ``i``'s command line (its place's prefix first, e.g. ``ip netns exec NS``)."""
+        spec = self.spec
+        host = self._hosts[i]
         prefix = spec.places[i].prefix if spec.places is not None else ()
         args = [
             *prefix,
@@ -203,7 +228,7 @@ class LocalCluster:
             "peer",
             "peer",
             "--name",
-            name,
+            f"p{i}",
             "--listen",
             f"{host}:{self._ports[i]}",
             "--http",
@@ -222,28 +247,10 @@ class LocalCluster:
             args += ["--api-token-file", spec.api_token_file]
         if join is not None:
             args += ["--join", f"{self._hosts[join]}:{self._ports[join]}"]
-        log_path = self.log_dir / f"{name}.log"
-        group = self._groups[i]
-        if group is not None and spec.quotas:  # `ip netns exec` hides the cgroup from the peer
+        if self._groups[i] is not None and spec.quotas:
+            # its costs assume the quota: `ip netns exec` remounts /sys, hiding the cgroup
             args += ["--cpu-cores", f"{spec.quotas[i % len(spec.quotas)]:g}"]
-        pdeath = bool(prefix)
-
-        def pre() -> None:
-            if pdeath:
-                _die_with_parent()
-            if group is not None:
-                quotas.CpuQuotas.attach_self(group)
-
-        with open(log_path, "ab") as logf:
-            proc = subprocess.Popen(
-                args,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                preexec_fn=pre if (pdeath or group is not None) else None,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        quota = spec.quotas[i % len(spec.quotas)] if spec.quotas and group is not None else None
-        return PeerProc(name, (host, self._ports[i]), (host, self._https[i]), proc, log_path, quota)
+        return args
 
     def kill(self, i: int, graceful: bool = False) -> None:
         """Crash peer ``i`` (SIGKILL) or, ``graceful``, stop it (SIGTERM, then wait)."""

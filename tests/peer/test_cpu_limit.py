@@ -51,3 +51,23 @@ def test_slowdown_is_threads_over_the_quota() -> None:
     assert quota_slowdown(1, 0.17) == pytest.approx(1 / 0.17)
     assert quota_slowdown(2, 4.0) == 1.0  # more quota than threads: no slower
     assert quota_slowdown(1, 0.0) == 1.0
+
+
+def test_the_local_cluster_tells_each_peer_its_quota(tmp_path: Path) -> None:
+    """A peer under ``ip netns exec`` cannot read its cgroup (``/sys`` is remounted there), so
+    the runner passes the quota it set on the command line; a peer without a group gets none."""
+    from peer.harness.cluster import ClusterSpec, LocalCluster, Place
+
+    places = tuple(
+        Place(f"10.9.0.{i + 1}", 7000, 8000, ("ip", "netns", "exec", f"n{i}")) for i in range(3)
+    )
+    cluster = LocalCluster(ClusterSpec(peers=3, quotas=(0.5, 0.17), places=places), tmp_path)
+    cluster._hosts = [pl.host for pl in places]
+    cluster._ports, cluster._https = [7000] * 3, [8000] * 3
+    cluster._groups = [tmp_path / "g0", tmp_path / "g1", None]  # the third: no cgroups here
+    args = [cluster.peer_args(i, 0 if i else None) for i in range(3)]
+    assert args[0][:4] == ["ip", "netns", "exec", "n0"]
+    assert args[0][args[0].index("--cpu-cores") + 1] == "0.5"
+    assert args[1][args[1].index("--cpu-cores") + 1] == "0.17"
+    assert "--cpu-cores" not in args[2]
+    assert args[1][args[1].index("--join") + 1] == "10.9.0.1:7000"
