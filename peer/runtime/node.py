@@ -591,7 +591,7 @@ class Node:
         work = self._embeddings_for(work, share.peer)
         # the id lets a cancel name this share alone: the holder may hold others of the job
         share_id = f"s{next(self._share_seq)}"
-        payload = {
+        payload: dict[str, Any] = {
             "job": job.id,
             "origin": self.name,
             "share": encode_share(work),
