@@ -72,14 +72,16 @@ def test_calibrate_is_blind_to_time_the_thread_is_not_running(
         def step() -> None:
             fn()
             if batch >= 4:
-                time.sleep(0.03)
+                time.sleep(0.2)
 
         return step
 
     monkeypatch.setattr(tiny, "_step_fn", descheduled)
     cm = tiny.calibrate(batch_sizes=(1, 2, 4, 8), repeats=2, warmup=0)
-    assert cm.a_s + 8 * cm.c_s < 0.03
-    assert tiny.engine_info()["ms_per_step"][tiny.engine]["8"] < 30.0
+    # the sleep alone is 0.2 s a step at 4 and 8 images; a step of the tiny model is a few ms of
+    # CPU (tens on a busy machine)
+    assert cm.a_s + 8 * cm.c_s < 0.15
+    assert tiny.engine_info()["ms_per_step"][tiny.engine]["8"] < 150.0
 
 
 def test_png_round_trip() -> None:
