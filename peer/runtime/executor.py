@@ -1,7 +1,8 @@
 """The executor: the diffusion backend in ONE worker thread, fed by a bounded queue of shares.
 
-Blocking work (torch) never runs on the event loop. Shares run one at a time in the order their
-requests were planned on a dedicated thread whose torch thread count is fixed at start (split results are
+Blocking work (torch) never runs on the event loop. Shares run one at a time, in the order their
+requests were planned (below), on a dedicated thread whose torch thread count is fixed at start
+(split results are
 bit-identical only between peers with the same thread count). The executor keeps the predicted
 seconds of queued and running work, which the peer publishes through gossip as its backlog.
 
