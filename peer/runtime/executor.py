@@ -2,9 +2,9 @@
 
 Blocking work (torch) never runs on the event loop. Shares run one at a time, in the order their
 requests were planned (below), on a dedicated thread whose torch thread count is fixed at start
-(split results are
-bit-identical only between peers with the same thread count). The executor keeps the predicted
-seconds of queued and running work, which the peer publishes through gossip as its backlog.
+(split results are bit-identical only between peers with the same thread count). The executor
+keeps the predicted seconds of queued and running work, which the peer publishes through gossip
+as its backlog.
 
 Each share's prediction comes from the cost model of its kind, and some kinds run long (a busy
 host, tile repairs predicted ~3x short), so the backlog is the queued predictions times this
